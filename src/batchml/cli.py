@@ -1,0 +1,159 @@
+"""Command line: ``batchml demo-data``, ``batchml run <stage>``, ``batchml demo``, ``batchml table``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+
+from batchml.config import ConfigError, load_config
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="batchml", description="Batch ML pipeline on Apache Spark.")
+    p.add_argument("--env", help="config overlay under conf/ (default: $BATCHML_ENV or 'local')")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo-data", help="write the demo card-transaction feed into the landing zone")
+    _demo_args(d)
+
+    r = sub.add_parser("run", help="run one pipeline stage for one run date")
+    r.add_argument("stage", help="stage name, e.g. ingest")
+    r.add_argument("--run-date", type=_date, required=True)
+    r.add_argument("--dataset", help="dataset config name (default: default_dataset)")
+
+    m = sub.add_parser("demo", help="the main job: generate demo data, then run the pipeline day by day")
+    _demo_args(m, days=14, rows=20_000)
+
+    t = sub.add_parser("table", help="inspect and maintain Delta tables")
+    t.add_argument("action", choices=["history", "compact", "vacuum", "version"])
+    t.add_argument("name", help="table name, e.g. bronze.card_transactions")
+    t.add_argument("--retention-hours", type=int, help="vacuum: keep files newer than this")
+    t.add_argument("--apply", action="store_true", help="vacuum: delete (default is a dry run)")
+    return p
+
+
+def _demo_args(p: argparse.ArgumentParser, days: int = 7, rows: int = 20_000) -> None:
+    p.add_argument("--start", type=_date, default=dt.date(2024, 1, 1))
+    p.add_argument("--days", type=int, default=days)
+    p.add_argument("--rows-per-day", type=int, default=rows)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--format", choices=["csv", "jsonl", "parquet"], default="csv")
+    p.add_argument("--drift-from", type=_date)
+    p.add_argument("--concept-drift-from", type=_date)
+    p.add_argument("--bad-rate", type=float, default=0.0, help="fraction of corrupted rows")
+    p.add_argument("--bad-file-rate", type=float, default=0.0, help="probability per day of an unreadable file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("py4j", "urllib3", "botocore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        config = load_config(args.env)
+        return _dispatch(args, config)
+    except ConfigError as exc:
+        print(f"batchml: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # turn known operator errors into one clear line
+        from batchml.spark import JavaNotFound
+        from batchml.storage import ReplaceWhereViolation, SchemaMismatch
+
+        if isinstance(exc, (JavaNotFound, SchemaMismatch, ReplaceWhereViolation, FileNotFoundError, ValueError)):
+            print(f"batchml: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _dispatch(args, config) -> int:
+    if args.command == "demo-data":
+        summary = _generate(args, config)
+        print(f"demo data: {summary.transactions} transactions ({summary.fraud} fraud), "
+              f"{summary.chargebacks} chargebacks in {config.storage.landing_uri} ({summary.seconds:.1f}s)")
+        return 0
+    if args.command == "run":
+        from batchml.stages import run_stage
+
+        return run_stage(args.stage, config, args.run_date, args.dataset)
+    if args.command == "demo":
+        return _demo(args, config)
+    return _table(args, config)
+
+
+def _generate(args, config):
+    from batchml.demo import DemoOptions, generate
+
+    options = DemoOptions(start=args.start, days=args.days, rows_per_day=args.rows_per_day, seed=args.seed,
+                          fmt=args.format, drift_from=args.drift_from, concept_drift_from=args.concept_drift_from,
+                          bad_rate=args.bad_rate, bad_file_rate=args.bad_file_rate)
+    from batchml.storage.location import StorageOptions
+
+    fs, root = StorageOptions.from_config(config.storage.s3).filesystem(config.storage.landing_uri)
+    return generate(root, options, filesystem=fs)
+
+
+def _demo(args, config) -> int:
+    """Generate demo data, then run every stage for each day in order."""
+    if args.format != config.dataset().events.format:
+        raise ValueError(f"--format {args.format} differs from the dataset contract's "
+                         f"{config.dataset().events.format}; change conf/ or the flag")
+    _generate(args, config)
+    from batchml.stages import STAGES, run_stage
+    from batchml.spark import get_spark
+
+    spark = get_spark(config)
+    for i in range(args.days):
+        day = args.start + dt.timedelta(days=i)
+        for stage in STAGES:
+            run_stage(stage, config, day, spark=spark)
+    from batchml.storage import Lake
+
+    lake = Lake(config, spark)
+    print("\nDone. Tables (Delta, readable with any Delta reader):")
+    for name in config.tables:
+        if lake.exists(name):
+            print(f"  {name:28s} version {lake.version(name):>3}  {lake.uri(name)}")
+    return 0
+
+
+def _table(args, config) -> int:
+    from batchml.storage import Lake
+
+    lake = Lake(config)
+    if args.action == "history":
+        for entry in lake.history(args.name):
+            print(json.dumps(entry, default=str))
+    elif args.action == "version":
+        print(lake.version(args.name))
+    elif args.action == "compact":
+        print(json.dumps(lake.compact(args.name), default=str))
+    else:
+        files = lake.vacuum(args.name, args.retention_hours, dry_run=not args.apply)
+        print(f"{'deleted' if args.apply else 'would delete'} {len(files)} file(s)")
+        for f in files:
+            print(f"  {f}")
+    return 0
+
+
+def run_job(stage: str, argv: list[str]) -> int:
+    """Entry for ``jobs/<stage>.py`` under spark-submit: ``[--env E] --run-date D [--dataset X]``."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--env")
+    known, rest = pre.parse_known_args(argv)
+    return main(([f"--env={known.env}"] if known.env else []) + ["run", stage, *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The pipeline's stages by name: ``batchml run <stage> --run-date D`` and the jobs/ files use this."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Callable
+
+from batchml.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def _ingest(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+    from batchml.ingest.ingest import ingest
+
+    reports = ingest(config, run_date, dataset, spark)
+    for r in reports:
+        print(f"ingest {run_date} {r.summary()}")
+    return 0
+
+
+STAGES: dict[str, Callable[..., int]] = {"ingest": _ingest}
+
+
+def run_stage(name: str, config: Config, run_date: dt.date, dataset: str | None = None, spark=None) -> int:
+    if name not in STAGES:
+        raise SystemExit(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    log.info("stage %s starting for run date %s (env %s, home %s)", name, run_date, config.env, config.home)
+    return STAGES[name](config, run_date, dataset, spark)

@@ -1,0 +1,45 @@
+"""Shared fixtures: one real Spark session per test run, a fresh lake per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from batchml.config import Config, TableConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("batchml_home")
+    os.environ["BATCHML_HOME"] = str(home)  # nothing in the tests touches the developer's state
+    return home
+
+
+@pytest.fixture(scope="session")
+def base_config(session_home) -> Config:
+    return load_config("test", conf_dir=REPO / "conf", environ={"BATCHML_HOME": str(session_home)})
+
+
+def make_config(base: Config, root: Path, tables: dict[str, TableConfig] | None = None, **storage) -> Config:
+    """The test config with its lake and landing zone under ``root``."""
+    store = base.storage.model_copy(update={"landing_uri": str(root / "landing"), "lake_uri": str(root / "lake"),
+                                            "artifacts_uri": str(root / "artifacts"), **storage})
+    return base.model_copy(update={"storage": store, "tables": {**base.tables, **(tables or {})}})
+
+
+@pytest.fixture
+def config(base_config, tmp_path) -> Config:
+    return make_config(base_config, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def spark(base_config):
+    from batchml.spark import get_spark
+
+    session = get_spark(base_config)
+    yield session
+    session.stop()
