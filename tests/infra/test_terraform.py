@@ -329,8 +329,36 @@ class _Parser:
                     self.i = m.end()
 
 
+def strip_comments(text: str) -> str:
+    """Blank out comments (keeping line numbers), leaving strings and heredocs intact."""
+    p, out, last = _Parser(text), [], 0
+    while p.i < len(text):
+        c = text[p.i]
+        if c == '"':
+            p.string()
+        elif text.startswith("<<", p.i) and re.match(r"<<-?[A-Za-z_]", text[p.i:p.i + 4]):
+            p.heredoc()
+        elif c == "#" or text.startswith("//", p.i) or text.startswith("/*", p.i):
+            out.append(text[last:p.i])
+            start = p.i
+            if text.startswith("/*", p.i):
+                end = text.find("*/", p.i + 2)
+                if end < 0:
+                    raise HclError("unterminated /* comment")
+                p.i = end + 2
+            else:
+                while p.i < len(text) and text[p.i] != "\n":
+                    p.i += 1
+            out.append(re.sub(r"[^\n]", " ", text[start:p.i]))
+            last = p.i
+        else:
+            p.i += 1
+    out.append(text[last:])
+    return "".join(out)
+
+
 def parse_hcl(text: str) -> list:
-    return _Parser(text).body(closing=False)
+    return _Parser(strip_comments(text)).body(closing=False)
 
 
 def list_items(expr: str | None) -> list[str]:

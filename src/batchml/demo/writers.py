@@ -64,7 +64,7 @@ def _iso_local(ordinal: int, sod: np.ndarray, offset_min: np.ndarray) -> pa.Arra
     local = sod + offset_min * 60
     dates = pa.array([_date_str(ordinal + d) + "T" for d in (-1, 0, 1)])
     offsets, inverse = np.unique(offset_min, return_inverse=True)
-    labels = pa.array([f"{'+' if o >= 0 else '-'}{abs(o) // 60:02d}:{abs(o) % 60:02d}" for o in offsets.tolist()])
+    labels = pa.array([f"{'+-'[o < 0]}{abs(o) // 60:02d}:{abs(o) % 60:02d}" for o in offsets.tolist()])
     return pc.binary_join_element_wise(
         _take(dates, local // 86400 + 1), _take(_hms_table(), local % 86400), _take(labels, inverse), ""
     )
@@ -110,7 +110,7 @@ def _patch(arr: pa.Array, n: int, idx: np.ndarray, values) -> pa.Array:
     return pc.replace_with_mask(arr, pa.array(mask), pa.array(values, arr.type))
 
 
-def _pick(rng: np.random.Generator, n: int, rate: float, n_kinds: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pick(rng: np.random.Generator, n: int, rate: float, n_kinds: int) -> tuple[np.ndarray, ...]:
     """Rows to corrupt, their kind and a variant number (deterministic given rng)."""
     idx = np.flatnonzero(rng.random(n) < rate) if rate > 0 else np.zeros(0, np.int64)
     return idx, rng.integers(0, n_kinds, idx.size), rng.integers(0, 1 << 16, idx.size)
@@ -118,7 +118,10 @@ def _pick(rng: np.random.Generator, n: int, rate: float, n_kinds: int) -> tuple[
 
 def _bad_timestamps(cols: dict, idx: np.ndarray, variant: np.ndarray) -> list[str]:
     good = cols["event_time"].take(pa.array(idx)).to_pylist()
-    return [f"{s[:4]}-02-30T{s[11:19]}{s[19:]}" if v % 2 else f"{s[:10]}T25:61:00+00:00" for s, v in zip(good, variant)]
+    return [
+        f"{s[:4]}-02-30T{s[11:19]}{s[19:]}" if v % 2 else f"{s[:10]}T25:61:00+00:00"
+        for s, v in zip(good, variant)
+    ]
 
 
 def _bad_tenure(cols: dict, idx: np.ndarray, variant: np.ndarray, json: bool) -> list[str]:
@@ -127,9 +130,14 @@ def _bad_tenure(cols: dict, idx: np.ndarray, variant: np.ndarray, json: bool) ->
     return [f"{d}.5" if v % 2 else text for d, v in zip(days, variant)]
 
 
+def _with_text_time_and_amount(cols: dict, day_ordinal: int, offset_min: np.ndarray) -> dict:
+    event_time = _iso_local(day_ordinal, cols["event_time"], offset_min)
+    return dict(cols, event_time=event_time, amount=_money(cols["amount"]))
+
+
 def to_csv(cols: dict, day_ordinal: int, offset_min: np.ndarray, rng, bad_rate: float) -> tuple[bytes, dict]:
     n = len(cols["transaction_id"])
-    cols = dict(cols, event_time=_iso_local(day_ordinal, cols["event_time"], offset_min), amount=_money(cols["amount"]))
+    cols = _with_text_time_and_amount(cols, day_ordinal, offset_min)
     idx, kind, var = _pick(rng, n, bad_rate, len(TEXT_KINDS))
     counts = {k: int((kind == i).sum()) for i, k in enumerate(TEXT_KINDS)}
     sel = {k: (idx[kind == i], var[kind == i]) for i, k in enumerate(TEXT_KINDS)}
@@ -176,7 +184,7 @@ def _lines_bytes(lines: pa.Array) -> bytes:
 
 def to_jsonl(cols: dict, day_ordinal: int, offset_min: np.ndarray, rng, bad_rate: float) -> tuple[bytes, dict]:
     n = len(cols["transaction_id"])
-    text = dict(cols, event_time=_iso_local(day_ordinal, cols["event_time"], offset_min), amount=_money(cols["amount"]))
+    text = _with_text_time_and_amount(cols, day_ordinal, offset_min)
     text["card_present"] = pc.if_else(cols["card_present"], "true", "false")
     text["customer_tenure_days"] = pc.cast(cols["customer_tenure_days"], pa.string())
     raw = {"amount", "card_present", "customer_tenure_days"}
