@@ -53,7 +53,7 @@ class StorageConfig(Strict):
 
 
 class SparkConfig(Strict):
-    master: str = "local[2]"
+    master: str | None = "local[2]"  # null: let spark-submit / the cluster decide
     app_name: str = "batchml"
     driver_memory: str = "4g"
     shuffle_partitions: int = Field(8, gt=0)

@@ -44,8 +44,11 @@ def get_spark(config: Config):
     scratch = Path(config.home) / "spark"
     scratch.mkdir(parents=True, exist_ok=True)
     s = config.spark
+    builder = SparkSession.builder.appName(s.app_name)
+    if s.master:
+        builder = builder.master(s.master)
     builder = (
-        SparkSession.builder.master(s.master).appName(s.app_name)
+        builder
         .config("spark.driver.memory", s.driver_memory)
         .config("spark.sql.shuffle.partitions", str(s.shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
@@ -57,11 +60,17 @@ def get_spark(config: Config):
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
     )
+    if config.storage.engine == "delta-spark":  # its JARs must already be on the classpath
+        from batchml.storage.native import SESSION_CONF
+
+        for key, value in SESSION_CONF.items():
+            builder = builder.config(key, value)
     for key, value in s.conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    register(spark)
+    if config.storage.engine == "delta-rs":
+        register(spark)
     return spark
 
 

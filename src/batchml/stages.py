@@ -26,5 +26,8 @@ STAGES: dict[str, Callable[..., int]] = {"ingest": _ingest}
 def run_stage(name: str, config: Config, run_date: dt.date, dataset: str | None = None, spark=None) -> int:
     if name not in STAGES:
         raise SystemExit(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    from batchml.spark import check_java
+
+    check_java()  # fail at the start, not halfway through a run
     log.info("stage %s starting for run date %s (env %s, home %s)", name, run_date, config.env, config.home)
     return STAGES[name](config, run_date, dataset, spark)

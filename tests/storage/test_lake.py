@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -160,11 +159,8 @@ def test_partition_pruning_and_data_skipping_avoid_other_files(lake, spark):
         path.unlink()
     assert lake.read("test.events").where(F.col("d") == dt.date(2024, 1, 2)).count() == 1000
     # Data skipping on a non-partition column through min/max statistics.
-    lake2 = lake
-    lake2.write(events(spark, 3000), "test.flat")
-    flat_files = sorted(Path(lake.uri("test.flat")).glob("*.parquet"))
-    stats = [json.loads(a["stats"]) if isinstance(a, dict) else None for a in []]
-    assert len(flat_files) >= 2, stats
+    lake.write(events(spark, 3000), "test.flat")
+    assert len(list(Path(lake.uri("test.flat")).glob("*.parquet"))) >= 2
     table = pa.table(DeltaTable(lake.uri("test.flat")).get_add_actions(flatten=True))
     lowest = min(table.to_pylist(), key=lambda e: e["min.id"])
     for entry in table.to_pylist():
@@ -177,8 +173,8 @@ def test_crash_between_writing_files_and_commit_leaves_table_unchanged(lake, spa
     from batchml.storage.spark_source import encode
 
     lake.write(events(spark, 100), "test.events")
-    plan = lake._plan("test.events", lake.read("test.events").schema and
-                      pa.schema(DeltaTable(lake.uri("test.events")).schema().to_arrow()), "append", None, None, None)
+    schema = pa.schema(DeltaTable(lake.uri("test.events")).schema().to_arrow())
+    plan = lake._plan("test.events", schema, "append", None, None, None)
     files_before = set(Path(lake.uri("test.events")).rglob("*.parquet"))
     with pytest.raises(Exception):
         (events(spark, 500).select(*plan.schema.names).write.format("batchml_delta").mode("append")

@@ -1,0 +1,60 @@
+"""Typed config: base + overlay + env vars, and errors that name the file and key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from batchml.config import ConfigError, load_config
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def conf(tmp_path) -> Path:
+    target = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", target)
+    return target
+
+
+def test_overlay_and_env_overrides(conf, tmp_path):
+    cfg = load_config("test", conf, environ={"BATCHML_HOME": str(tmp_path / "h"), "BATCHML_SPARK_MASTER": "local[1]"})
+    assert cfg.spark.shuffle_partitions == 2  # conf/test overrides conf/base's 8
+    assert cfg.spark.master == "local[1]"  # env var beats files
+    assert cfg.storage.lake_uri == str(tmp_path / "h" / "lake")  # {home} expands
+    assert cfg.dataset().events.table == "bronze.card_transactions"
+
+
+def test_home_defaults_to_a_folder_in_the_working_directory(conf, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("local", conf, environ={}).home == str(tmp_path / ".batchml")
+
+
+def test_unknown_key_names_file_and_key(conf):
+    (conf / "test" / "batchml.yaml").write_text("spark:\n  mastr: local[1]\n")
+    with pytest.raises(ConfigError, match=r"conf/test/batchml.yaml: key 'spark.mastr': unknown key"):
+        load_config("test", conf, environ={})
+
+
+def test_wrong_type_names_file_and_key(conf):
+    (conf / "test" / "batchml.yaml").write_text("spark:\n  shuffle_partitions: many\n")
+    with pytest.raises(ConfigError, match=r"conf/test/batchml.yaml: key 'spark.shuffle_partitions'"):
+        load_config("test", conf, environ={})
+
+
+def test_dataset_files_are_checked_too(conf):
+    path = conf / "base" / "datasets" / "card_transactions.yaml"
+    path.write_text(path.read_text().replace("type: float64", "type: money", 1))
+    with pytest.raises(ConfigError, match=r"card_transactions.yaml: key 'datasets.card_transactions.events.columns.5.type'"):
+        load_config("test", conf, environ={})
+
+
+def test_missing_environment_overlay(conf):
+    with pytest.raises(ConfigError, match="no overlay for environment 'staging'"):
+        load_config("staging", conf, environ={})
+
+
+def test_prod_overlay_is_valid(conf):
+    cfg = load_config("prod", conf, environ={})
+    assert cfg.storage.lake_uri.startswith("s3://")
