@@ -33,7 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", help="dataset config name (default: default_dataset)")
 
     m = sub.add_parser("demo", help="the main job: generate demo data, then run the pipeline day by day")
-    _demo_args(m, days=14, rows=20_000)
+    _demo_args(m, days=14, rows=20_000, bad_rate=0.001, bad_file_rate=0.1)
+
+    o = sub.add_parser("override", help="release one failed validation check for exactly one run date")
+    o.add_argument("--run-date", type=_date, required=True)
+    o.add_argument("--table", required=True, help="validated table, e.g. bronze.card_transactions")
+    o.add_argument("--check", required=True, help="check name as shown in the report, e.g. drift:amount")
+    o.add_argument("--by", required=True, help="who releases it")
+    o.add_argument("--reason", required=True, help="why (recorded, shown in reports)")
+    o.add_argument("--dataset")
 
     t = sub.add_parser("table", help="inspect and maintain Delta tables")
     t.add_argument("action", choices=["history", "compact", "vacuum", "version"])
@@ -43,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _demo_args(p: argparse.ArgumentParser, days: int = 7, rows: int = 20_000) -> None:
+def _demo_args(p: argparse.ArgumentParser, days: int = 7, rows: int = 20_000, bad_rate: float = 0.0,
+               bad_file_rate: float = 0.0) -> None:
     p.add_argument("--start", type=_date, default=dt.date(2024, 1, 1))
     p.add_argument("--days", type=int, default=days)
     p.add_argument("--rows-per-day", type=int, default=rows)
@@ -51,8 +60,9 @@ def _demo_args(p: argparse.ArgumentParser, days: int = 7, rows: int = 20_000) ->
     p.add_argument("--format", choices=["csv", "jsonl", "parquet"], default="csv")
     p.add_argument("--drift-from", type=_date)
     p.add_argument("--concept-drift-from", type=_date)
-    p.add_argument("--bad-rate", type=float, default=0.0, help="fraction of corrupted rows")
-    p.add_argument("--bad-file-rate", type=float, default=0.0, help="probability per day of an unreadable file")
+    p.add_argument("--bad-rate", type=float, default=bad_rate, help="fraction of corrupted rows")
+    p.add_argument("--bad-file-rate", type=float, default=bad_file_rate,
+                   help="probability per day of an unreadable file")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +99,12 @@ def _dispatch(args, config) -> int:
         return run_stage(args.stage, config, args.run_date, args.dataset)
     if args.command == "demo":
         return _demo(args, config)
+    if args.command == "override":
+        from batchml.validation.gate import record_override
+
+        record_override(config, args.run_date, args.table, args.check, args.by, args.reason, args.dataset)
+        print(f"override recorded for {args.table} {args.check} on {args.run_date}; re-run validate for that date")
+        return 0
     return _table(args, config)
 
 
@@ -117,11 +133,15 @@ def _demo(args, config) -> int:
     for i in range(args.days):
         day = args.start + dt.timedelta(days=i)
         for stage in STAGES:
-            run_stage(stage, config, day, spark=spark)
+            if run_stage(stage, config, day, spark=spark) != 0:
+                print(f"{day}: stage {stage} reported a blocking problem; later stages skip this day")
+                break
     from batchml.storage import Lake
 
     lake = Lake(config, spark)
-    print("\nDone. Tables (Delta, readable with any Delta reader):")
+    quarantined = lake.read("ops.quarantine").count() if lake.exists("ops.quarantine") else 0
+    print(f"\nDone. {quarantined} bad row(s)/file(s) quarantined (see ops.quarantine). "
+          "Tables (Delta, readable with any Delta reader):")
     for name in config.tables:
         if lake.exists(name):
             print(f"  {name:28s} version {lake.version(name):>3}  {lake.uri(name)}")

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from batchml.validation.spec import TableValidation
+
 # Env vars that override single keys (documented in the README).
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "BATCHML_HOME": ("home",),
@@ -101,6 +103,7 @@ class DatasetConfig(Strict):
     description: str = ""
     events: SourceConfig
     labels: SourceConfig | None = None
+    validation: dict[str, TableValidation] = {}  # table name -> the gate's checks for it
 
 
 class Config(Strict):
@@ -117,9 +120,11 @@ class Config(Strict):
         if self.default_dataset not in self.datasets:
             raise ValueError(f"default_dataset {self.default_dataset!r} is not among datasets {sorted(self.datasets)}")
         for name, ds in self.datasets.items():
-            for src in filter(None, (ds.events, ds.labels)):
-                if src.table not in self.tables:
-                    raise ValueError(f"dataset {name!r} writes to table {src.table!r}, which is not declared under tables")
+            written = [src.table for src in filter(None, (ds.events, ds.labels))]
+            written += [v.accepted_table for v in ds.validation.values()]
+            for table in written + list(ds.validation):
+                if table not in self.tables:
+                    raise ValueError(f"dataset {name!r} uses table {table!r}, which is not declared under tables")
         return self
 
     def dataset(self, name: str | None = None) -> DatasetConfig:
@@ -205,7 +210,9 @@ def _nest(key: tuple[str, ...], value: str) -> dict:
 
 def _interpolate(value: Any, names: dict[str, str]) -> Any:
     if isinstance(value, str):
-        return value.format_map(names) if "{" in value else value
+        for name, replacement in names.items():  # literal: regexes like {3} must survive
+            value = value.replace("{" + name + "}", replacement)
+        return value
     if isinstance(value, dict):
         return {k: _interpolate(v, names) for k, v in value.items()}
     if isinstance(value, list):

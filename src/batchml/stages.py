@@ -14,13 +14,26 @@ log = logging.getLogger(__name__)
 def _ingest(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
     from batchml.ingest.ingest import ingest
 
-    reports = ingest(config, run_date, dataset, spark)
-    for r in reports:
-        print(f"ingest {run_date} {r.summary()}")
+    ingest(config, run_date, dataset, spark)  # logs one summary line per feed
     return 0
 
 
-STAGES: dict[str, Callable[..., int]] = {"ingest": _ingest}
+def _validate(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+    """Exit code 1 (and one summary line) when a blocking check failed without an override."""
+    import sys
+
+    from batchml.validation.gate import validate
+
+    outcomes = validate(config, run_date, dataset, spark)
+    blocked = [f"{o.table}: {', '.join(o.blocking_checks())}" for o in outcomes if o.blocked]
+    if blocked:
+        print(f"validation BLOCKED for {run_date}: " + "; ".join(blocked)
+              + " (see the report, or release with `batchml override`)", file=sys.stderr)
+        return 1
+    return 0
+
+
+STAGES: dict[str, Callable[..., int]] = {"ingest": _ingest, "validate": _validate}
 
 
 def run_stage(name: str, config: Config, run_date: dt.date, dataset: str | None = None, spark=None) -> int:
