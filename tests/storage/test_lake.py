@@ -212,3 +212,12 @@ def test_arrow_writes_share_the_commit_path(lake):
 def test_unknown_table_is_a_clear_error(lake):
     with pytest.raises(KeyError, match="not declared under 'tables'"):
         lake.uri("nope.table")
+
+
+def test_count_from_statistics_matches_a_scan(lake, spark):
+    lake.write(events(spark), "test.events")
+    day2 = [("d", ">=", dt.date(2024, 1, 2))]
+    assert lake.count("test.events") == 3000
+    assert lake.count("test.events", day2) == lake.read("test.events").where("d >= date'2024-01-02'").count() == 2000
+    with pytest.raises(ValueError, match="partition columns"):
+        lake.count("test.events", [("id", "<", 5)])

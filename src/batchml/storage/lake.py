@@ -68,6 +68,16 @@ class Lake:
     def committed(self, name: str, txn: tuple[str, int]) -> bool:
         return committer.already_committed(self._delta(name), txn)
 
+    def count(self, name: str, where=None) -> int:
+        """Rows matching a partition-column predicate, from the snapshot's statistics (no scan)."""
+        table = self._require(name)
+        partitions = set(table.metadata().partition_columns)
+        terms = predicates.check(where or [], pa.schema(table.schema().to_arrow()).names)
+        if any(col not in partitions for col, _, _ in terms):
+            raise ValueError(f"count() answers from statistics only; {terms} must use partition columns {partitions}")
+        return sum(e["num_records"] or 0 for e in pa.table(table.get_add_actions(flatten=True)).to_pylist()
+                   if predicates.file_fully_matches(e, terms, partitions))
+
     def history(self, name: str, limit: int | None = None) -> list[dict]:
         table = self._require(name)
         return table.history(limit)

@@ -21,6 +21,7 @@ from batchml.validation.spec import Distributions
 
 _FINE = 100  # quantile buckets for KS / Wasserstein
 _EPS = 1e-4  # PSI floor for empty buckets
+_KEY = 1024  # numeric histogram key = column index * _KEY + bucket
 
 
 @dataclass(frozen=True)
@@ -46,19 +47,22 @@ def compare(reference, batch, spec: Distributions) -> list[Drift]:
     edges = {c: np.unique(np.array(q, dtype=float)) for c, q in zip(numeric, quantiles)}
 
     def long(df, side):
+        # One int key per numeric (column, bucket) and a string per category: cheap to explode and group.
         df = _bucketed(df, numeric, categorical, edges)
-        items = []
-        for c in numeric:
-            items.append(F.struct(F.lit(c).alias("c"), F.col(f"_b_{c}").cast("int").cast("string").alias("v")))
-        for c in categorical:
-            items.append(F.struct(F.lit(c).alias("c"), F.coalesce(F.col(c).cast("string"), F.lit("<null>")).alias("v")))
-        return df.select(F.lit(side).alias("side"), F.explode(F.array(*items)).alias("kv")).select("side", "kv.c", "kv.v")
+        items = [F.struct((F.lit(i * _KEY) + F.col(f"_b_{c}").cast("int")).alias("k"),
+                          F.lit(None).cast("string").alias("v")) for i, c in enumerate(numeric)]
+        items += [F.struct(F.lit(-1 - j).alias("k"), F.coalesce(F.col(c).cast("string"), F.lit("<null>")).alias("v"))
+                  for j, c in enumerate(categorical)]
+        return df.select(F.lit(side).alias("side"), F.explode(F.array(*items)).alias("kv")).select("side", "kv.k", "kv.v")
 
-    counts = (long(reference, 0).unionByName(long(batch, 1))
-              .groupBy("side", "c", "v").count().collect())
+    counts = long(reference, 0).unionByName(long(batch, 1)).groupBy("side", "k", "v").count().collect()
     table: dict[str, dict[str, list[int]]] = {}
     for r in counts:
-        table.setdefault(r["c"], {}).setdefault(r["v"], [0, 0])[r["side"]] += r["count"]
+        if r["k"] >= 0:
+            column, value = numeric[r["k"] // _KEY], str(r["k"] % _KEY)
+        else:
+            column, value = categorical[-1 - r["k"]], r["v"]
+        table.setdefault(column, {}).setdefault(value, [0, 0])[r["side"]] += r["count"]
 
     out = []
     for c in numeric:

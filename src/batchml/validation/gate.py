@@ -173,16 +173,17 @@ def _drift_results(lake: Lake, table: str, spec: TableValidation, batch, run_dat
 
     accepted = spec.accepted_table
     start = run_date - dt.timedelta(days=d.reference_days)
-    reference = None
-    if lake.exists(accepted):
-        reference = lake.read(accepted, columns=[*d.numeric, *d.categorical, spec.batch_column]).where(
-            (F.col(spec.batch_column) >= F.lit(start)) & (F.col(spec.batch_column) < F.lit(run_date)))
+    window = [(spec.batch_column, ">=", start), (spec.batch_column, "<", run_date)]
+    reference_rows = lake.count(accepted, window) if lake.exists(accepted) else 0
     threshold = (f"p < {d.p_value} and (PSI >= {d.min_psi} or Wasserstein >= {d.min_wasserstein_std} ref std); "
                  f"reference: accepted rows of the {d.reference_days} days before")
     columns = [*d.numeric, *d.categorical]
-    if reference is None or reference.limit(d.min_reference_rows).count() < d.min_reference_rows:
-        return [CheckResult(f"drift:{c}", "distribution", d.severity, True, "no reference yet", threshold, c,
+    if reference_rows < d.min_reference_rows:
+        return [CheckResult(f"drift:{c}", "distribution", d.severity, True,
+                            f"reference too small ({reference_rows} < {d.min_reference_rows} rows)", threshold, c,
                             status="skipped") for c in columns]
+    reference = lake.read(accepted, columns=[*columns, spec.batch_column]).where(
+        (F.col(spec.batch_column) >= F.lit(start)) & (F.col(spec.batch_column) < F.lit(run_date)))
     results = []
     for drift in distributions.compare(reference, batch.select(*columns), d):
         observed = (f"{drift.test}={drift.statistic:.4g}, p={drift.p_value:.3g}, PSI={drift.psi:.4f}"
