@@ -11,7 +11,7 @@ from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from batchml.config import TableConfig
-from batchml.storage import Lake, ReplaceWhereViolation, SchemaMismatch
+from batchml.storage import Lake, SchemaMismatch
 from tests.conftest import make_config
 
 TABLES = {

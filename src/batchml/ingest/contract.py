@@ -196,7 +196,6 @@ def coerce(raw, contract: ColumnContract) -> tuple[pa.Array, dict[int, str]]:
 
 
 def _cast(arr: pa.Array, contract: ColumnContract) -> tuple[pa.Array, dict[int, str]]:
-    target = ARROW_TYPES[contract.type]
     text = arr if pa.types.is_string(arr.type) else pc.cast(arr, pa.string())
     pattern = _PATTERNS.get(contract.type)
     ok = pc.match_substring_regex(text, pattern.pattern) if pattern else pc.is_null(text, nan_is_null=False)

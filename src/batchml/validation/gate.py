@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -73,10 +73,6 @@ class TableOutcome:
 
     def blocking_checks(self) -> list[str]:
         return [r.check for r in self.results if r.status == "failed"]
-
-
-class GateFailed(RuntimeError):
-    """A blocking check failed and no override released it."""
 
 
 def record_override(config: Config, run_date: dt.date, table: str, check: str, by: str, reason: str,
@@ -141,8 +137,10 @@ def _validate_table(lake: Lake, dataset: str, table: str, spec: TableValidation,
 
 def _gx_results(batch, spec, contract, table, run_date) -> list[CheckResult]:
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
     asset = context.data_sources.add_spark("batchml").add_dataframe_asset(table)
     definition = asset.add_batch_definition_whole_dataframe("run")
     suite = context.suites.add(build_suite(f"{table}:{run_date}", spec, contract.columns, batch.columns, run_date))
@@ -285,7 +283,3 @@ def _text(value) -> str:
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, default=str)
     return str(value)
-
-
-def as_dict(outcome: TableOutcome) -> dict:
-    return asdict(outcome)
