@@ -28,7 +28,10 @@ def make_config(base: Config, root: Path, tables: dict[str, TableConfig] | None 
     """The test config with its lake and landing zone under ``root``."""
     store = base.storage.model_copy(update={"landing_uri": str(root / "landing"), "lake_uri": str(root / "lake"),
                                             "artifacts_uri": str(root / "artifacts"), **storage})
-    return base.model_copy(update={"storage": store, "tables": {**base.tables, **(tables or {})}})
+    tracking = base.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+                                              "artifact_root": str(root / "mlflow" / "artifacts")})
+    return base.model_copy(update={"storage": store, "mlflow": tracking,
+                                   "tables": {**base.tables, **(tables or {})}})
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from batchml.features.spec import FeatureSpec
 from batchml.validation.spec import TableValidation
 
 # Env vars that override single keys (documented in the README).
@@ -24,6 +25,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "BATCHML_ARTIFACTS_URI": ("storage", "artifacts_uri"),
     "BATCHML_S3_ENDPOINT_URL": ("storage", "s3", "endpoint_url"),
     "BATCHML_STORAGE_ENGINE": ("storage", "engine"),
+    "BATCHML_MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
 }
 
 
@@ -60,6 +62,11 @@ class SparkConfig(Strict):
     driver_memory: str = "4g"
     shuffle_partitions: int = Field(8, gt=0)
     conf: dict[str, str] = {}
+
+
+class MlflowConfig(Strict):
+    tracking_uri: str = "sqlite:///{home}/mlflow/mlflow.db"  # tracking and registry store
+    artifact_root: str = "{home}/mlflow/artifacts"  # models, plots, model cards (s3:// in prod)
 
 
 class TableConfig(Strict):
@@ -104,6 +111,7 @@ class DatasetConfig(Strict):
     events: SourceConfig
     labels: SourceConfig | None = None
     validation: dict[str, TableValidation] = {}  # table name -> the gate's checks for it
+    features: FeatureSpec | None = None
 
 
 class Config(Strict):
@@ -111,6 +119,7 @@ class Config(Strict):
     home: str
     storage: StorageConfig
     spark: SparkConfig = SparkConfig()
+    mlflow: MlflowConfig
     tables: dict[str, TableConfig] = {}
     datasets: dict[str, DatasetConfig] = {}
     default_dataset: str

@@ -33,7 +33,14 @@ def _validate(config: Config, run_date: dt.date, dataset: str | None, spark=None
     return 0
 
 
-STAGES: dict[str, Callable[..., int]] = {"ingest": _ingest, "validate": _validate}
+def _features(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+    from batchml.features.build import build_features
+
+    build_features(config, run_date, dataset, spark)  # logs one summary line
+    return 0
+
+
+STAGES: dict[str, Callable[..., int]] = {"ingest": _ingest, "validate": _validate, "features": _features}
 
 
 def run_stage(name: str, config: Config, run_date: dt.date, dataset: str | None = None, spark=None) -> int:

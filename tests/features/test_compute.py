@@ -1,0 +1,121 @@
+"""The pure transforms on tiny DataFrames: exact values, point in time, scoring path."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from batchml.features.compute import compute_features, features_for_events
+from batchml.features.spec import FeatureSpec
+from tests.features.helpers import at, bronze_frame, event, random_events, reference
+
+D = dt.date(2024, 3, 1)
+NEXT = D + dt.timedelta(days=1)
+SPEC = FeatureSpec.model_validate({
+    "table": "features.test", "passthrough": ["customer_id", "amount"],
+    "entities": {
+        "customer": {"keys": ["customer_id"], "time_since_last": True, "aggregations": [
+            {"function": "count"}, {"function": "sum", "column": "amount"}, {"function": "mean", "column": "amount"},
+            {"function": "max", "column": "amount"}, {"function": "distinct_count", "column": "merchant_id"}]},
+        "merchant": {"keys": ["merchant_id", "country"], "windows": ["2h", "2d"],
+                     "aggregations": [{"function": "count"}, {"function": "distinct_count", "column": "customer_id"}]},
+    },
+    "sql": ["not/read.sql"],  # the tests pass their SQL texts instead
+})
+RATIO = ["SELECT *, amount / NULLIF(customer_mean_amount_30d, 0) AS amount_to_mean_30d FROM {features}"]
+
+
+def by_id(df) -> dict[str, dict]:
+    return {r["transaction_id"]: r.asDict() for r in df.collect()}
+
+
+def days_ago(n: int, hours: float, micros: int = 0) -> dt.datetime:
+    return at(D - dt.timedelta(days=n), hours, micros)
+
+
+HAND = [
+    event("a", days_ago(30, 0.5), amount=10, merchant="m1"),   # in the lookback, before every 30d window below
+    event("b", days_ago(10, 8), amount=20, merchant="m2"),
+    event("c", days_ago(1, 12), amount=30, merchant="m1"),     # exactly 24h before e and f
+    event("d", at(D, 11.5), amount=40, merchant="m3"),
+    event("e", at(D, 12), amount=50, merchant="m2"),
+    event("f", at(D, 12), amount=60, merchant="m4"),           # same instant as e: neither sees the other
+    event("g", at(D, 12.5), amount=5, merchant="m1"),
+    event("x", days_ago(30, 6), customer="c2", amount=7),      # exactly 30 days before y
+    event("y", at(D, 6), customer="c2", amount=8),
+    event("z", at(D, 6, micros=1), customer="c2", amount=9),   # 1 µs later: x has left its window
+    event("old", days_ago(31, 23), customer="c2", amount=99),  # outside the lookback
+]
+
+
+def test_window_aggregates_match_a_hand_computed_example(spark):
+    got = by_id(compute_features(bronze_frame(spark, HAND), SPEC, D, NEXT, sql=RATIO))
+    assert set(got) == {"d", "e", "f", "g", "y", "z"}
+    want = {  # (count, sum, mean, max, distinct merchants) per window 1h, 24h, 7d, 30d
+        "d": [(0, 0, None, None, 0), (1, 30, 30, 30, 1), (1, 30, 30, 30, 1), (2, 50, 25, 30, 2)],
+        "e": [(1, 40, 40, 40, 1), (2, 70, 35, 40, 2), (2, 70, 35, 40, 2), (3, 90, 30, 40, 3)],
+        "f": [(1, 40, 40, 40, 1), (2, 70, 35, 40, 2), (2, 70, 35, 40, 2), (3, 90, 30, 40, 3)],
+        "g": [(3, 150, 50, 60, 3), (3, 150, 50, 60, 3), (4, 180, 45, 60, 4), (5, 200, 40, 60, 4)],
+        "y": [(0, 0, None, None, 0), (0, 0, None, None, 0), (0, 0, None, None, 0), (1, 7, 7, 7, 1)],
+        "z": [(1, 8, 8, 8, 1), (1, 8, 8, 8, 1), (1, 8, 8, 8, 1), (1, 8, 8, 8, 1)],
+    }
+    for tx, windows in want.items():
+        for label, (n, total, mean, top, distinct) in zip(["1h", "24h", "7d", "30d"], windows):
+            row = got[tx]
+            assert row[f"customer_count_{label}"] == n, (tx, label)
+            assert row[f"customer_sum_amount_{label}"] == pytest.approx(total), (tx, label)
+            assert row[f"customer_mean_amount_{label}"] == (None if mean is None else pytest.approx(mean)), (tx, label)
+            assert row[f"customer_max_amount_{label}"] == top, (tx, label)
+            assert row[f"customer_distinct_count_merchant_id_{label}"] == distinct, (tx, label)
+    since = {tx: got[tx]["customer_seconds_since_last"] for tx in got}
+    assert since == pytest.approx({"d": 23.5 * 3600, "e": 1800, "f": 1800, "g": 1800, "y": 30 * 86400, "z": 1e-6})
+    # the ratio against the customer's own history, from the SQL layer
+    assert got["e"]["amount_to_mean_30d"] == pytest.approx(50 / 30)
+    assert got["y"]["amount_to_mean_30d"] == pytest.approx(8 / 7)
+    # composite keys and other windows: merchant m1 in DE saw c, y and z in the 2 days before g, none in 2h
+    assert got["g"]["merchant_count_2d"] == 3 and got["g"]["merchant_distinct_count_customer_id_2d"] == 2
+    assert got["g"]["merchant_count_2h"] == 0 and got["z"]["merchant_count_2h"] == 1
+
+
+def test_matches_a_brute_force_reference_with_ties_nulls_and_redeliveries(spark):
+    rows = random_events(D - dt.timedelta(days=32), 34, 30, seed=3)
+    got = by_id(compute_features(bronze_frame(spark, rows), SPEC, D - dt.timedelta(days=1), NEXT, sql=[]))
+    want = {**reference(rows, SPEC, D - dt.timedelta(days=1)), **reference(rows, SPEC, D)}
+    assert set(got) == set(want) and len(want) > 40
+    for tx, feats in want.items():
+        for name, value in feats.items():
+            assert got[tx][name] == (None if value is None else pytest.approx(value, rel=1e-9, abs=1e-9)), (tx, name)
+
+
+def test_a_planted_future_event_cannot_change_past_features(spark):
+    rows = random_events(D - dt.timedelta(days=31), 33, 30, seed=5)
+    before = by_id(compute_features(bronze_frame(spark, rows), SPEC, D, NEXT, sql=RATIO))
+    target = sorted((r for r in rows if r["event_time"].date() == D), key=lambda r: r["event_time"])[15]
+    t = target["event_time"]
+    planted = [  # same customer and merchant: at the very same instant, later that day, and the next day
+        event("p_same", t, target["customer_id"], target["merchant_id"], 5000.0, country=target["country"]),
+        event("p_later", t + dt.timedelta(minutes=1), target["customer_id"], target["merchant_id"], 7000.0,
+              country=target["country"]),
+        event("p_next", t + dt.timedelta(days=1), target["customer_id"], target["merchant_id"], 9000.0),
+    ]
+    after = by_id(compute_features(bronze_frame(spark, rows + planted), SPEC, D, NEXT, sql=RATIO))
+    assert {"p_same", "p_later"} <= set(after) and "p_next" not in after
+    for tx, row in before.items():
+        if row["event_time"] <= t.replace(tzinfo=None):  # at or before the planted events: unchanged
+            assert after[tx] == row, tx
+    later = [tx for tx, r in before.items() if r["event_time"] > t.replace(tzinfo=None)
+             and r["customer_id"] == target["customer_id"]]
+    assert any(after[tx] != before[tx] for tx in later) or not later  # the planted events are seen later
+
+
+def test_scoring_path_gives_the_training_features_for_the_same_rows(spark):
+    rows = random_events(D - dt.timedelta(days=31), 33, 30, seed=9)
+    training = by_id(compute_features(bronze_frame(spark, rows), SPEC, D, NEXT, sql=RATIO))
+    to_score = [r for r in rows if r["event_time"].date() == D and r["_source_file"] != "redelivery"][:7]
+    history = [r for r in rows if r not in to_score]
+    scored = by_id(features_for_events(bronze_frame(spark, to_score), bronze_frame(spark, history), SPEC, D,
+                                       sql=RATIO))
+    assert set(scored) == {r["transaction_id"] for r in to_score}
+    for tx, row in scored.items():
+        assert row == training[tx], tx
