@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("stage", help="stage name, e.g. ingest")
     r.add_argument("--run-date", type=_date, required=True)
     r.add_argument("--dataset", help="dataset config name (default: default_dataset)")
+    r.add_argument("--rescore", action="store_true", help="score: replace a finished run date's scores")
+    r.add_argument("--reason", help="score --rescore: why (recorded in the scoring runs table)")
 
     m = sub.add_parser("demo", help="the main job: generate demo data, then run the pipeline day by day")
     _demo_args(m, days=14, rows=20_000, bad_rate=0.001, bad_file_rate=0.1)
@@ -48,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("name", help="table name, e.g. bronze.card_transactions")
     t.add_argument("--retention-hours", type=int, help="vacuum: keep files newer than this")
     t.add_argument("--apply", action="store_true", help="vacuum: delete (default is a dry run)")
+
+    g = sub.add_parser("model", help="model registry: manual promote / rollback (audited), history, champion-at")
+    g.add_argument("action", choices=["promote", "rollback", "history", "champion-at"])
+    g.add_argument("--version", type=int, help="promote: the version to make champion; rollback: the target")
+    g.add_argument("--by", help="promote / rollback: who decides (recorded)")
+    g.add_argument("--reason", help="promote / rollback: why (recorded)")
+    g.add_argument("--at", type=dt.datetime.fromisoformat, help="champion-at: ISO time (UTC if no offset)")
+    g.add_argument("--dataset")
     return p
 
 
@@ -96,7 +106,10 @@ def _dispatch(args, config) -> int:
     if args.command == "run":
         from batchml.stages import run_stage
 
-        return run_stage(args.stage, config, args.run_date, args.dataset)
+        if args.rescore and (args.stage != "score" or not args.reason):
+            raise ValueError("--rescore applies to the score stage and needs --reason")
+        options = {"rescore_reason": args.reason} if args.rescore else {}
+        return run_stage(args.stage, config, args.run_date, args.dataset, **options)
     if args.command == "demo":
         return _demo(args, config)
     if args.command == "override":
@@ -105,7 +118,32 @@ def _dispatch(args, config) -> int:
         record_override(config, args.run_date, args.table, args.check, args.by, args.reason, args.dataset)
         print(f"override recorded for {args.table} {args.check} on {args.run_date}; re-run validate for that date")
         return 0
+    if args.command == "model":
+        return _model(args, config)
     return _table(args, config)
+
+
+def _model(args, config) -> int:
+    from batchml.registry import promotion
+
+    if args.action in ("promote", "rollback") and not (args.by and args.reason):
+        raise ValueError(f"model {args.action} needs --by and --reason (both are audited)")
+    if args.action == "promote":
+        if args.version is None:
+            raise ValueError("model promote needs --version")
+        before = promotion.set_champion(config, args.version, args.by, args.reason, args.dataset)
+        print(f"champion: version {before} -> {args.version}")
+    elif args.action == "rollback":
+        target = promotion.rollback(config, args.by, args.reason, args.version, args.dataset)
+        print(f"champion rolled back to version {target}")
+    elif args.action == "champion-at":
+        if args.at is None:
+            raise ValueError("model champion-at needs --at")
+        print(promotion.champion_at(config, args.at, args.dataset))
+    else:
+        for row in promotion.history(config, args.dataset):
+            print(json.dumps({k: v for k, v in row.items() if k != "metrics_json"}, default=str))
+    return 0
 
 
 def _generate(args, config):
@@ -126,13 +164,13 @@ def _demo(args, config) -> int:
         raise ValueError(f"--format {args.format} differs from the dataset contract's "
                          f"{config.dataset().events.format}; change conf/ or the flag")
     _generate(args, config)
-    from batchml.stages import STAGES, run_stage
+    from batchml.stages import NIGHTLY_STAGES, run_stage
     from batchml.spark import get_spark
 
     spark = get_spark(config)
     for i in range(args.days):
         day = args.start + dt.timedelta(days=i)
-        for stage in STAGES:
+        for stage in NIGHTLY_STAGES:  # training runs on its own schedule
             if run_stage(stage, config, day, spark=spark) != 0:
                 print(f"{day}: stage {stage} reported a blocking problem; later stages skip this day")
                 break

@@ -14,6 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from batchml.features.spec import FeatureSpec
+from batchml.monitoring.spec import AlertsConfig, MonitoringSpec
+from batchml.scoring.spec import ScoringSpec
+from batchml.training.spec import ModelSpec
 from batchml.validation.spec import TableValidation
 
 # Env vars that override single keys (documented in the README).
@@ -112,6 +115,9 @@ class DatasetConfig(Strict):
     labels: SourceConfig | None = None
     validation: dict[str, TableValidation] = {}  # table name -> the gate's checks for it
     features: FeatureSpec | None = None
+    model: ModelSpec | None = None  # training, evaluation and promotion (docs/training.md)
+    monitoring: MonitoringSpec | None = None  # drift and realized performance (docs/monitoring.md)
+    scoring: ScoringSpec | None = None  # nightly batch scoring (docs/scoring.md)
 
 
 class Config(Strict):
@@ -123,6 +129,7 @@ class Config(Strict):
     tables: dict[str, TableConfig] = {}
     datasets: dict[str, DatasetConfig] = {}
     default_dataset: str
+    alerts: AlertsConfig = AlertsConfig()  # extra alert sinks: webhook, email
 
     @model_validator(mode="after")
     def _references_resolve(self) -> "Config":
@@ -131,6 +138,8 @@ class Config(Strict):
         for name, ds in self.datasets.items():
             written = [src.table for src in filter(None, (ds.events, ds.labels))]
             written += [v.accepted_table for v in ds.validation.values()]
+            written += [ds.model.training_table] if ds.model else []
+            written += [ds.scoring.table, ds.scoring.review_table, ds.scoring.runs_table] if ds.scoring else []
             for table in written + list(ds.validation):
                 if table not in self.tables:
                     raise ValueError(f"dataset {name!r} uses table {table!r}, which is not declared under tables")

@@ -10,6 +10,10 @@ namespace (the contract every stage relies on):
   event-date windows (ISO dates, inclusive) of the training data and of the test window;
 * ``batchml.test_metrics``: JSON object of test-window metrics (``pr_auc``, ``roc_auc``, ``f1``,
   ``recall``, ``precision`` at the threshold), the baseline that monitoring compares against.
+
+The train stage adds (optional for other writers): ``batchml.cutoff_date``, ``batchml.training_table`` /
+``batchml.training_version`` (the pinned training set; promotion re-scores its test window from it),
+``batchml.labels_versions``, ``batchml.dataset``, ``batchml.config_hash`` and ``batchml.code_version``.
 """
 
 from __future__ import annotations

@@ -100,11 +100,13 @@ class Lake:
         return reader.load(self.uri(name))
 
     def write(self, df: "DataFrame", name: str, mode: str = "append", replace_where=None,
-              txn: tuple[str, int] | None = None, metadata: dict | None = None) -> WriteResult:
+              txn: tuple[str, int] | None = None, metadata: dict | None = None,
+              options: dict[str, str] | None = None) -> WriteResult:
         """Append, overwrite, or overwrite only the rows matching ``replace_where``.
 
         ``txn=(app_id, version)`` makes the write idempotent: if the table already recorded
-        that transaction (or a later version of it), nothing is written.
+        that transaction (or a later version of it), nothing is written. ``options`` are extra
+        writer options (tests use ``batchml.testing.crashBeforeCommit``).
         """
         from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -115,7 +117,7 @@ class Lake:
         if self._native:
             return self._native.write(df, name, plan)
         (df.write.format("batchml_delta").mode("overwrite" if mode == "overwrite" else "append")
-         .option("plan", _encode(plan)).option("storage", _encode(self.storage))
+         .option("plan", _encode(plan)).option("storage", _encode(self.storage)).options(**(options or {}))
          .save(plan.table_uri))
         return self._outcome(plan)
 

@@ -12,7 +12,7 @@ is significant AND the effect is material (see ``spec.Distributions``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import special, stats
@@ -21,7 +21,8 @@ from batchml.validation.spec import Distributions
 
 _FINE = 100  # quantile buckets for KS / Wasserstein
 _EPS = 1e-4  # PSI floor for empty buckets
-_KEY = 1024  # numeric histogram key = column index * _KEY + bucket
+_KEY = 1024  # numeric histogram key = column index * _KEY * sub + bucket * sub + sub-bucket
+_SUB = 64  # exact KS: equal-width sub-buckets per quantile bucket
 
 
 @dataclass(frozen=True)
@@ -36,44 +37,117 @@ class Drift:
     reference_rows: int
     batch_rows: int
     drifted: bool
+    # PSI bins as (reference count, batch count) pairs: reference-decile buckets or categories
+    histogram: tuple[tuple[int, int], ...] = ()
 
 
-def compare(reference, batch, spec: Distributions) -> list[Drift]:
+def compare(reference, batch, spec: Distributions, exact_ks: bool = False) -> list[Drift]:
+    """Drift of every configured column. ``exact_ks``: KS statistics equal to the exact two-sample
+    statistic (``scipy.stats.ks_2samp``), at the cost of one more Spark job over the few rows that
+    can still hold the maximum (see ``_refine_ks``)."""
     from pyspark.sql import functions as F
 
     numeric, categorical = list(spec.numeric), list(spec.categorical)
     probs = [i / _FINE for i in range(1, _FINE)]
     quantiles = reference.approxQuantile(numeric, probs, 1e-3) if numeric else []
     edges = {c: np.unique(np.array(q, dtype=float)) for c, q in zip(numeric, quantiles)}
+    sub = _SUB if exact_ks else 1
 
     def long(df, side):
         # One int key per numeric (column, bucket) and a string per category: cheap to explode and group.
-        df = _bucketed(df, numeric, categorical, edges)
-        items = [F.struct((F.lit(i * _KEY) + F.col(f"_b_{c}").cast("int")).alias("k"),
-                          F.lit(None).cast("string").alias("v")) for i, c in enumerate(numeric)]
-        items += [F.struct(F.lit(-1 - j).alias("k"), F.coalesce(F.col(c).cast("string"), F.lit("<null>")).alias("v"))
+        df = _bucketed(df, numeric, categorical, edges, sub)
+        # x carries numeric values so each bucket also reports its smallest and largest value.
+        items = [F.struct((F.lit(i * _KEY * sub) + F.col(f"_f_{c}")).alias("k"), F.lit(None).cast("string").alias("v"),
+                          F.col(f"_n_{c}").alias("x")) for i, c in enumerate(numeric)]
+        items += [F.struct(F.lit(-1 - j).cast("long").alias("k"),
+                           F.coalesce(F.col(c).cast("string"), F.lit("<null>")).alias("v"),
+                           F.lit(None).cast("double").alias("x"))
                   for j, c in enumerate(categorical)]
-        return df.select(F.lit(side).alias("side"), F.explode(F.array(*items)).alias("kv")).select("side", "kv.k", "kv.v")
+        return (df.select(F.lit(side).alias("side"), F.explode(F.array(*items)).alias("kv"))
+                .select("side", "kv.k", "kv.v", "kv.x"))
 
-    counts = long(reference, 0).unionByName(long(batch, 1)).groupBy("side", "k", "v").count().collect()
+    counts = (long(reference, 0).unionByName(long(batch, 1)).groupBy("side", "k", "v")
+              .agg(F.count(F.lit(1)).alias("count"), F.min("x").alias("lo"), F.max("x").alias("hi"))
+              .toArrow().to_pylist())
     table: dict[str, dict[str, list[int]]] = {}
+    fine = {c: np.zeros(((len(edges[c]) + 2) * sub, 2)) for c in numeric}  # last bucket: null / NaN
+    single = {c: np.zeros((len(edges[c]) + 2) * sub, bool) for c in numeric}  # one distinct value
+    spans: dict[tuple[str, int], set] = {}
     for r in counts:
         if r["k"] >= 0:
-            column, value = numeric[r["k"] // _KEY], str(r["k"] % _KEY)
+            column, bucket = numeric[r["k"] // (_KEY * sub)], r["k"] % (_KEY * sub)
+            fine[column][bucket, r["side"]] += r["count"]
+            spans.setdefault((column, bucket), set()).update((r["lo"], r["hi"]))
         else:
-            column, value = categorical[-1 - r["k"]], r["v"]
-        table.setdefault(column, {}).setdefault(value, [0, 0])[r["side"]] += r["count"]
+            table.setdefault(categorical[-1 - r["k"]], {}).setdefault(r["v"], [0, 0])[r["side"]] += r["count"]
+    for (column, bucket), values in spans.items():
+        single[column][bucket] = len(values) == 1
+    for c in numeric:  # the quantile buckets' counts
+        coarse = fine[c].reshape(-1, sub, 2).sum(axis=1)
+        table[c] = {str(i): [int(coarse[i, 0]), int(coarse[i, 1])] for i in np.flatnonzero(coarse.sum(axis=1))}
 
-    out = []
-    for c in numeric:
-        out.append(_numeric(c, edges[c], table.get(c, {}), spec))
-    for c in categorical:
-        out.append(_categorical(c, table.get(c, {}), spec))
+    out = [_numeric(c, edges[c], table.get(c, {}), spec) for c in numeric]
+    if exact_ks and numeric:
+        out = _refine_ks(reference, batch, numeric, categorical, edges, fine, single, out)
+    out += [_categorical(c, table.get(c, {}), spec) for c in categorical]
     return out
 
 
-def _bucketed(df, numeric: list[str], categorical: list[str], edges: dict):
-    """Add ``_b_<col>``: the reference-quantile bucket of each numeric value (NaN/null: invalid bucket)."""
+def _refine_ks(reference, batch, numeric, categorical, edges, fine, single, drifts: list[Drift]) -> list[Drift]:
+    """Exact KS: the CDF gap is exact at every bucket edge; inside a bucket it can move by at most
+    the bucket's reference or batch share. Only buckets whose bound exceeds the best edge gap, and
+    that hold more than one distinct value, can hold the maximum; their rows are counted per exact
+    value (one Spark job) and walked in order."""
+    from pyspark.sql import functions as F
+
+    candidates, start, n_m = {}, {}, {}
+    for c in numeric:
+        ref, cur = fine[c][:-_SUB, 0], fine[c][:-_SUB, 1]  # without the null / NaN bucket
+        n, m = ref.sum(), cur.sum()
+        if n == 0 or m == 0:
+            continue
+        left = np.concatenate([[0.0], np.cumsum(ref)[:-1] / n - np.cumsum(cur)[:-1] / m])
+        best = np.abs(left).max()
+        bound = np.maximum(np.abs(left - cur / m), np.abs(left + ref / n))
+        candidates[c] = np.flatnonzero((bound > best + 1e-12) & ~single[c][:-_SUB])
+        start[c], n_m[c] = left, (n, m)
+    wanted = {c: b for c, b in candidates.items() if len(b)}
+    exact: dict[str, float] = {c: float(np.abs(start[c]).max()) for c in candidates}
+    if wanted:
+        def long(df, side):
+            df = _bucketed(df, numeric, categorical, edges, _SUB)
+            items = [F.when(F.col(f"_f_{c}").isin([int(b) for b in wanted[c]]),
+                            F.struct((F.lit(i * _KEY * _SUB) + F.col(f"_f_{c}")).alias("k"), F.col(f"_n_{c}").alias("v")))
+                     for i, c in enumerate(numeric) if c in wanted]
+            return (df.select(F.lit(side).alias("side"), F.explode(F.array(*items)).alias("kv"))
+                    .where(F.col("kv").isNotNull()).select("side", "kv.k", "kv.v"))
+
+        rows = long(reference, 0).unionByName(long(batch, 1)).groupBy("side", "k", "v").count().toArrow()
+        k, v = rows.column("k").to_numpy(), rows.column("v").to_numpy()
+        side, cnt = rows.column("side").to_numpy(), rows.column("count").to_numpy().astype(float)
+        for key in np.unique(k):
+            c, bucket = numeric[key // (_KEY * _SUB)], key % (_KEY * _SUB)
+            n, m = n_m[c]
+            sel = k == key
+            values, inverse = np.unique(v[sel], return_inverse=True)
+            step = np.zeros(len(values))
+            np.add.at(step, inverse, np.where(side[sel] == 0, cnt[sel] / n, -cnt[sel] / m))
+            exact[c] = max(exact[c], float(np.abs(start[c][bucket] + np.cumsum(step)).max()))
+    out = []
+    for d in drifts:
+        if d.column in exact:
+            ks = exact[d.column]
+            en = d.reference_rows * d.batch_rows / (d.reference_rows + d.batch_rows)
+            p = float(special.kolmogorov(np.sqrt(en) * ks)) if ks > 0 else 1.0
+            d = replace(d, statistic=ks, p_value=p)
+        out.append(d)
+    return out
+
+
+def _bucketed(df, numeric: list[str], categorical: list[str], edges: dict, sub: int = 1):
+    """Add ``_f_<col>``: ``sub`` x the reference-quantile bucket of each numeric value (NaN/null: the
+    last bucket) plus, for inner buckets, its equal-width sub-bucket in ``[0, sub)``. The
+    sub-bucket is monotone in the value, so fine buckets are ordered intervals too."""
     from pyspark.ml.feature import Bucketizer
     from pyspark.sql import functions as F
 
@@ -82,8 +156,20 @@ def _bucketed(df, numeric: list[str], categorical: list[str], edges: dict):
     if not numeric:
         return df
     splits = [[-float("inf"), *map(float, edges[c]), float("inf")] for c in numeric]
-    return Bucketizer(splitsArray=splits, inputCols=[f"_n_{c}" for c in numeric],
-                      outputCols=[f"_b_{c}" for c in numeric], handleInvalid="keep").transform(df)
+    df = Bucketizer(splitsArray=splits, inputCols=[f"_n_{c}" for c in numeric],
+                    outputCols=[f"_b_{c}" for c in numeric], handleInvalid="keep").transform(df)
+    for c in numeric:
+        parent = F.col(f"_b_{c}").cast("long")
+        fine = parent * sub
+        if sub > 1 and len(edges[c]) > 1:
+            grid = F.array(*[F.lit(float(e)) for e in edges[c]])
+            at = F.least(F.greatest(parent, F.lit(1)), F.lit(len(edges[c]) - 1)).cast("int")  # 1-based, in range
+            lo, hi = F.element_at(grid, at), F.element_at(grid, at + 1)
+            inner = (parent >= 1) & (parent < len(edges[c]))
+            offset = F.least(F.greatest(F.floor((F.col(f"_n_{c}") - lo) / (hi - lo) * sub), F.lit(0)), F.lit(sub - 1))
+            fine = fine + F.when(inner, offset).otherwise(F.lit(0)).cast("long")
+        df = df.withColumn(f"_f_{c}", fine)
+    return df
 
 
 def _numeric(column: str, edges: np.ndarray, hist: dict, spec: Distributions) -> Drift:
@@ -108,9 +194,11 @@ def _numeric(column: str, edges: np.ndarray, hist: dict, spec: Distributions) ->
         if len(edges) > 1 else (0.0, 0.0)
     scale = (q75 - q25) / 1.349 or (float(edges[-1] - edges[0]) or 1.0)
     w_std = w1 / scale
-    psi = _psi(_coarsen(ref, spec.bins), _coarsen(cur, spec.bins))
+    coarse_ref, coarse_cur = _coarsen(ref, spec.bins), _coarsen(cur, spec.bins)
+    psi = _psi(coarse_ref, coarse_cur)
     drifted = p < spec.p_value and (psi >= spec.min_psi or w_std >= spec.min_wasserstein_std)
-    return Drift(column, "numeric", "ks", ks, p, psi, w_std, int(n), int(m), drifted)
+    return Drift(column, "numeric", "ks", ks, p, psi, w_std, int(n), int(m), drifted,
+                 tuple(zip(coarse_ref.astype(int).tolist(), coarse_cur.astype(int).tolist())))
 
 
 def _categorical(column: str, hist: dict, spec: Distributions) -> Drift:
@@ -123,7 +211,8 @@ def _categorical(column: str, hist: dict, spec: Distributions) -> Drift:
     chi2, p, _, _ = stats.chi2_contingency(np.vstack([ref, cur]) + 0.5)  # +0.5: categories seen on one side only
     psi = _psi(ref, cur)
     drifted = p < spec.p_value and psi >= spec.min_psi
-    return Drift(column, "categorical", "chi2", float(chi2), float(p), psi, None, int(n), int(m), drifted)
+    return Drift(column, "categorical", "chi2", float(chi2), float(p), psi, None, int(n), int(m), drifted,
+                 tuple(zip(ref.astype(int).tolist(), cur.astype(int).tolist())))
 
 
 def _coarsen(counts: np.ndarray, bins: int) -> np.ndarray:

@@ -1,0 +1,158 @@
+"""Drift benchmark: PSI + KS + chi-square over 20 features (14 numeric, 6 categorical) of a
+1M-row reference against a 1M-row batch, batchml on Spark against Evidently on the same data.
+
+batchml: ``validation.distributions.compare(..., exact_ks=True)`` (what ``batchml run monitor``
+runs) on cached Spark DataFrames. Evidently: one Report of ``ValueDrift`` metrics (ks + psi per
+numeric column, chisquare + psi per categorical one) on the same rows as pandas.
+
+Agreement is checked on the same data:
+* KS statistic against ``scipy.stats.ks_2samp`` (Evidently's KS test calls it and reports only
+  its p-value); goal: max difference <= 1e-6;
+* chi-square: Evidently's p-value against the same goodness-of-fit test on batchml's counts;
+* PSI: categorical PSI against Evidently's (same definition); numeric PSI against the exact
+  reference-decile PSI (numpy quantiles). Evidently bins numeric PSI differently (Sturges
+  equal-width bins over reference + batch), so that difference is reported, not gated.
+
+    .venv/bin/python bench/bench_drift.py [--rows 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+from common import bench_config, write_result
+from scipy import stats
+
+NUMERIC = [f"num_{i}" for i in range(14)]
+CATEGORICAL = [f"cat_{j}" for j in range(6)]
+DRIFTED = {"num_0", "num_1", "num_2", "cat_0"}
+KS_GOAL = 1e-6
+PSI_TOLERANCE = 2e-3  # approxQuantile's rank error (1e-3) can move a decile edge by 0.1% of rows
+
+
+def make(rows: int, seed: int, shift: float) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    data = {}
+    for i in range(14):
+        s = shift if f"num_{i}" in DRIFTED else 0.0
+        if i % 3 == 0:
+            data[f"num_{i}"] = rng.normal(s, 1.0, rows)
+        elif i % 3 == 1:
+            data[f"num_{i}"] = rng.lognormal(0.0, 1.0 + 0.2 * s, rows)
+        else:  # counts: heavy ties
+            data[f"num_{i}"] = rng.poisson(3.0 + s, rows).astype(float)
+    for j in range(6):
+        k = 3 + 5 * j
+        p = np.ones(k) / k
+        if f"cat_{j}" in DRIFTED and shift:
+            p = p * np.linspace(1 - shift, 1 + shift, k)
+            p = p / p.sum()
+        data[f"cat_{j}"] = rng.choice(np.array([f"v{x}" for x in range(k)]), rows, p=p)
+    return pd.DataFrame(data)
+
+
+def run_batchml(spark, ref: pd.DataFrame, cur: pd.DataFrame, folder: str) -> tuple[list, list[float]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batchml.validation.distributions import compare
+    from batchml.validation.spec import Distributions
+
+    frames = []
+    for name, df in (("ref", ref), ("cur", cur)):
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f"{folder}/{name}.parquet")
+        frame = spark.read.parquet(f"{folder}/{name}.parquet").repartition(4).cache()
+        frame.count()  # in memory before the clock starts, like Evidently's pandas frames
+        frames.append(frame)
+    spec = Distributions(numeric=NUMERIC, categorical=CATEGORICAL)
+    times, out = [], None
+    for _ in range(2):  # the first run also warms Spark's Python workers
+        t0 = time.perf_counter()
+        out = compare(frames[0], frames[1], spec, exact_ks=True)
+        times.append(round(time.perf_counter() - t0, 3))
+    return out, times
+
+
+def run_evidently(ref: pd.DataFrame, cur: pd.DataFrame) -> tuple[dict, float]:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+
+    definition = DataDefinition(numerical_columns=NUMERIC, categorical_columns=CATEGORICAL)
+    metrics = [ValueDrift(column=c, method=m) for c in NUMERIC for m in ("ks", "psi")]
+    metrics += [ValueDrift(column=c, method=m) for c in CATEGORICAL for m in ("chisquare", "psi")]
+    t0 = time.perf_counter()
+    snapshot = Report(metrics).run(Dataset.from_pandas(cur, data_definition=definition),
+                                   Dataset.from_pandas(ref, data_definition=definition))
+    seconds = time.perf_counter() - t0
+    values = {}
+    for m in snapshot.dict()["metrics"]:
+        values[(m["config"]["column"], m["config"]["method"])] = float(m["value"])
+    return values, round(seconds, 3)
+
+
+def decile_psi(ref: np.ndarray, cur: np.ndarray) -> float:
+    edges = np.unique(np.quantile(ref, np.linspace(0.1, 0.9, 9), method="inverted_cdf"))  # data values, as Spark
+    p = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=len(edges) + 1) / len(ref)
+    q = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=len(edges) + 1) / len(cur)
+    p, q = np.maximum(p, 1e-4), np.maximum(q, 1e-4)
+    return float(((q - p) * np.log(q / p)).sum())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the reference and in the batch each")
+    args = parser.parse_args()
+    ref, cur = make(args.rows, 1, 0.0), make(args.rows, 2, 0.3)
+
+    from batchml.spark import get_spark
+
+    config, home = bench_config()
+    spark = get_spark(config)
+    try:
+        drifts, batchml_times = run_batchml(spark, ref, cur, str(home))
+    finally:
+        spark.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    evidently, evidently_seconds = run_evidently(ref, cur)
+
+    ours = {d.column: d for d in drifts}
+    ks_diff = max(abs(ours[c].statistic - stats.ks_2samp(ref[c], cur[c]).statistic) for c in NUMERIC)
+    ks_p_diff = max(abs(ours[c].p_value - evidently[(c, "ks")]) for c in NUMERIC)
+    chi_diff = 0.0
+    for c in CATEGORICAL:
+        r, b = np.array(ours[c].histogram, dtype=float).T
+        chi_diff = max(chi_diff, abs(stats.chisquare(b, r * b.sum() / r.sum()).pvalue - evidently[(c, "chisquare")]))
+    psi_cat = max(abs(ours[c].psi - evidently[(c, "psi")]) for c in CATEGORICAL)
+    psi_deciles = max(abs(ours[c].psi - decile_psi(ref[c].to_numpy(), cur[c].to_numpy())) for c in NUMERIC)
+    psi_sturges = {c: round(ours[c].psi - evidently[(c, "psi")], 4) for c in NUMERIC}
+    flagged = {c for c, d in ours.items() if d.psi > 0.1}
+    flagged_evidently = {c for (c, m), v in evidently.items() if m == "psi" and v > 0.1}
+    best = min(batchml_times)
+    write_result(
+        "drift",
+        ratio=round(evidently_seconds / best, 2), goal=1.0, higher_is_better=True,
+        ratio_means="Evidently seconds / batchml seconds (speed-up; > 1 is faster than Evidently)",
+        rows=2 * args.rows, reference_rows=args.rows, batch_rows=args.rows,
+        features={"numeric": len(NUMERIC), "categorical": len(CATEGORICAL)},
+        floor=f"Evidently {__import__('evidently').__version__} Report of ValueDrift (ks, psi, chisquare) on pandas",
+        batchml_seconds=best, batchml_seconds_runs=batchml_times, evidently_seconds=evidently_seconds,
+        agreement={
+            "ks_statistic_max_abs_diff_vs_scipy": ks_diff, "ks_goal": KS_GOAL, "ks_ok": bool(ks_diff <= KS_GOAL),
+            "ks_p_value_max_abs_diff_vs_evidently": ks_p_diff,
+            "chisquare_p_value_max_abs_diff_vs_evidently": chi_diff,
+            "psi_categorical_max_abs_diff_vs_evidently": psi_cat,
+            "psi_numeric_max_abs_diff_vs_exact_reference_deciles": psi_deciles,
+            "psi_tolerance": PSI_TOLERANCE, "psi_ok": bool(max(psi_cat, psi_deciles) <= PSI_TOLERANCE),
+            "psi_numeric_diff_vs_evidently_sturges_bins": psi_sturges,
+            "psi_over_0.1_batchml": sorted(flagged), "psi_over_0.1_evidently": sorted(flagged_evidently),
+        },
+        injected_drift=sorted(DRIFTED),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Scoring benchmark: batchml's score stage against single-process XGBoost on the same rows and model.
+
+A feature partition of ``--rows`` events (28 float features, nulls included) is written to the
+feature table, and a 100-tree depth-6 XGBoost model is registered as the champion. Then:
+
+* ``floor``: single-process ``inplace_predict`` (all cores) on the partition already in memory as
+  a float32 matrix: the raw model speed, nothing else;
+* ``floor_with_read``: the same plus reading the partition through the lake (pyarrow) and building
+  the matrix;
+* ``pass``: batchml's scoring pass alone (read, one mapInArrow with the broadcast booster and
+  reason codes), executed with Spark's ``noop`` sink;
+* ``stage``: the real stage, ``score()`` end to end: plan, the pass, the Delta write, the review
+  queue, the completeness check and the runs table. ``ratio`` is stage rows/s over floor rows/s.
+
+A warm-up day scores first so the JVM and the Python workers are running, as in a nightly job.
+
+    .venv/bin/python bench/bench_scoring.py [--rows 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import time
+
+from common import bench_config, timed, write_result
+
+DATASET = "card_transactions"
+RULE_COLUMNS = ["amount", "is_foreign", "card_present_flag", "amount_to_customer_mean_30d",
+                "new_device_for_customer", "customer_count_1h"]  # the demo config's fallback rules read these
+FEATURES = RULE_COLUMNS + [f"f{i:02d}" for i in range(22)]
+
+
+def feature_partition(day: dt.date, n: int, seed: int):
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    cols = {"transaction_id": pa.array([f"tx-{day:%Y%m%d}-{i:08d}" for i in range(n)]),
+            "event_date": pa.array([day] * n, pa.date32())}
+    for j, name in enumerate(FEATURES):
+        values = rng.normal(size=n).astype(np.float64)
+        if j % 5 == 3:
+            values[rng.random(n) < 0.1] = np.nan  # missing values, as null ratios in the real table
+        cols[name] = pa.array(values, from_pandas=True)
+    return pa.table(cols)
+
+
+def train(seed: int = 7):
+    import numpy as np
+    import xgboost as xgb
+
+    data = feature_partition(dt.date(2020, 1, 1), 200_000, seed)
+    X = np.column_stack([data.column(c).to_numpy(zero_copy_only=False) for c in FEATURES]).astype(np.float32)
+    logit = X[:, 0] + 0.8 * X[:, 1] - 0.5 * X[:, 6] + 0.4 * np.nan_to_num(X[:, 3]) * X[:, 7] - 5
+    y = (np.random.default_rng(seed).random(len(X)) < 1 / (1 + np.exp(-logit))).astype(int)
+    booster = xgb.train({"max_depth": 6, "eta": 0.1, "objective": "binary:logistic", "tree_method": "hist"},
+                        xgb.DMatrix(X, y, missing=np.nan), 100)
+    return booster, float(np.quantile(booster.inplace_predict(X), 0.99))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+
+    import mlflow
+    import numpy as np
+
+    from batchml.registry import store
+    from batchml.scoring.score import needed_columns, score, score_rows, scoring_spec
+    from batchml.spark import get_spark
+    from batchml.storage import Lake
+
+    config, home = bench_config()
+    spark = get_spark(config)
+    lake = Lake(config, spark)
+    table = config.dataset(DATASET).features.table
+    warm, day = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
+    lake.write_arrow(feature_partition(warm, 20_000, 1), table)
+    lake.write_arrow(feature_partition(day, args.rows, 2), table)
+
+    booster, threshold = train()
+    name = config.dataset(DATASET).model.registered_name
+    tags = {"features_table": table, "features_version": "1", "train_start": "2020-01-01", "train_end": "2020-01-01",
+            "test_start": "2020-01-02", "test_end": "2020-01-02", "test_metrics": "{}"}
+    with mlflow.start_run(experiment_id=store.experiment_id(config, DATASET)):
+        mv = store.log_and_register(config, name, booster, FEATURES, threshold, tags)
+    store.client(config).set_registered_model_alias(name, "champion", str(mv.version))
+
+    times: dict = {}
+    score(config, warm, spark=spark)  # JVM, Python workers, MLflow: warm, as in a nightly run
+
+    with timed(times, "floor_with_read"):
+        data = lake.read_arrow(table, [("event_date", "=", day)], columns=FEATURES)
+        X = np.column_stack([data.column(c).to_numpy(zero_copy_only=False) for c in FEATURES]).astype(np.float32)
+        booster.inplace_predict(X)
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        booster.inplace_predict(X)
+        runs.append(time.perf_counter() - start)
+    times["floor"] = round(statistics.median(runs), 3)
+
+    spec = scoring_spec(config, DATASET)
+    features = config.dataset(DATASET).features
+    model = store.load(config, name)
+    source = lake.read(table, columns=needed_columns(lake.read(table).columns, features, spec, FEATURES))
+    rows = source.where(source[features.date_column] == day)
+    with timed(times, "pass"):
+        score_rows(spark, rows, spec, features.id_column, model, None).write.format("noop").mode("overwrite").save()
+    with timed(times, "stage"):
+        summary = score(config, day, spark=spark)
+    assert summary.rows == args.rows and not summary.fallback_rows, summary
+
+    rate = {k: round(args.rows / v) for k, v in times.items()}
+    write_result(
+        "scoring", ratio=round(rate["stage"] / rate["floor"], 3), goal=0.5, higher_is_better=True, rows=args.rows,
+        floor="single-process xgboost inplace_predict (all cores) on the same rows and model, data in memory",
+        unit="rows/s", rows_per_s=rate, seconds=times,
+        pass_ratio=round(rate["pass"] / rate["floor"], 3),
+        stage_ratio_vs_floor_with_read=round(rate["stage"] / rate["floor_with_read"], 3),
+        model="xgboost 100 trees, depth 6, 28 float features",
+        reason_codes=f"top {spec.reason_codes.top_k}, {spec.reason_codes.method}, rows: {spec.reason_codes.rows}",
+        flagged_rows=int((booster.inplace_predict(X) >= threshold - spec.review.below).sum()),
+        chunks=summary.chunks, spark_master=config.spark.master)
+    spark.stop()
+    import shutil
+
+    shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

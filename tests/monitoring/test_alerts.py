@@ -1,0 +1,94 @@
+"""Alert sinks against real servers on loopback: an HTTP server for the webhook, an SMTP server for email."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from batchml.alerts import alert
+from batchml.monitoring.spec import AlertsConfig, Sink
+
+
+@pytest.fixture
+def webhook():
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"type": self.headers["Content-Type"], "event": json.loads(body)})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hooks/batchml", received
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def smtp():
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    messages = []
+
+    class Keep(Message):
+        def handle_message(self, message):
+            messages.append(message)
+
+    port = _free_port()  # aiosmtpd's start() probes the port it was given, so 0 will not do
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield "127.0.0.1", port, messages
+    controller.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def with_sinks(config, tmp_path, *sinks):
+    return config.model_copy(update={"home": str(tmp_path), "alerts": AlertsConfig(sinks=list(sinks))})
+
+
+EVENT = {"kind": "monitoring", "dataset": "card_transactions", "run_date": "2024-03-10",
+         "message": "card_transactions 2024-03-10: data_drift; retraining requested", "reasons": [{"psi": 0.31}]}
+
+
+def test_webhook_and_email_receive_the_event(config, tmp_path, webhook, smtp):
+    url, received = webhook
+    host, port, messages = smtp
+    cfg = with_sinks(config, tmp_path, Sink(kind="webhook", url=url),
+                     Sink(kind="email", smtp_host=host, smtp_port=port, sender="batchml@example.org",
+                          recipients=["risk@example.org", "ml@example.org"]))
+    assert alert(cfg, EVENT) == ["log", "jsonl", "webhook", "email"]
+    assert received == [{"type": "application/json", "event": EVENT}]
+    assert len(messages) == 1
+    mail = messages[0]
+    assert mail["To"] == "risk@example.org, ml@example.org" and "data_drift" in mail["Subject"]
+    assert json.loads(mail.get_payload()) == EVENT
+    lines = (tmp_path / "alerts" / "alerts.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [EVENT]
+
+
+def test_a_dead_sink_does_not_stop_the_others(config, tmp_path, webhook, caplog):
+    url, received = webhook
+    dead = _free_port()  # nobody listens there
+    cfg = with_sinks(config, tmp_path, Sink(kind="webhook", url=f"http://127.0.0.1:{dead}/x", timeout_seconds=2),
+                     Sink(kind="webhook", url=url))
+    assert alert(cfg, EVENT) == ["log", "jsonl", "webhook"]
+    assert len(received) == 1
+    assert "alert sink webhook failed" in caplog.text

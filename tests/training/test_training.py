@@ -1,0 +1,170 @@
+"""Training set, splits, search + fit, MLflow logging, reproducibility: one small trained model per module."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from batchml.registry import store
+from batchml.storage import Lake
+from batchml.training import metrics as M
+from batchml.training.dataset import build_training_set, mature_window
+from batchml.training.fit import sample_params
+from batchml.training.spec import Costs, Param, Splits
+from batchml.training.splits import NotEnoughHistory, plan_splits
+from batchml.training.train import finished_run, train
+from tests.conftest import make_config
+from tests.training import helpers as H
+
+D = H.CUTOFF
+DAY = dt.timedelta(days=1)
+
+
+def _at(day: dt.date, hour: int = 12) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hour), dt.timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def world(base_config, tmp_path_factory, spark):
+    """Synthetic features + chargebacks, with planted late labels and immature events; trained once."""
+    root = tmp_path_factory.mktemp("training")
+    config = H.small_model(make_config(base_config, root))
+    features, chargebacks = H.synthetic()
+    fraud = set(chargebacks.column("transaction_id").to_pylist())
+    clean = [t for t in features.column("transaction_id").to_pylist() if t not in fraud]
+    late_report, late_delivery, on_time = clean[10], clean[11], clean[12]
+    planted = pa.Table.from_pylist([
+        # reported after the cut-off: invisible
+        {"chargeback_id": "p1", "transaction_id": late_report, "reported_at": _at(D + DAY), "reason_code": "fraud_x",
+         "amount": 1.0, "ingest_date": D + DAY},
+        # reported before the cut-off but delivered after it: invisible
+        {"chargeback_id": "p2", "transaction_id": late_delivery, "reported_at": _at(D - DAY), "reason_code": "fraud_x",
+         "amount": 1.0, "ingest_date": D + DAY},
+        # reported and delivered by the cut-off: visible
+        {"chargeback_id": "p3", "transaction_id": on_time, "reported_at": _at(D, 23), "reason_code": "fraud_x",
+         "amount": 1.0, "ingest_date": D},
+    ], H.CHARGEBACKS_SCHEMA)
+    immature, _ = H.synthetic(seed=9, per_day=50, start=D - 3 * DAY, days=2)  # too young at the cut-off
+    H.load(config, pa.concat_tables([features, immature]), pa.concat_tables([chargebacks, planted]))
+    result = train(config, D, spark=spark)  # no training set yet: train builds it first
+    return {"config": config, "root": root, "result": result, "features": features, "fraud": fraud,
+            "late": (late_report, late_delivery), "on_time": on_time}
+
+
+def _training_rows(world) -> dict[str, dict]:
+    spec = world["config"].dataset().model
+    rows = Lake(world["config"]).read_arrow(spec.training_table, filters=[("cutoff_date", "=", D)])
+    return {r["transaction_id"]: r for r in rows.select(["transaction_id", "label", "event_date"]).to_pylist()}
+
+
+def test_label_maturity_hides_labels_after_the_cutoff(world):
+    rows = _training_rows(world)
+    window = mature_window(world["config"].dataset().model, D)
+    assert window.end == D - 5 * DAY
+    assert all(r["event_date"] <= window.end for r in rows.values())  # immature events are out
+    assert len(rows) == world["features"].num_rows
+    for tx in world["late"]:
+        assert rows[tx]["label"] == 0, "a label delivered or reported after the cut-off leaked in"
+    assert rows[world["on_time"]]["label"] == 1
+    assert sum(r["label"] for r in rows.values()) == len(world["fraud"]) + 1
+
+
+def test_training_set_is_built_once_per_cutoff(world):
+    config = world["config"]
+    lake = Lake(config)
+    table = config.dataset().model.training_table
+    before = lake.version(table)
+    lineage = build_training_set(config, D)  # recorded transaction: no Spark job, no new version
+    assert lake.version(table) == before and lineage[table] == before
+    assert lineage["features.card_transactions"] == lake.version("features.card_transactions")
+
+
+def test_search_space_sampling_is_seeded_and_bounded():
+    space = {"max_depth": Param(choices=[3, 4, 6]), "learning_rate": Param(low=0.01, high=0.3, log=True),
+             "min_child_weight": Param(low=1, high=20, integer=True)}
+    draws = [sample_params(space, random.Random(7)) for _ in range(2)]
+    assert draws[0] == draws[1]
+    many = [sample_params(space, rng) for rng in [random.Random(1)] for _ in range(50)]
+    assert {d["max_depth"] for d in many} == {3, 4, 6}
+    assert all(0.01 <= d["learning_rate"] <= 0.3 and isinstance(d["min_child_weight"], int) for d in many)
+
+
+def test_splits_are_ordered_in_time():
+    s = Splits(test_days=3, validation_days=2, cv_folds=3, cv_fold_days=2, min_train_days=3)
+    first, last = dt.date(2024, 1, 1), dt.date(2024, 1, 20)
+    plan = plan_splits(first, last, s)
+    assert plan.train.start == first and plan.test.end == last
+    assert plan.train.end < plan.validation.start and plan.validation.end < plan.test.start
+    assert (plan.validation.start - plan.train.end).days == 1 and (plan.test.start - plan.validation.end).days == 1
+    assert len(plan.folds) == 3
+    for fold in plan.folds:
+        assert fold.train.start == first and fold.train.end < fold.validation.start
+        assert fold.validation.end <= plan.validation.end  # the test window is never searched on
+    assert [f.validation.start for f in plan.folds] == sorted(f.validation.start for f in plan.folds)
+    with pytest.raises(NotEnoughHistory, match="at least 8"):
+        plan_splits(first, first + 6 * DAY, s)
+
+
+def test_cost_threshold_follows_the_costs():
+    y = np.array([0, 0, 0, 0, 1, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9])
+    assert M.cost_threshold(y, p, Costs(missed_fraud=100, false_alarm=1)) == 0.5  # catch all three
+    assert M.cost_threshold(y, p, Costs(missed_fraud=1, false_alarm=100)) == 0.7  # no false alarm at all
+    m = M.at_threshold(y, p, 0.5, beta=2)
+    assert (m["precision"], m["recall"]) == (0.75, 1.0)
+
+
+def test_train_registers_model_with_contract_lineage_and_card(world):
+    config, result = world["config"], world["result"]
+    spec = config.dataset().model
+    mv = store.load(config, spec.registered_name, version=result.version)
+    tags = mv.tags
+    assert tags["train_end"] < tags["test_start"]  # time-ordered, never a random split
+    assert set(json.loads(tags["test_metrics"])) == set(M.CONTRACT_METRICS)
+    run = store.client(config).get_run(mv.run_id)
+    lineage = json.loads(run.data.tags["batchml.lineage"])
+    lake = Lake(config)
+    assert lineage == {"features.card_transactions": lake.version("features.card_transactions"),
+                       "silver.card_chargebacks": lake.version("silver.card_chargebacks"),
+                       spec.training_table: lake.version(spec.training_table)}
+    assert len(run.data.tags["batchml.config_hash"]) == 64 and run.data.tags["batchml.code_version"]
+    metrics = run.data.metrics
+    assert metrics["search_trials"] == 2
+    fraud_rate = metrics["test_positives"] / metrics["test_rows"]
+    assert metrics["test_pr_auc"] > 2 * fraud_rate and metrics["test_roc_auc"] > 0.7  # it learned the signal
+    for key in ("baseline_test_pr_auc", "test_brier", "test_fbeta", "slice_channel_ecom_pr_auc",
+                "slice_merchant_category_travel_roc_auc"):
+        assert key in metrics
+    artifacts = {a.path for a in store.client(config).list_artifacts(mv.run_id, "report")}
+    assert {"report/model_card.md", "report/pr_curve.png", "report/calibration.png",
+            "report/feature_importance.png"} <= artifacts
+    card = open(store.client(config).download_artifacts(mv.run_id, "report/model_card.md")).read()
+    for section in ("## Intended use", "## Threshold and costs", "### channel", "## Known limits",
+                    f"| `{spec.training_table}` |"):
+        assert section in card
+    assert list(mv.feature_columns) == ["amount", "risk_signal", "noise", "customer_count_24h", "channel_ecom"]
+
+
+def test_rerun_for_the_same_date_reuses_the_model(world):
+    config = world["config"]
+    again = train(config, D)
+    assert again.reused and again.version == world["result"].version
+    assert len(store.client(config).search_model_versions(
+        f"name='{config.dataset().model.registered_name}'")) == 1
+
+
+def test_same_inputs_config_and_seed_give_the_same_metrics(world, base_config, spark):
+    """Tolerance: 1e-6 absolute on every test metric (observed: identical)."""
+    first = world["config"]
+    other_store = make_config(base_config, world["root"] / "second")
+    config = first.model_copy(update={"mlflow": other_store.mlflow})  # same lake, fresh MLflow
+    assert finished_run(config, config.default_dataset, D) is None
+    second = train(config, D, spark=spark)
+    assert not second.reused
+    for key in ("pr_auc", "roc_auc", "f1", "precision", "recall", "brier"):
+        assert second.metrics[key] == pytest.approx(world["result"].metrics[key], abs=1e-6), key
