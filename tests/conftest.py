@@ -10,6 +10,12 @@ import pytest
 from batchml.config import Config, TableConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
+LONGEST_FIRST = ("tests/orchestration/test_scheduler.py", "tests/orchestration/test_multi_day.py")
+
+
+def pytest_collection_modifyitems(items):
+    """The Airflow files first: they are the longest, so the other xdist worker takes the rest meanwhile."""
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,92 @@
+"""Headless Chromium driven over the DevTools protocol: type into forms, click, screenshot, read the page."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from websockets.sync.client import connect
+
+from tests.orchestration.airflow_server import free_port
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-dev-shm-usage", "--remote-allow-origins=*", "--window-size=1440,1000"]
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Browser:
+    def __init__(self, profile: Path):
+        port = free_port()
+        self.proc = subprocess.Popen([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                                      f"--remote-debugging-port={port}", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
+                    page = next(t for t in json.load(r) if t["type"] == "page")
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30))
+        self.ids = itertools.count(1)
+        self.send("Page.enable")
+
+    def send(self, method: str, **params):
+        msg_id = next(self.ids)
+        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=120))
+            if msg.get("id") == msg_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def js(self, expression: str):
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        return result.get("result", {}).get("value")
+
+    def goto(self, url: str) -> None:
+        self.send("Page.navigate", url=url)
+
+    def wait_for(self, expression: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.js(expression):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"page never satisfied {expression!r}; url {self.js('location.href')}, "
+                                   f"text {str(self.text())[:500]!r}")
+            time.sleep(0.5)
+
+    def type_into(self, selector: str, value: str) -> None:
+        """Set a (React-controlled) input as typing would: the native setter, then an input event."""
+        self.js(f"""(() => {{ const el = document.querySelector({json.dumps(selector)});
+            const set = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+            set.call(el, {json.dumps(value)}); el.dispatchEvent(new Event('input', {{bubbles: true}})); }})()""")
+
+    def text(self) -> str:
+        return self.js("document.body ? document.body.innerText : ''") or ""
+
+    def screenshot(self, path: Path) -> Path:
+        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)["data"]
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def close(self) -> None:
+        try:
+            self._stack.close()
+        finally:
+            self.proc.terminate()
+            self.proc.wait(20)

@@ -1,0 +1,97 @@
+"""DAG integrity: the files import cleanly and fast, and wire the expected graph with the house defaults."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import pytest
+
+from batchml.orchestration import local
+
+NIGHTLY = ["resolve_run", "record_override", "ingest", "validate", "build_features", "score", "monitor",
+           "request_retraining"]
+TRAINING = ["resolve_run", "build_training_set", "train", "evaluate", "promote"]
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory):
+    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow_home")))
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(local.REPO / "dags"))
+
+
+def _chain(dag) -> list[str]:
+    """The task ids in order, asserting the graph is one straight line."""
+    roots = [t for t in dag.tasks if not t.upstream_task_ids]
+    assert len(roots) == 1, f"{dag.dag_id}: expected one root, got {[t.task_id for t in roots]}"
+    order, task = [], roots[0]
+    while task is not None:
+        order.append(task.task_id)
+        down = sorted(task.downstream_task_ids)
+        assert len(down) <= 1, f"{dag.dag_id}: {task.task_id} fans out to {down}"
+        task = dag.get_task(down[0]) if down else None
+    assert len(order) == len(dag.tasks)
+    return order
+
+
+def test_dag_files_import_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {"batchml_nightly", "batchml_training"}
+
+
+def test_expected_task_graphs(dagbag):
+    assert _chain(dagbag.dags["batchml_nightly"]) == NIGHTLY
+    assert _chain(dagbag.dags["batchml_training"]) == TRAINING
+
+
+@pytest.mark.parametrize("dag_id", ["batchml_nightly", "batchml_training"])
+def test_house_defaults(dagbag, dag_id):
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    dag = dagbag.dags[dag_id]
+    assert "batchml" in dag.tags and dag.max_active_runs == 1 and dag.catchup is False
+    assert dag.doc_md
+    for task in dag.tasks:
+        assert task.owner == "batchml"
+        assert task.on_failure_callback, task.task_id
+        assert task.execution_timeout is not None and task.execution_timeout <= dt.timedelta(hours=3)
+        if isinstance(task, SparkSubmitOperator):
+            assert task.retries == 2 and task.retry_exponential_backoff and task.max_retry_delay
+            assert task.pool == "batchml_spark"
+            assert task._conn_id == "spark_default"
+            assert task.application.endswith(f"jobs/{task.task_id}.py")
+            assert task.application_args[0] == "--run-date" and "resolve_run" in task.application_args[1]
+
+
+def test_spark_tasks_cover_the_pipeline(dagbag):
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    spark = {d: [t.task_id for t in dagbag.dags[d].tasks if isinstance(t, SparkSubmitOperator)]
+             for d in dagbag.dag_ids}
+    assert spark["batchml_nightly"] == ["ingest", "validate", "build_features", "score", "monitor"]
+    assert spark["batchml_training"] == ["build_training_set", "train", "evaluate", "promote"]
+
+
+def test_training_listens_to_the_retraining_asset(dagbag):
+    from batchml.orchestration.tasks import RETRAINING_REQUEST
+
+    nightly, training = dagbag.dags["batchml_nightly"], dagbag.dags["batchml_training"]
+    assert RETRAINING_REQUEST in nightly.get_task("request_retraining").outlets
+    assert type(training.timetable).__name__ == "AssetOrTimeSchedule"
+    assert list(training.timetable.asset_condition.objects) == [RETRAINING_REQUEST]
+
+
+def test_dag_files_do_no_heavy_imports_at_parse_time():
+    """Parsing the DAG files must not pull in Spark, MLflow, Great Expectations or batchml's config."""
+    heavy = ["pyspark", "mlflow", "great_expectations", "xgboost", "batchml.config", "deltalake"]
+    code = ("import sys, runpy, glob\n"
+            f"for f in sorted(glob.glob({str(local.REPO / 'dags')!r} + '/*.py')): runpy.run_path(f)\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,69 @@
+"""The multi-day Airflow legs (``make test-e2e``; about 45 spark-submits, too slow for ``make test``).
+
+* dag.test(): the nightly DAG over three days gives one scored row per event; the same dates again change nothing;
+* a real scheduler (``airflow standalone``): a backfill of the three days through the REST API gives the same
+  tables as the three separate dag.test() runs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from batchml.orchestration import local
+from tests.orchestration.airflow_server import AirflowServer
+from tests.orchestration.helpers import DATES, airflow_env, demo_data, lake_path, snapshot
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+DAG = "batchml_nightly"
+
+
+def _runs(log) -> list[tuple[str, str, dict]]:
+    lines = [line.split(" ", 4)[2:] for line in log.read_text().splitlines() if line.startswith("DAGRUN ")]
+    return [(day, state, json.loads(states)) for day, state, states in lines]
+
+
+def test_three_nightly_runs_score_one_row_per_event(nightly):
+    runs = _runs(nightly["log"])
+    assert [(d, s) for d, s, _ in runs] == [(str(d), "success") for d in DATES], runs
+    for _, _, states in runs:  # quiet days: every stage ran, no retraining request
+        assert {t: s for t, s in states.items() if t != "request_retraining"} == dict.fromkeys(
+            set(states) - {"request_retraining"}, "success")
+        assert states["request_retraining"] == "skipped"
+    from deltalake import DeltaTable
+
+    events = DeltaTable(str(lake_path(nightly["root"], "silver.card_transactions"))).to_pandas()
+    scores = DeltaTable(str(lake_path(nightly["root"], "scores.card_transactions"))).to_pandas()
+    assert len(events) > 3000
+    assert scores["transaction_id"].is_unique
+    assert set(scores["transaction_id"]) == set(events["transaction_id"])
+
+
+def test_running_the_same_dates_again_changes_nothing(nightly):
+    before = snapshot(nightly["root"])
+    assert all(before[t] for t in ("silver.card_transactions", "features.card_transactions",
+                                   "scores.card_transactions"))  # the first chargebacks land on day 6
+    assert local.run_dates(nightly["env"], "batchml_nightly", DATES, log_file=nightly["log"]) == 0
+    assert snapshot(nightly["root"]) == before
+
+
+def test_a_backfill_through_the_scheduler_equals_separate_nightly_runs(nightly, tmp_path_factory):
+    root = tmp_path_factory.mktemp("backfill")
+    env = airflow_env(root)
+    local.prepare(env)
+    demo_data(env, DATES[0], len(DATES))
+    airflow = AirflowServer(env)
+    try:
+        airflow.start()
+        airflow.wait_for_dag(DAG)
+        airflow.api("PATCH", f"/dags/{DAG}", json={"is_paused": False})
+        airflow.api("POST", "/backfills", json={"dag_id": DAG, "from_date": f"{DATES[0]}T00:00:00Z",
+                                                 "to_date": f"{DATES[-1]}T00:00:00Z", "max_active_runs": 1})
+        runs = airflow.wait_for_runs(DAG, count=len(DATES))
+    finally:
+        airflow.stop()
+    assert sorted((r["logical_date"][:10], r["run_type"], r["state"]) for r in runs) == [
+        (str(d), "backfill", "success") for d in DATES], f"{runs}; see {airflow.log}"
+    assert nightly["rc"] == 0, f"the dag.test() runs failed; see {nightly['log']}"
+    assert snapshot(root) == snapshot(nightly["root"])
