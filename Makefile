@@ -13,11 +13,11 @@ demo: $(VENV)/.installed
 	$(PY) -m batchml.orchestration.demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed $(INFRA_VENV)/.installed chromium
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # Multi-day Airflow legs (three nightly dag.test() runs, a rerun, a scheduler backfill): ~45 spark-submits.
 test-e2e: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadfile -m e2e tests/orchestration
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m e2e tests/orchestration
 
 # The Airflow UI test drives headless Chromium (Debian package `chromium`). Installed when missing and we
 # are root with apt-get; otherwise that one test is skipped and says why.

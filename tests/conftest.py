@@ -14,7 +14,8 @@ LONGEST_FIRST = ("tests/orchestration/test_scheduler.py", "tests/orchestration/t
 
 
 def pytest_collection_modifyitems(items):
-    """The Airflow files first: they are the longest, so the other xdist worker takes the rest meanwhile."""
+    """The Airflow files first: they are the longest, so the other xdist worker takes the rest meanwhile
+    (`make test` keeps this order with --no-loadscope-reorder)."""
     items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
 
 
