@@ -75,12 +75,20 @@ def _demo_args(p: argparse.ArgumentParser, days: int = 7, rows: int = 20_000, ba
                    help="probability per day of an unreadable file")
 
 
+# Libraries whose INFO lines drown the stages' own progress lines.
+NOISY_LOGGERS = ("py4j", "urllib3", "botocore", "great_expectations", "mlflow", "alembic")
+
+
+def quiet_noisy_loggers() -> None:
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "urllib3", "botocore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_noisy_loggers()
     try:
         config = load_config(args.env)
         return _dispatch(args, config)

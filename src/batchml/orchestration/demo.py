@@ -43,8 +43,9 @@ def _args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "urllib3", "botocore", "mlflow", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from batchml.cli import quiet_noisy_loggers
+
+    quiet_noisy_loggers()
     a = _args(argv)
     from batchml.config import load_config
 
@@ -112,11 +113,14 @@ def _history_and_training(config, history: list[dt.date]) -> None:
     from batchml.stages import TRAINING_STAGES, run_stage
 
     spark = get_spark(config)
+    t0 = time.monotonic()
     for day in history:
         for stage in HISTORY_STAGES:
             if run_stage(stage, config, day, spark=spark) != 0:
                 log.warning("%s: %s reported a blocking problem; later stages skip this day", day, stage)
                 break
+    print(f"  ingest, validate, features of {len(history)} days: {time.monotonic() - t0:.0f}s", flush=True)
+    t0 = time.monotonic()
     for stage in TRAINING_STAGES:
         try:
             if run_stage(stage, config, history[-1], spark=spark) != 0:
@@ -126,6 +130,7 @@ def _history_and_training(config, history: list[dt.date]) -> None:
             log.exception("first training failed at %s", stage)
             print(f"  first training failed at {stage}: {exc}; nightly scoring will use the fallback rules")
             return
+    print(f"  first training: {time.monotonic() - t0:.0f}s", flush=True)
 
 
 def _summary(config, env: dict, run_log: Path) -> None:

@@ -7,12 +7,16 @@ GX gives the verdicts, counts and example values; the SQL conditions split faili
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
 from batchml.config import ColumnContract
 from batchml.validation.spec import RowCheck, TableValidation
+
+# GX pins this logger to INFO on import ("Created temporary directory ..." per context): keep task logs readable
+logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
 
 SPARK_TYPES = {"string": "StringType", "int32": "IntegerType", "int64": "LongType", "float64": "DoubleType",
                "bool": "BooleanType", "date": "DateType", "timestamp": "TimestampType"}
