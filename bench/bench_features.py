@@ -13,7 +13,7 @@ the stages timed separately on the same snapshot:
 * ``build``: the real stage, ``build_features`` (read, dedup, all aggregates, SQL, Delta write),
   timed end to end; ``write_and_rest`` is what it spends beyond the parts above.
 
-    .venv/bin/python bench/bench_features.py [--rows-per-day 1000000] [--days 30]
+    .venv/bin/python bench/bench_features.py [--rows-per-day 1000000] [--days 30] [--driver-memory 16g]
 """
 
 from __future__ import annotations
@@ -61,15 +61,16 @@ def main() -> None:
     parser.add_argument("--rows-per-day", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=30, help="days of lookback before the built day")
     parser.add_argument("--no-breakdown", action="store_true", help="time only the floor and the build")
+    parser.add_argument("--driver-memory", default="16g", help="local mode: the driver JVM holds the executors too")
     args = parser.parse_args()
 
-
     from batchml.features import compute as C
-    from batchml.features.build import build_features, feature_spec, read_events
+    from batchml.features.build import build_features, feature_spec, read_events, source_table
     from batchml.spark import get_spark
     from batchml.storage import Lake
 
     config, home = bench_config()
+    config = config.model_copy(update={"spark": config.spark.model_copy(update={"driver_memory": args.driver_memory})})
     name, spec = feature_spec(config)
     spark = get_spark(config)
     lake = Lake(config, spark)
@@ -84,7 +85,7 @@ def main() -> None:
         def run(df):
             df.write.format("noop").mode("overwrite").save()
 
-        events = read_events(lake, config.dataset().events.table, spec, day, stop)
+        events = read_events(lake, source_table(config, config.default_dataset), spec, day, stop)
         run(events.limit(1000))  # warm up the Python workers
         with timed(t, "read_s"):
             run(events)
@@ -129,7 +130,7 @@ def main() -> None:
                  floor="reading the 31-day lookback (event_time in [D-30d, D+1d)) through Lake.read, same columns and "
                        "file skipping, into a no-op sink",
                  rows=total, rows_built=built_rows, lookback_days=spec.lookback(), rows_per_day=args.rows_per_day,
-                 features=len(spec.feature_names()), build_s=t["build_s"], floor_s=t["read_s"],
+                 driver_memory=args.driver_memory, features=len(spec.feature_names()), build_s=t["build_s"], floor_s=t["read_s"],
                  build_rows_per_s=round(total / t["build_s"]), timings_s=t)
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
@@ -221,3 +222,26 @@ def test_count_from_statistics_matches_a_scan(lake, spark):
     assert lake.count("test.events", day2) == lake.read("test.events").where("d >= date'2024-01-02'").count() == 2000
     with pytest.raises(ValueError, match="partition columns"):
         lake.count("test.events", [("id", "<", 5)])
+
+
+def test_large_files_are_read_in_row_group_splits(lake, monkeypatch):
+    """A day stored as one big file is read by several tasks (split by row groups), row for row."""
+    from batchml.storage import files, spark_source
+
+    monkeypatch.setattr(files, "ROWS_PER_GROUP", 1000)
+    n = 10_000
+    data = pa.table({"id": pa.array(range(n), pa.int64()), "x": pa.array([i * 0.5 for i in range(n)]),
+                     "d": pa.array([dt.date(2024, 1, 1)] * n, pa.date32()),
+                     "ts": pa.array([dt.datetime(2024, 1, 1)] * n, pa.timestamp("us"))})
+    lake.write_arrow(data, "test.events")
+    (path,) = DeltaTable(lake.uri("test.events")).file_uris()
+    assert pq.ParquetFile(path).metadata.num_row_groups == 10
+
+    monkeypatch.setattr(spark_source, "TARGET_SPLIT_BYTES", 1)  # every row group is "large"
+    options = {"path": lake.uri("test.events"), "storage": spark_source.encode(lake.storage)}
+    reader = spark_source.DeltaReader(options, pa.schema(DeltaTable(lake.uri("test.events")).schema().to_arrow()))
+    splits = reader.partitions()
+    assert len(splits) == 10 and all(len(s.files) == 1 for s in splits)
+    ids = [i for s in splits for b in reader.read(s) for i in b.column("id").to_pylist()]
+    assert sorted(ids) == list(range(n))  # each row exactly once
+    assert lake.read("test.events").count() == n  # through Spark as well

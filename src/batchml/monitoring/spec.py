@@ -40,12 +40,13 @@ class MonitoringSpec(_Strict):
     score_date_column: str = "run_date"
     exclude_flag_column: str | None = "fallback"  # rows scored by fallback rules are not model scores
     numeric: list[str] = []  # monitored columns; both empty: the champion's feature columns
+    exclude_columns: list[str] = []  # never compared: features that differ by design from day to day (calendar)
     categorical: list[str] = []
     bins: int = Field(10, ge=2, le=100)  # PSI bins: reference deciles by default
-    exact_ks: bool = True  # KS equal to scipy's ks_2samp (one more Spark job over few rows)
     psi_alert: float = Field(0.2, gt=0)
     min_rows: int = Field(1000, ge=1)
-    reference_sample_rows: int = Field(200_000, ge=1000)  # reference rows scored for prediction drift
+    reference_sample_rows: int = Field(200_000, ge=1000)  # reference rows (seeded sample), held in memory
+    batch_sample_rows: int = Field(2_000_000, ge=1000)  # a larger day is compared through a seeded sample
     maturity_days: int = Field(30, ge=1)
     lookback_days: int = Field(60, ge=1)  # scoring dates evaluated per run
     window_days: int = Field(7, ge=1)

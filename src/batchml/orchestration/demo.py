@@ -1,24 +1,33 @@
-"""``make demo``: the whole pipeline on demo data, the nightly part through Airflow.
+"""``make demo``: the whole pipeline on demo data and its monitoring story; the last days through Airflow.
 
-1. Generate demo card transactions: ``history`` quiet days, then ``nightly`` days whose last
-   ``drifted`` days carry covariate drift (``--drift-from``).
-2. Load the history in ONE Spark session (ingest, validate, features per day): starting a JVM
-   per task and day would take most of the time budget on a small machine.
-3. Train the first champion on that history (training-set, train, evaluate, promote).
+1. Generate demo card transactions: ``warmup`` days that fill the 30-day feature windows, then
+   ``history`` quiet days, ``quiet`` more quiet days, ``concept`` days where the fraud pattern
+   changes (concept drift), and ``nightly`` days that also carry covariate drift.
+2. In ONE Spark session, ingest and validate the warm-up, load the history (ingest, validate,
+   features) and train the first champion: starting a JVM per task and day would take most of the
+   time budget on a small machine. A day the gate blocks is released with a recorded override, as
+   an analyst would, and printed.
+3. In the same session, run every stage of the quiet and concept-drift days (ingest, validate,
+   features, score, monitor) and print each day's drift and realized-performance verdict.
 4. Run the ``batchml_nightly`` DAG through Airflow (``dag.test()``, SQLite metadata DB under
-   ``$BATCHML_HOME/airflow``, every stage a ``spark-submit`` on a local master), one date after
-   the other: quiet days, then drifted days. When the gate blocks a drifted day, the demo
-   releases it as an analyst would, by re-triggering with the override params; monitoring then
-   files a retraining request and the DAG emits the Asset event that starts ``batchml_training``
-   under a scheduler.
-5. Print where the scored table, the reports and the Airflow state are.
+   ``$BATCHML_HOME/airflow``, every stage a ``spark-submit`` on a local master) for the covariate
+   drift days. When the gate blocks a day, the demo releases it as an analyst would, by
+   re-triggering with the override params (recorded); monitoring files a retraining request and
+   the DAG emits the Asset event that starts ``batchml_training`` under a scheduler.
+5. Print the story (when each alert fired against when each drift began) and where the scored
+   table, the reports and the Airflow state are.
+
+Runs under the ``demo`` config environment (``conf/demo``): small-data Spark settings, and labels
+that count as mature after 7 days, so the concept-drift alert can fire within the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -27,15 +36,22 @@ from pathlib import Path
 from batchml.orchestration import local
 
 log = logging.getLogger("batchml.demo.airflow")
+WARMUP_STAGES = ("ingest", "validate")
 HISTORY_STAGES = ("ingest", "validate", "features")
+SCORED_STAGES = ("ingest", "validate", "features", "score")
+RELEASE_REASON = "demo: the drift is the story, let it through"
 
 
 def _args(argv):
     p = argparse.ArgumentParser(prog="python -m batchml.orchestration.demo", description=__doc__.splitlines()[0])
     p.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2024, 1, 1))
-    p.add_argument("--history-days", type=int, default=26, help="quiet days loaded before the first training")
-    p.add_argument("--nightly-days", type=int, default=4, help="days run through the nightly DAG")
-    p.add_argument("--drifted-days", type=int, default=2, help="the last nightly days carry covariate drift")
+    p.add_argument("--warmup-days", type=int, default=30,
+                   help="days only ingested, so the first trained day already has full 30-day windows")
+    p.add_argument("--history-days", type=int, default=17, help="quiet days loaded before the first training")
+    p.add_argument("--quiet-days", type=int, default=3, help="quiet days scored and monitored after it")
+    p.add_argument("--concept-days", type=int, default=10, help="then days with concept drift (in-session)")
+    p.add_argument("--nightly-days", type=int, default=2,
+                   help="the last days, through the nightly DAG; they also carry covariate drift")
     p.add_argument("--rows-per-day", type=int, default=4000)
     p.add_argument("--seed", type=int, default=42)
     return p.parse_args(argv)
@@ -47,18 +63,26 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_noisy_loggers()
     a = _args(argv)
+    os.environ.setdefault("BATCHML_ENV", "demo")  # also inherited by the Airflow tasks' spark-submits
     from batchml.config import load_config
 
     config = load_config()
     home = Path(config.home)
     started = time.monotonic()
-    days = [a.start + dt.timedelta(days=i) for i in range(a.history_days + a.nightly_days)]
-    history, nightly = days[:a.history_days], days[a.history_days:]
-    drift_from = days[-a.drifted_days] if a.drifted_days else None
-    _step(f"1/5 demo data: {len(days)} days from {days[0]} x {a.rows_per_day} rows"
+    days = [a.start + dt.timedelta(days=i) for i in range(a.warmup_days + a.history_days + a.quiet_days
+                                                          + a.concept_days + a.nightly_days)]
+    warmup, rest = days[:a.warmup_days], days[a.warmup_days:]
+    history = rest[:a.history_days]
+    scored = rest[a.history_days:a.history_days + a.quiet_days + a.concept_days]
+    nightly = rest[len(history) + len(scored):]
+    concept_from = scored[a.quiet_days] if a.concept_days else None
+    drift_from = nightly[0] if nightly else None
+    _step(f"1/5 demo data: {len(days)} days from {days[0]} x {a.rows_per_day} rows (config env {config.env})"
+          + (f", concept drift from {concept_from}" if concept_from else "")
           + (f", covariate drift from {drift_from}" if drift_from else ""))
     cmd = [str(Path(sys.executable).parent / "batchml"), "demo-data", "--start", str(a.start), "--days",
            str(len(days)), "--rows-per-day", str(a.rows_per_day), "--seed", str(a.seed)]
+    cmd += ["--concept-drift-from", str(concept_from)] if concept_from else []
     subprocess.run(cmd + (["--drift-from", str(drift_from)] if drift_from else []), check=True)
 
     env = local.environment(home)
@@ -66,15 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     _step(f"2/5 Airflow metadata DB and pool under {env['AIRFLOW_HOME']}")
     local.prepare(env)
 
-    _step(f"3/5 history {history[0]}..{history[-1]} in one Spark session, then the first training")
-    _history_and_training(config, history)
+    _step(f"3/5 one Spark session: warm-up {days[0]}.., history {history[0]}..{history[-1]}, the first training"
+          + (f", then every stage of {scored[0]}..{scored[-1]}" if scored else ""))
+    _in_session(config, warmup, history, scored)
 
-    _step(f"4/5 batchml_nightly through Airflow for {nightly[0]}..{nightly[-1]} (one spark-submit per task)")
+    if nightly:
+        _step(f"4/5 batchml_nightly through Airflow for {nightly[0]}..{nightly[-1]} (one spark-submit per task)")
     run_log = home / "airflow" / "demo_nightly.log"
     run_log.unlink(missing_ok=True)
     for day in nightly:
         if not _nightly(env, day, run_log):
-            blocked = _blocked(day)
+            blocked = _blocked(config, day)
             if blocked:  # as an analyst would after reading the report: release it, recorded
                 table = blocked[0].split(": ")[0]
                 checks = [b.split(": ", 1)[1] for b in blocked if b.startswith(table + ": ")]
@@ -82,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                       "params (recorded in ops.validation_overrides)", flush=True)
                 _nightly(env, day, run_log, {"run_date": str(day), "override_table": table,
                                              "override_checks": checks, "override_by": "demo",
-                                             "override_reason": "demo: the drift is the story, let it through"})
+                                             "override_reason": RELEASE_REASON})
     _step(f"5/5 done in {(time.monotonic() - started) / 60:.1f} min")
+    _story(config, scored[:a.quiet_days], concept_from, drift_from)
     _summary(config, env, run_log)
     return 0
 
@@ -97,40 +124,115 @@ def _nightly(env: dict, day: dt.date, run_log: Path, conf: dict | None = None) -
     return rc == 0
 
 
-def _blocked(day: dt.date) -> list[str]:
-    from batchml.config import load_config
+def _blocked(config, day: dt.date) -> list[str]:
     from batchml.orchestration.tasks import blocked_checks
 
-    return blocked_checks(load_config().default_dataset, str(day))
+    return blocked_checks(config.default_dataset, str(day))
 
 
 def _step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _history_and_training(config, history: list[dt.date]) -> None:
+def _in_session(config, warmup: list[dt.date], history: list[dt.date], scored: list[dt.date]) -> None:
     from batchml.spark import get_spark
     from batchml.stages import TRAINING_STAGES, run_stage
 
     spark = get_spark(config)
     t0 = time.monotonic()
+    for day in warmup:
+        _run_day(config, day, WARMUP_STAGES, spark)
+    if warmup:
+        print(f"  warm-up: ingest, validate of {len(warmup)} days: {time.monotonic() - t0:.0f}s", flush=True)
+    t0 = time.monotonic()
     for day in history:
-        for stage in HISTORY_STAGES:
-            if run_stage(stage, config, day, spark=spark) != 0:
-                log.warning("%s: %s reported a blocking problem; later stages skip this day", day, stage)
-                break
+        _run_day(config, day, HISTORY_STAGES, spark)
     print(f"  ingest, validate, features of {len(history)} days: {time.monotonic() - t0:.0f}s", flush=True)
     t0 = time.monotonic()
     for stage in TRAINING_STAGES:
         try:
             if run_stage(stage, config, history[-1], spark=spark) != 0:
                 print(f"  first training: {stage} did not succeed; see the log above")
-                return
+                break
         except Exception as exc:  # noqa: BLE001 - the nightly part still runs (scoring falls back to rules)
             log.exception("first training failed at %s", stage)
-            print(f"  first training failed at {stage}: {exc}; nightly scoring will use the fallback rules")
-            return
-    print(f"  first training: {time.monotonic() - t0:.0f}s", flush=True)
+            print(f"  first training failed at {stage}: {exc}; scoring will use the fallback rules")
+            break
+    else:
+        print(f"  first training: {time.monotonic() - t0:.0f}s", flush=True)
+    for day in scored:
+        t0 = time.monotonic()
+        if _run_day(config, day, SCORED_STAGES, spark):
+            from batchml.monitoring.monitor import monitor
+
+            print(f"  {day}: {_verdict_line(monitor(config, day, spark=spark))}  ({time.monotonic() - t0:.0f}s)",
+                  flush=True)
+
+
+def _run_day(config, day: dt.date, stages, spark) -> bool:
+    """One day's stages in the shared session; a blocked gate is released (recorded), as an analyst would."""
+    from batchml.stages import run_stage
+
+    for stage in stages:
+        code = run_stage(stage, config, day, spark=spark)
+        if stage == "validate" and code != 0:
+            _release(config, day)
+            code = run_stage(stage, config, day, spark=spark)
+        if code != 0 and stage != "score":  # score exits 3 when fallback rules scored rows
+            log.warning("%s: %s exited %s; later stages skip this day", day, stage, code)
+            return False
+    return True
+
+
+def _release(config, day: dt.date) -> None:
+    from batchml.validation import gate
+
+    for item in _blocked(config, day):
+        table, check = item.split(": ", 1)
+        print(f"  {day}: the gate blocked {item}; releasing it (recorded in ops.validation_overrides)", flush=True)
+        gate.record_override(config, day, table, check, "demo", RELEASE_REASON)
+
+
+def _verdict_line(outcome) -> str:
+    judged = [d for d in outcome.drift if d.batch_rows]
+    top = max(judged, key=lambda d: d.psi, default=None)
+    drift = f"max PSI {top.psi:.3f} ({top.column})" if top else "no drift rows"
+    v = outcome.verdict
+    perf = "no champion" if v is None else (
+        f"{v.metric} {v.value:.2f} vs {v.baseline:.2f} on {len(v.dates)} matured date(s)" if v.value is not None
+        and v.baseline is not None else f"{v.metric}: {v.status} ({v.positives} labelled positives)")
+    kinds = sorted({r["kind"] for r in outcome.reasons})
+    return f"{drift}; {perf} -> {'ALERT: ' + ', '.join(kinds) if kinds else 'ok'}"
+
+
+def alert_days(config) -> dict[str, list[dt.date]]:
+    """Run dates with a retraining request, by alert kind (data_drift, prediction_drift, performance)."""
+    from batchml.storage import Lake
+
+    lake, spec = Lake(config), config.dataset().monitoring
+    out: dict[str, list[dt.date]] = {}
+    if spec is None or not lake.exists(spec.requests_table):
+        return out
+    for row in lake.read_arrow(spec.requests_table).to_pylist():
+        for kind in {r["kind"] for r in json.loads(row["reasons"])}:
+            out.setdefault(kind, []).append(row["run_date"])
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _story(config, quiet: list[dt.date], concept_from: dt.date | None, drift_from: dt.date | None) -> None:
+    alerts = alert_days(config)
+    every = sorted({d for days in alerts.values() for d in days})
+    print("Monitoring story:")
+    if quiet:
+        noisy = [d for d in every if d <= quiet[-1]]
+        print(f"  quiet {quiet[0]}..{quiet[-1]}: " + (f"ALERTS on {noisy} (unexpected)" if noisy else "no alert"))
+    for label, start, kinds in (("concept drift", concept_from, ("performance",)),
+                                ("covariate drift", drift_from, ("data_drift", "prediction_drift"))):
+        if start is None:
+            continue
+        first = min((d for k in kinds for d in alerts.get(k, []) if d >= start), default=None)
+        print(f"  {label} from {start}: " + (f"first {'/'.join(kinds)} alert on {first}, "
+                                             f"{(first - start).days} day(s) later" if first else "no alert yet"))
 
 
 def _summary(config, env: dict, run_log: Path) -> None:
@@ -145,11 +247,12 @@ def _summary(config, env: dict, run_log: Path) -> None:
     if scoring and lake.exists(scoring.table):
         print(f"Scored:    {scoring.table} ({lake.count(scoring.table)} rows) at {lake.uri(scoring.table)}")
     artifacts = config.storage.artifacts_uri
-    print(f"Reports:   {artifacts}/reports/  (validation/<date>/*.html, monitoring, model cards)")
+    print(f"Reports:   {artifacts}/reports/  (validation/<date>/*.html, monitoring/<dataset>/<date>.html, model cards)")
     print(f"Alerts:    {Path(config.home) / 'alerts' / 'alerts.jsonl'}")
     print(f"Airflow:   AIRFLOW_HOME={env['AIRFLOW_HOME']}; task logs in {run_log}")
-    print(f"           UI: AIRFLOW_HOME={env['AIRFLOW_HOME']} AIRFLOW__CORE__DAGS_FOLDER={env['AIRFLOW__CORE__DAGS_FOLDER']}"
-          " .venv/bin/airflow standalone   (then http://localhost:8080)")
+    print(f"           UI: BATCHML_ENV=demo AIRFLOW_HOME={env['AIRFLOW_HOME']} "
+          f"AIRFLOW__CORE__DAGS_FOLDER={env['AIRFLOW__CORE__DAGS_FOLDER']} .venv/bin/airflow standalone"
+          "   (then http://localhost:8080)")
 
 
 if __name__ == "__main__":

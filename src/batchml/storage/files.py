@@ -23,6 +23,10 @@ class ReplaceWhereViolation(ValueError):
     """A replace-where write carried rows outside the predicate it claims to replace."""
 
 
+# Row groups are the unit a reader can split a file by (spark_source.DeltaReader).
+ROWS_PER_GROUP = 1 << 17
+
+
 def write_files(
     batches: Iterable[pa.RecordBatch],
     schema: pa.Schema,
@@ -49,7 +53,8 @@ def write_files(
         file_options=pads.ParquetFileFormat().make_write_options(
             compression="snappy", use_dictionary=_dictionary_columns(data_schema)),
         max_rows_per_file=target_file_rows,
-        max_rows_per_group=min(target_file_rows, 1 << 20),
+        min_rows_per_group=min(target_file_rows, ROWS_PER_GROUP),  # not one group per incoming batch
+        max_rows_per_group=min(target_file_rows, ROWS_PER_GROUP),
         existing_data_behavior="overwrite_or_ignore",
         file_visitor=written.append,
         use_threads=False,  # one task = one core; Spark parallelises across tasks

@@ -142,7 +142,8 @@ class Lake:
             return dataset.to_table(columns=columns)
         terms = predicates.check(filters, dataset.schema.names)
         needed = None if columns is None else sorted(set(columns) | {c for c, _, _ in terms})
-        result = dataset.to_table(columns=needed)
+        # the expression skips partitions and row groups; row_mask keeps SQL null semantics exact
+        result = dataset.to_table(columns=needed, filter=predicates.pruning_expression(terms, dataset.schema))
         result = result.filter(predicates.row_mask(result, terms))
         return result.select(columns) if columns else result
 

@@ -47,6 +47,25 @@ def describe(predicate: Predicate) -> str:
     return " AND ".join(parts) or "TRUE"
 
 
+def pruning_expression(predicate: Predicate, schema: pa.Schema):
+    """A pyarrow dataset filter implied by the terms (``!=`` and ``not in`` are left to ``row_mask``), or None."""
+    import pyarrow.dataset as ds
+
+    expr = None
+    for col, op, value in predicate:
+        field, kind = ds.field(col), schema.field(col).type
+        if op == "in":
+            term = field.isin(pa.array(value, type=kind))
+        elif op in ("=", "<", "<=", ">", ">="):
+            scalar = pa.scalar(value, type=kind)
+            term = {"=": field == scalar, "<": field < scalar, "<=": field <= scalar,
+                    ">": field > scalar, ">=": field >= scalar}[op]
+        else:
+            continue
+        expr = term if expr is None else expr & term
+    return expr
+
+
 def row_mask(table: pa.Table | pa.RecordBatch, predicate: Predicate) -> pa.ChunkedArray | pa.Array:
     """Rows that satisfy every term (nulls count as not satisfying, as in SQL)."""
     mask = None

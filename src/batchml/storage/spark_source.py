@@ -28,8 +28,9 @@ from batchml.storage.files import write_files
 from batchml.storage.location import StorageOptions, join
 
 FORMAT = "batchml_delta"
-# Pack small files into read tasks of about this size.
-TARGET_SPLIT_BYTES = 128 << 20
+# Read tasks of about this size: small files are packed together, large files split by row groups
+# (so a day stored as one big file still keeps every core busy).
+TARGET_SPLIT_BYTES = 32 << 20
 
 
 def encode(obj) -> str:
@@ -73,7 +74,7 @@ class DeltaDataSource(DataSource):
 
 @dataclass
 class _Split(InputPartition):
-    files: list  # [(relative path, {partition column: typed value})]
+    files: list  # [(relative path, {partition column: typed value}, row groups or None for all)]
 
 
 _PUSHABLE = {EqualTo: "=", GreaterThan: ">", GreaterThanOrEqual: ">=", LessThan: "<",
@@ -96,14 +97,17 @@ class DeltaReader(DataSourceReader):
         return filters
 
     def partitions(self):
-        dt, _ = _snapshot(self.options)
+        dt, storage = _snapshot(self.options)
         partition_columns = set(dt.metadata().partition_columns)
         entries = [e for e in pa.table(dt.get_add_actions(flatten=True)).to_pylist()
                    if predicates.file_may_match(e, self.predicate, partition_columns)]
         splits, current, size = [], [], 0
         for e in entries:
             pv = {c: e[f"partition.{c}"] for c in partition_columns}
-            current.append((e["path"], pv))
+            if e["size_bytes"] > 2 * TARGET_SPLIT_BYTES:
+                splits += [_Split([(e["path"], pv, groups)]) for groups in self._row_group_splits(storage, e["path"])]
+                continue
+            current.append((e["path"], pv, None))
             size += e["size_bytes"]
             if size >= TARGET_SPLIT_BYTES:
                 splits.append(_Split(current))
@@ -112,16 +116,31 @@ class DeltaReader(DataSourceReader):
             splits.append(_Split(current))
         return splits
 
+    def _row_group_splits(self, storage: StorageOptions, path: str) -> list[list[int]]:
+        import pyarrow.parquet as pq
+
+        fs, root = storage.filesystem(self.options["path"])
+        meta = pq.ParquetFile(join(root, path), filesystem=fs).metadata  # the footer only
+        out, current, size = [], [], 0
+        for i in range(meta.num_row_groups):
+            current.append(i)
+            size += meta.row_group(i).total_byte_size
+            if size >= TARGET_SPLIT_BYTES:
+                out.append(current)
+                current, size = [], 0
+        return out + [current] if current else out
+
     def read(self, partition: _Split):
         import pyarrow.parquet as pq
 
         storage: StorageOptions = decode(self.options["storage"])
         fs, root = storage.filesystem(self.options["path"])
-        for path, partition_values in partition.files:
+        for path, partition_values, row_groups in partition.files:
             data_cols = [f.name for f in self.schema if f.name not in partition_values]
             pf = pq.ParquetFile(join(root, path), filesystem=fs)
             present = set(pf.schema_arrow.names)
-            for batch in pf.iter_batches(batch_size=65536, columns=[c for c in data_cols if c in present]):
+            for batch in pf.iter_batches(batch_size=65536, row_groups=row_groups,
+                                         columns=[c for c in data_cols if c in present]):
                 yield _complete(batch, self.schema, partition_values)
 
 
