@@ -64,5 +64,6 @@ def test_demo_overlay_changes_only_what_it_says(conf):
     demo, local = load_config("demo", conf, environ={}), load_config("local", conf, environ={})
     assert demo.spark.shuffle_partitions == 2 and demo.spark.conf["spark.sql.codegen.wholeStage"] == "false"
     assert (demo.dataset().model.label_maturity_days, demo.dataset().monitoring.maturity_days) == (7, 7)
+    assert demo.dataset().monitoring.window_days == 3 and local.dataset().monitoring.window_days == 7
     assert demo.dataset().features == local.dataset().features  # the same features and scoring as everywhere
     assert demo.dataset().scoring == local.dataset().scoring

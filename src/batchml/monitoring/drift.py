@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from batchml.monitoring.spec import MonitoringSpec
 from batchml.registry.store import ModelVersion
+from batchml.scoring.predict import features_matrix
 from batchml.storage import Lake
 from batchml.validation import distributions
 from batchml.validation.spec import Distributions
@@ -52,8 +53,7 @@ def _sample(table: pa.Table, limit_rows: int, seed: int) -> pa.Table:
 
 def predict(model: ModelVersion, table: pa.Table) -> pa.Array:
     """The champion's score for every row (``inplace_predict`` on the feature columns)."""
-    x = np.column_stack([pc.cast(table.column(c), pa.float64()).to_numpy(zero_copy_only=False)
-                         for c in model.feature_columns]).astype(np.float32)
+    x = features_matrix(table, model.feature_columns)
     return pa.array(model.booster.inplace_predict(x) if len(x) else np.zeros(0), pa.float64())
 
 

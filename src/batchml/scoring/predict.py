@@ -1,20 +1,22 @@
-"""Executor-side scoring: Arrow batches in, scores and reason codes out (one ``mapInArrow`` pass).
+"""Executor-side scoring: runs inside the feature table's read tasks (``Lake.read(transform=)``).
 
-The booster travels as a broadcast of its UBJSON bytes and is rebuilt once per Python worker.
-Input columns: the id, the model's features as float32 (null = missing), and the fallback
-rules' ``_fallback_score`` / ``_fallback_rule``. A batch the model cannot score is scored by
-the fallback rules instead and flagged, so one bad batch never fails the night.
+A :class:`BatchScorer` takes each Arrow batch the read task produces, keeps the chunk's rows,
+and returns only the scored columns, so the model's inputs never cross into Spark. The booster
+travels inside the scorer as UBJSON bytes and is rebuilt once per Python worker. A batch the
+model cannot score is flagged ``fallback`` and carries the fallback rules' input columns, which
+Spark then scores with the rules' SQL (``score.apply_fallback_rules``); on model-scored rows
+those columns are null. One bad batch never fails the night.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-
-FALLBACK_SCORE, FALLBACK_RULE = "_fallback_score", "_fallback_rule"
 
 _BOOSTERS: dict = {}  # model key -> Booster, per Python worker
 
@@ -33,43 +35,59 @@ class ScorerArgs:
     no_model_reason: str | None = None  # set when there is no model: every row uses the rules
 
 
-def spark_schema(id_column: str):
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    return from_arrow_schema(output_schema(id_column))
-
-
-def output_schema(id_column: str) -> pa.Schema:
+def output_schema(id_column: str, rule_inputs: pa.Schema | None = None) -> pa.Schema:
     return pa.schema([(id_column, pa.string()), ("score", pa.float64()), ("threshold", pa.float64()),
-                      ("fallback", pa.bool_()), ("fallback_reason", pa.string()), ("fallback_rule", pa.string()),
-                      ("reason_codes", pa.string())])
+                      ("fallback", pa.bool_()), ("fallback_reason", pa.string()), ("reason_codes", pa.string()),
+                      *(rule_inputs or [])])
 
 
-def make_scorer(args: ScorerArgs, broadcast_model, model_key: str | None):
-    """The function for ``DataFrame.mapInArrow``; ``broadcast_model`` holds the booster bytes (or None)."""
+@dataclass(frozen=True)
+class BatchScorer:
+    """Batch in, scored batch out; ``schema`` is the output (``Lake.read``'s transform protocol)."""
 
-    def score_batches(batches):
-        booster = None if broadcast_model is None else _booster(broadcast_model, model_key, args.threads)
-        for batch in batches:
-            yield score_batch(batch, booster, args)
+    args: ScorerArgs
+    model: bytes | None  # the booster as UBJSON; None: the rules score everything
+    rule_inputs: pa.Schema  # the fallback rules' input columns, passed through on fallback rows
+    chunks: int = 1
+    chunk: int = 0
+    model_key: str | None = field(default=None, compare=False)
 
-    return score_batches
+    def __post_init__(self):
+        if self.model is not None and self.model_key is None:
+            object.__setattr__(self, "model_key", hashlib.sha256(self.model).hexdigest())
+
+    @property
+    def schema(self) -> pa.Schema:
+        return output_schema(self.args.id_column, self.rule_inputs)
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if self.chunks > 1:
+            batch = batch.filter(pa.array(chunk_of(batch.column(self.args.id_column), self.chunks) == self.chunk))
+        booster = None if self.model is None else _booster(self.model, self.model_key, self.args.threads)
+        return score_batch(batch, booster, self.args, self.rule_inputs)
 
 
-def _booster(broadcast_model, key: str, threads: int):
+def chunk_of(ids: pa.Array, chunks: int) -> np.ndarray:
+    """The checkpoint chunk of each id: CRC-32 of its text, modulo the chunk count (stable forever)."""
+    text = ids.cast(pa.string()).to_pylist()
+    return np.fromiter((zlib.crc32(t.encode()) for t in text), np.int64, len(text)) % chunks
+
+
+def _booster(model: bytes, key: str, threads: int):
     if key not in _BOOSTERS:
         import xgboost as xgb
 
-        booster = xgb.Booster(model_file=bytearray(broadcast_model.value))
+        booster = xgb.Booster(model_file=bytearray(model))
         _BOOSTERS.clear()
         _BOOSTERS[key] = booster
     _BOOSTERS[key].set_param({"nthread": threads})
     return _BOOSTERS[key]
 
 
-def score_batch(batch: pa.RecordBatch, booster, args: ScorerArgs) -> pa.RecordBatch:
+def score_batch(batch: pa.RecordBatch, booster, args: ScorerArgs, rule_inputs: pa.Schema) -> pa.RecordBatch:
     n = batch.num_rows
-    ids = batch.column(args.id_column)
+    ids = batch.column(args.id_column).cast(pa.string())
+    schema = output_schema(args.id_column, rule_inputs)
     reason = args.no_model_reason
     if booster is not None:
         try:
@@ -80,23 +98,23 @@ def score_batch(batch: pa.RecordBatch, booster, args: ScorerArgs) -> pa.RecordBa
             codes = reason_codes(booster, X, scores, args)
             return pa.RecordBatch.from_arrays(
                 [ids, pa.array(scores), pa.array(np.full(n, args.threshold)), pa.array(np.zeros(n, bool)),
-                 pa.nulls(n, pa.string()), pa.nulls(n, pa.string()), pa.array(codes, pa.string())],
-                schema=output_schema(args.id_column))
+                 pa.nulls(n, pa.string()), pa.array(codes, pa.string()),
+                 *[pa.nulls(n, f.type) for f in rule_inputs]], schema=schema)
         except Exception as exc:  # noqa: BLE001 - the model failed on this batch: the rules take over
             reason = f"model failed on a batch of {n} rows: {type(exc).__name__}: {str(exc)[:300]}"
-    rules = batch.column(FALLBACK_RULE)
-    codes = [json.dumps([{"rule": r}]) for r in rules.to_pylist()]
     return pa.RecordBatch.from_arrays(
-        [ids, batch.column(FALLBACK_SCORE).cast(pa.float64()), pa.array(np.full(n, args.fallback_threshold)),
-         pa.array(np.ones(n, bool)), pa.array([reason] * n, pa.string()), rules, pa.array(codes, pa.string())],
-        schema=output_schema(args.id_column))
+        [ids, pa.nulls(n, pa.float64()), pa.array(np.full(n, args.fallback_threshold)), pa.array(np.ones(n, bool)),
+         pa.array([reason] * n, pa.string()), pa.nulls(n, pa.string()),
+         *[batch.column(f.name).cast(f.type) for f in rule_inputs]], schema=schema)
 
 
-def features_matrix(batch: pa.RecordBatch, columns) -> np.ndarray:
+def features_matrix(batch: pa.RecordBatch | pa.Table, columns) -> np.ndarray:
     """Row-major float32 matrix in the model's column order; nulls become NaN (XGBoost's missing)."""
     X = np.empty((batch.num_rows, len(columns)), dtype=np.float32)
     for j, name in enumerate(columns):
         col = batch.column(name)
+        if not pa.types.is_floating(col.type):  # int and boolean features
+            col = col.cast(pa.float64())
         if col.null_count:
             col = col.fill_null(np.nan)
         X[:, j] = col.to_numpy(zero_copy_only=False)

@@ -2,7 +2,7 @@
 
 A run of D is one **generation** (1, 2, ... after each deliberate re-score). Its plan (chunk
 count, feature-table version, model version) is committed to the runs table first; each chunk
-``pmod(xxhash64(id), K) = i`` is then committed to the scores table and to the review queue,
+``crc32(id) mod K = i`` is then committed to the scores table and to the review queue,
 each write with its own Delta app transaction id. A restart therefore skips committed chunks and
 scores the rest from the same pinned snapshot with the same model: exactly one row per event.
 """
@@ -10,7 +10,6 @@ scores the rest from the same pinned snapshot with the same model: exactly one r
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import math
 import os
@@ -139,11 +138,10 @@ def score(config: Config, run_date: dt.date, dataset: str | None = None, spark=N
                        "generation": plan.generation, "reason": load_error,
                        "message": f"{name} {run_date}: no usable model, scoring with fallback rules: {load_error}"})
     written = 0
-    source = lake.read(features.table, version=plan.features_version,
-                       columns=needed_columns(present, features, spec, model.feature_columns if model else ()))
+    columns = needed_columns(present, features, spec, model.feature_columns if model else ())
     for chunk in range(plan.chunks):
         written += _score_chunk(lake, spark, spec, features, name, run_date, plan, chunk, model, load_error,
-                                source, scored_at)
+                                columns, scored_at)
     totals = _totals(lake, spec, run_date)
     if totals["rows"] != plan.rows:  # ids are distinct by construction: each chunk replaces its own rows
         raise RuntimeError(f"scores for {run_date} hold {totals['rows']} row(s) but the feature partition "
@@ -224,92 +222,109 @@ def _load_model(config, plan: Plan, spec, features, present: list[str]):
 
 
 def needed_columns(present: list[str], features, spec: ScoringSpec, model_columns) -> list[str]:
-    """The id, the date, the model's inputs and every column the fallback rules mention (by name)."""
+    """The id, the date, the model's inputs and every column the fallback rules mention."""
+    return list(dict.fromkeys([features.id_column, features.date_column, *model_columns,
+                               *rule_columns(present, spec)]))
+
+
+def rule_columns(present: list[str], spec: ScoringSpec) -> list[str]:
+    """The columns the fallback rules mention (by name)."""
     sql = spec.fallback.score_sql()
-    mentioned = [c for c in present if re.search(rf"\b{re.escape(c)}\b", sql)]
-    return list(dict.fromkeys([features.id_column, features.date_column, *model_columns, *mentioned]))
+    return [c for c in present if re.search(rf"\b{re.escape(c)}\b", sql)]
 
 
 # -- one chunk ------------------------------------------------------------------------------
-def _score_chunk(lake, spark, spec, features, dataset, run_date, plan, chunk, model, load_error, source,
+def _score_chunk(lake, spark, spec, features, dataset, run_date, plan, chunk, model, load_error, columns,
                  scored_at) -> int:
     """Score and commit one chunk unless both its writes are already committed; returns 1 if it scored."""
     prefix = f"{dataset}/{run_date}/g{plan.generation}/c{chunk}"
     scores_txn, review_txn = (f"score/{prefix}", 1), (f"review/{prefix}", 1)
     where = [("run_date", "=", run_date), ("chunk", "=", chunk)]
     meta = {"job": "score", "runDate": str(run_date), "chunk": str(chunk)}
-    if lake.committed(spec.table, scores_txn):  # resumed: the queue comes from the committed scores
+    if lake.committed(spec.table, scores_txn):  # resumed: the queue still comes from the committed scores
         if not lake.committed(spec.review_table, review_txn):
-            queue = review_queue(lake.read(spec.table).where(_match(where)), features.id_column, scored_at)
-            lake.write(queue, spec.review_table, mode="overwrite", replace_where=where, txn=review_txn, metadata=meta)
+            _write_queue(lake, spec, features.id_column, where, review_txn, meta, scored_at)
         return 0
     log.info("score %s %s: chunk %s/%s", dataset, run_date, chunk + 1, plan.chunks)
-    rows = chunk_rows(source, features, run_date, plan.chunks, chunk)
-    scored = score_rows(spark, rows, spec, features.id_column, model, load_error).persist()
+    scored = score_rows(lake, spark, spec, features, run_date, plan.features_version, columns, plan.chunks, chunk,
+                        model, load_error).persist()
     try:
         capacity = spec.review.daily_capacity // plan.chunks + (chunk < spec.review.daily_capacity % plan.chunks)
-        final = _stamp(decide(scored, spec, features.id_column, capacity), run_date, chunk, plan, model, scored_at)
+        picked = review_picks(scored, spec, features.id_column, capacity)
+        final = _stamp(decide(scored, spec, features.id_column, picked), run_date, chunk, plan, model, scored_at)
         crash = _crash_point(spark) == f"before-commit:{chunk}"
         lake.write(final, spec.table, mode="overwrite", replace_where=where, txn=scores_txn, metadata=meta,
                    options={"batchml.testing.crashBeforeCommit": "true"} if crash else None)
-        _maybe_crash(spark, f"after-scores:{chunk}")
-        queue = review_queue(final, features.id_column, scored_at)  # from the cache, not a re-read
-        lake.write(queue, spec.review_table, mode="overwrite", replace_where=where, txn=review_txn, metadata=meta)
     finally:
         scored.unpersist()
+    _maybe_crash(spark, f"after-scores:{chunk}")
+    _write_queue(lake, spec, features.id_column, where, review_txn, meta, scored_at)
     return 1
 
 
-def chunk_rows(source, features, run_date: dt.date, chunks: int, chunk: int):
-    """The chunk's rows of the date's partition: a stable hash of the id decides the chunk."""
-    from pyspark.sql import functions as F
+def score_rows(lake: Lake, spark, spec: ScoringSpec, features, run_date: dt.date, version: int, columns: list[str],
+               chunks: int, chunk: int, model, no_model_reason: str | None):
+    """The scoring pass: the feature table's read tasks score the chunk's rows of the date
+    (``predict.BatchScorer``), then Spark applies the fallback rules where the model could not score."""
+    from pyspark.sql.pandas.types import to_arrow_schema
 
-    rows = source.where(F.col(features.date_column) == F.lit(run_date))
-    return rows.where(F.pmod(F.xxhash64(features.id_column), F.lit(chunks)) == F.lit(chunk)) if chunks > 1 else rows
-
-
-def score_rows(spark, rows, spec: ScoringSpec, id_column: str, model, no_model_reason: str | None):
-    """The pure scoring pass: one mapInArrow over only the columns the model and the rules need."""
-    from pyspark.sql import functions as F
-
-    rc = spec.reason_codes
-    columns = model.feature_columns if model else ()
+    where = [(features.date_column, "=", run_date)]
+    plain = lake.read(features.table, columns, version, where=where)
     # A day in one file is one task: give XGBoost the idle cores rather than shuffle the rows to them.
-    threads = max(1, spark.sparkContext.defaultParallelism // max(1, rows.rdd.getNumPartitions()))
-    args = predict.ScorerArgs(id_column, tuple(columns), model.threshold if model else spec.fallback.threshold,
-                              spec.fallback.threshold, spec.review.below, rc.top_k, rc.method == "exact",
-                              rc.rows == "all", threads, no_model_reason)
-    raw = bytes(model.booster.save_raw("ubj")) if model else None
-    broadcast = spark.sparkContext.broadcast(raw) if raw else None
-    inputs = rows.select(F.col(id_column).cast("string").alias(id_column),
-                         *[F.col(c).cast("float").alias(c) for c in columns],
-                         F.expr(spec.fallback.score_sql()).alias(predict.FALLBACK_SCORE),
-                         F.expr(spec.fallback.rule_sql()).alias(predict.FALLBACK_RULE))
-    scorer = predict.make_scorer(args, broadcast, hashlib.sha256(raw).hexdigest() if raw else None)
-    return inputs.mapInArrow(scorer, predict.spark_schema(id_column))
+    threads = max(1, spark.sparkContext.defaultParallelism // max(1, plain.rdd.getNumPartitions()))
+    rules = [c for c in rule_columns(columns, spec) if c != features.id_column]
+    rc = spec.reason_codes
+    args = predict.ScorerArgs(features.id_column, tuple(model.feature_columns if model else ()),
+                              model.threshold if model else spec.fallback.threshold, spec.fallback.threshold,
+                              spec.review.below, rc.top_k, rc.method == "exact", rc.rows == "all", threads,
+                              no_model_reason)
+    scorer = predict.BatchScorer(args, bytes(model.booster.save_raw("ubj")) if model else None,
+                                 to_arrow_schema(plain.select(*rules).schema, timezone="UTC"), chunks, chunk)
+    scored = lake.read(features.table, columns, version, where=where, transform=scorer)
+    return apply_fallback_rules(scored, spec, features.id_column)
 
 
-def decide(scored, spec: ScoringSpec, id_column: str, capacity: int):
-    """Decisions: the band's rows closest to the threshold go to review, up to ``capacity``."""
+def apply_fallback_rules(scored, spec: ScoringSpec, id_column: str):
+    """Rows flagged ``fallback`` get the rules' score, rule name and reason code; the rest keep the model's."""
     from pyspark.sql import functions as F
 
-    low = F.col("threshold") - F.lit(spec.review.below)
-    high = F.col("threshold") + F.lit(spec.review.above)
-    in_band = (F.col("score") >= low) & (F.col("score") < high)
-    scored = scored.withColumn("_in_band", in_band)
-    if capacity > 0:
-        queued = (scored.where("_in_band").orderBy(F.abs(F.col("score") - F.col("threshold")), id_column)
-                  .limit(capacity).select(id_column, F.lit(True).alias("review")))
-        scored = scored.join(F.broadcast(queued), id_column, "left")
-    else:
-        scored = scored.withColumn("review", F.lit(None).cast("boolean"))
-    review = F.coalesce(F.col("review"), F.lit(False))
+    fallback, rule = F.col("fallback"), F.expr(spec.fallback.rule_sql())
+    return scored.select(
+        id_column,
+        F.when(fallback, F.expr(spec.fallback.score_sql()).cast("double")).otherwise(F.col("score")).alias("score"),
+        "threshold", "fallback", "fallback_reason", F.when(fallback, rule).alias("fallback_rule"),
+        F.when(fallback, F.to_json(F.array(F.struct(rule.alias("rule"))))).otherwise(F.col("reason_codes"))
+        .alias("reason_codes"))
+
+
+def review_picks(scored, spec: ScoringSpec, id_column: str, capacity: int) -> list:
+    """The ids of the band's rows closest to the threshold, at most ``capacity`` (ties: by id)."""
+    from pyspark.sql import functions as F
+
+    if capacity <= 0:
+        return []
+    return [r[0] for r in scored.where(_in_band(spec)).orderBy(F.abs(F.col("score") - F.col("threshold")), id_column)
+            .select(id_column).limit(capacity).collect()]
+
+
+def decide(scored, spec: ScoringSpec, id_column: str, picked: list):
+    """Decisions: the ``picked`` ids go to review; the band's other rows keep the model's decision, flagged."""
+    from pyspark.sql import functions as F
+
+    review = F.col(id_column).isin(picked) if picked else F.lit(False)
     d = spec.decisions
     decision = (F.when(review, F.lit(d["review"])).when(F.col("score") >= F.col("threshold"), F.lit(d["positive"]))
                 .otherwise(F.lit(d["negative"])))
     return scored.select(id_column, "score", "threshold", decision.alias("decision"), review.alias("review"),
-                         (F.col("_in_band") & ~review).alias("review_overflow"), "fallback", "fallback_reason",
+                         (_in_band(spec) & ~review).alias("review_overflow"), "fallback", "fallback_reason",
                          "fallback_rule", "reason_codes")
+
+
+def _in_band(spec: ScoringSpec):
+    from pyspark.sql import functions as F
+
+    return ((F.col("score") >= F.col("threshold") - F.lit(spec.review.below))
+            & (F.col("score") < F.col("threshold") + F.lit(spec.review.above)))
 
 
 def _stamp(df, run_date, chunk, plan: Plan, model, scored_at):
@@ -322,48 +337,45 @@ def _stamp(df, run_date, chunk, plan: Plan, model, scored_at):
         F.lit(plan.generation).cast("int").alias("generation"), F.lit(scored_at).alias("scored_at"))
 
 
-def review_queue(scores, id_column: str, queued_at):
-    """The review rows of a committed chunk, numbered closest to the threshold first."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
+def _write_queue(lake, spec, id_column: str, where, txn, meta, queued_at) -> None:
+    """The chunk's review queue, always built from the committed scores (so a resume builds the same)."""
+    rows = lake.read_arrow(spec.table, [*where, ("review", "=", True)], columns=_queue_columns(id_column))
+    lake.write_arrow(review_queue(rows, id_column, queued_at), spec.review_table, mode="overwrite",
+                     replace_where=where, txn=txn, metadata=meta)
 
-    distance = F.abs(F.col("score") - F.col("threshold"))
-    return (scores.where(F.col("review"))
-            .select(id_column, "run_date", "chunk", "model_name", "model_version", "score", "threshold",
-                    distance.alias("distance"), "fallback", "reason_codes", "generation",
-                    F.lit(queued_at).alias("queued_at"))
-            .withColumn("priority", F.row_number().over(Window.orderBy("distance", id_column)).cast("int")))
+
+def _queue_columns(id_column: str) -> list[str]:
+    return [id_column, "run_date", "chunk", "model_name", "model_version", "score", "threshold", "fallback",
+            "reason_codes", "generation"]
+
+
+def review_queue(rows: pa.Table, id_column: str, queued_at: dt.datetime) -> pa.Table:
+    """Review rows numbered closest to the threshold first (``priority`` 1, 2, ...; ties by id)."""
+    import pyarrow.compute as pc
+
+    rows = rows.append_column("distance", pc.abs(pc.subtract(rows.column("score"), rows.column("threshold"))))
+    rows = rows.sort_by([("distance", "ascending"), (id_column, "ascending")])
+    n = rows.num_rows
+    columns = _queue_columns(id_column)
+    return (rows.select([*columns[:7], "distance", *columns[7:]])
+            .append_column("queued_at", pa.array([queued_at] * n, pa.timestamp("us", "UTC")))
+            .append_column("priority", pa.array(range(1, n + 1), pa.int32())))
 
 
 def _totals(lake, spec, run_date) -> dict:
-    """Rows from the Delta statistics (no scan); flag counts from one pass over three boolean columns."""
-    from pyspark.sql import functions as F
+    """Rows from the Delta statistics (no scan); flag counts from the committed table's three flag columns."""
+    import pyarrow.compute as pc
 
-    def flag(c):
-        return F.sum(F.col(c).cast("long")).alias(f"{c}_rows")
-
-    row = (lake.read(spec.table, columns=["run_date", "fallback", "review", "review_overflow"])
-           .where(F.col("run_date") == F.lit(run_date)).agg(flag("fallback"), flag("review"), flag("review_overflow"))
-           .first())
-    return {"rows": lake.count(spec.table, [("run_date", "=", run_date)]), "fallback_rows": int(row[0] or 0),
-            "review_rows": int(row[1] or 0), "overflow_rows": int(row[2] or 0)}
+    flags = lake.read_arrow(spec.table, [("run_date", "=", run_date)], columns=["fallback", "review", "review_overflow"])
+    counts = {c: int(pc.sum(flags.column(c).cast(pa.int64())).as_py() or 0) for c in flags.column_names}
+    return {"rows": lake.count(spec.table, [("run_date", "=", run_date)]), "fallback_rows": counts["fallback"],
+            "review_rows": counts["review"], "overflow_rows": counts["review_overflow"]}
 
 
 def _first_fallback_reason(lake, spec, run_date) -> str | None:
-    from pyspark.sql import functions as F
-
-    row = (lake.read(spec.table, columns=["run_date", "fallback", "fallback_reason"])
-           .where((F.col("run_date") == F.lit(run_date)) & F.col("fallback")).select("fallback_reason").first())
-    return row[0] if row else None
-
-
-def _match(where):
-    from pyspark.sql import functions as F
-
-    cond = F.lit(True)
-    for col, _, value in where:
-        cond = cond & (F.col(col) == F.lit(value))
-    return cond
+    rows = lake.read_arrow(spec.table, [("run_date", "=", run_date), ("fallback", "=", True)],
+                           columns=["fallback_reason"])
+    return rows.column(0)[0].as_py() if rows.num_rows else None
 
 
 # -- test hook ------------------------------------------------------------------------------

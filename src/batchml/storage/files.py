@@ -120,12 +120,13 @@ def file_stats(meta: pq.FileMetaData, schema: pa.Schema) -> dict:
             continue
         nulls[name] = null_count
         field_type = schema.field(name).type if name in schema.names else None
-        if lo is not None and _stats_type(field_type):
+        if lo is not None and has_min_max_stats(field_type):
             mins[name], maxs[name] = _json_value(lo, floor=True), _json_value(hi, floor=False)
     return {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
 
 
-def _stats_type(t: pa.DataType | None) -> bool:
+def has_min_max_stats(t: pa.DataType | None) -> bool:
+    """Types whose min/max batchml records in the Delta log (booleans have none)."""
     return t is not None and (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)
                               or pa.types.is_timestamp(t) or pa.types.is_date(t))
 

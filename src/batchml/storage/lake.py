@@ -17,7 +17,7 @@ from deltalake import DeltaTable
 from batchml.config import Config, TableConfig
 from batchml.storage import commit as committer
 from batchml.storage import predicates
-from batchml.storage.files import write_files
+from batchml.storage.files import has_min_max_stats, write_files
 from batchml.storage.location import StorageOptions, join
 
 if TYPE_CHECKING:
@@ -84,12 +84,23 @@ class Lake:
 
     # -- Spark I/O ------------------------------------------------------------
     def read(self, name: str, columns: list[str] | None = None, version: int | None = None,
-             timestamp: dt.datetime | str | None = None) -> "DataFrame":
-        """A DataFrame over one snapshot. Filters on the result prune files before reading."""
-        self._require(name)
+             timestamp: dt.datetime | str | None = None, where=None, transform=None) -> "DataFrame":
+        """A DataFrame over one snapshot. Filters on the result prune files before reading.
+
+        ``where`` (``[(column, op, value)]``) keeps only matching rows, inside the read task.
+        ``transform`` is a picklable callable, Arrow ``RecordBatch`` in and out, with its output
+        ``schema`` attribute: it runs inside the read task too, so only its output crosses into
+        Spark (scoring uses it: the model's inputs never leave Python).
+        """
+        table = self._require(name)
         if self._native:
-            return self._native.read(name, columns, version, timestamp)
+            df = self._native.read(name, columns, version, timestamp)
+            return self._native.narrow(df, where, transform)
         reader = self._spark().read.format("batchml_delta").option("storage", _encode(self.storage))
+        if where:
+            reader = reader.option("where", _encode(predicates.check(where, columns or pa.schema(table.schema().to_arrow()).names)))
+        if transform is not None:
+            reader = reader.option("transform", _encode(transform))
         if version is not None:
             reader = reader.option("versionAsOf", str(version))
         elif timestamp is not None:
@@ -142,8 +153,12 @@ class Lake:
             return dataset.to_table(columns=columns)
         terms = predicates.check(filters, dataset.schema.names)
         needed = None if columns is None else sorted(set(columns) | {c for c, _, _ in terms})
-        # the expression skips partitions and row groups; row_mask keeps SQL null semantics exact
-        result = dataset.to_table(columns=needed, filter=predicates.pruning_expression(terms, dataset.schema))
+        # The expression skips partitions and row groups; row_mask keeps SQL null semantics exact.
+        # delta-rs turns a column without min/max statistics into "x >= null", which matches no
+        # file, so only partition columns and columns with statistics may prune.
+        partitions = set(table.metadata().partition_columns)
+        prunable = [t for t in terms if t[0] in partitions or has_min_max_stats(dataset.schema.field(t[0]).type)]
+        result = dataset.to_table(columns=needed, filter=predicates.pruning_expression(prunable, dataset.schema))
         result = result.filter(predicates.row_mask(result, terms))
         return result.select(columns) if columns else result
 

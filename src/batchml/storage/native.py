@@ -29,6 +29,17 @@ class NativeDeltaEngine:
         df = reader.load(self.lake.uri(name))
         return df.select(*columns) if columns else df
 
+    @staticmethod
+    def narrow(df, where, transform):
+        """``Lake.read``'s ``where`` and ``transform`` as Spark operators (no read-task hook here)."""
+        if where:
+            df = df.where(predicates.describe(where))
+        if transform is not None:
+            from pyspark.sql.pandas.types import from_arrow_schema
+
+            df = df.mapInArrow(lambda batches: (transform(b) for b in batches), from_arrow_schema(transform.schema))
+        return df
+
     def write(self, df, name, plan: WritePlan) -> WriteResult:
         writer = df.write.format("delta").mode(plan.mode)
         if plan.partition_by:

@@ -1,7 +1,9 @@
 """Delta tables for Spark without JARs: a Python Data Source backed by delta-rs.
 
 * Read: ``partitions()`` plans from the Delta snapshot (time travel, partition pruning and
-  min/max data skipping from pushed filters); executors read Parquet with pyarrow.
+  min/max data skipping from pushed filters and the ``where`` option); executors read Parquet
+  with pyarrow. An optional ``transform`` maps each batch inside the read task, so only its
+  output crosses into Spark (scoring: 30 feature columns in, the scored columns out).
 * Write: executors write Parquet (``files.write_files``); the driver's ``commit()`` turns
   them into one Delta version (``commit.commit``); ``abort()`` deletes them.
 
@@ -62,11 +64,16 @@ class DeltaDataSource(DataSource):
             schema = pa.schema([schema.field(c) for c in self.options["columns"].split(",")])
         return schema
 
+    def _transform(self):
+        return decode(self.options["transform"]) if self.options.get("transform") else None
+
     def schema(self):
-        return from_arrow_schema(self._arrow_schema())
+        transform = self._transform()
+        return from_arrow_schema(transform.schema if transform else self._arrow_schema())
 
     def reader(self, schema):
-        return DeltaReader(self.options, self._arrow_schema())  # keep case-insensitive keys
+        where = decode(self.options["where"]) if self.options.get("where") else []
+        return DeltaReader(self.options, self._arrow_schema(), where, self._transform())
 
     def writer(self, schema, overwrite: bool):
         return DeltaWriter(decode(self.options["plan"]), self.options.get("batchml.testing.crashBeforeCommit"))
@@ -82,14 +89,19 @@ _PUSHABLE = {EqualTo: "=", GreaterThan: ">", GreaterThanOrEqual: ">=", LessThan:
 
 
 class DeltaReader(DataSourceReader):
-    def __init__(self, options: dict, schema: pa.Schema):
-        self.options = options
+    """``where`` filters rows exactly (before ``transform``); pushed filters only skip files."""
+
+    def __init__(self, options: dict, schema: pa.Schema, where: list | None = None, transform=None):
+        self.options = options  # keeps Spark's case-insensitive keys
         self.schema = schema
-        self.predicate: list = []
+        self.where = where or []
+        self.transform = transform
+        self.predicate: list = list(self.where)
 
     def pushFilters(self, filters):
-        # Used only to skip files; every filter is still applied by Spark afterwards.
-        for f in filters:
+        # Used only to skip files; every filter is still applied by Spark afterwards. After a
+        # transform, Spark's columns are the transform's output, not the files' columns.
+        for f in filters if self.transform is None else ():
             op = _PUSHABLE.get(type(f))
             if op and len(f.attribute) == 1 and f.attribute[0] in self.schema.names:
                 value = list(f.value) if op == "in" else f.value
@@ -141,7 +153,15 @@ class DeltaReader(DataSourceReader):
             present = set(pf.schema_arrow.names)
             for batch in pf.iter_batches(batch_size=65536, row_groups=row_groups,
                                          columns=[c for c in data_cols if c in present]):
-                yield _complete(batch, self.schema, partition_values)
+                batch = _complete(batch, self.schema, partition_values)
+                if self.where:
+                    batch = batch.filter(predicates.row_mask(batch, self.where))
+                    if not batch.num_rows:
+                        continue
+                if self.transform is not None:
+                    batch = self.transform(batch)
+                if batch.num_rows:
+                    yield batch
 
 
 def _complete(batch: pa.RecordBatch, schema: pa.Schema, partition_values: dict) -> pa.RecordBatch:
