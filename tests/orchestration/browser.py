@@ -64,11 +64,20 @@ class Browser:
 
     def wait_for(self, expression: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
-        while not self.js(expression):
+        while not self._poll(expression):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"page never satisfied {expression!r}; url {self.js('location.href')}, "
                                    f"text {str(self.text())[:500]!r}")
             time.sleep(0.5)
+
+    def _poll(self, expression: str):
+        """One evaluation while waiting; a page that is navigating (after a login) is "not yet"."""
+        try:
+            return self.js(expression)
+        except RuntimeError as exc:
+            if "navigated or closed" in str(exc) or "Cannot find context" in str(exc):
+                return None
+            raise
 
     def type_into(self, selector: str, value: str) -> None:
         """Set a (React-controlled) input as typing would: the native setter, then an input event."""

@@ -70,7 +70,8 @@ def measure(lake: Lake, spec: MonitoringSpec, model: ModelVersion, features_tabl
     if lake.exists(spec.scores_table):
         scores = lake.read_arrow(spec.scores_table, filters=[(spec.score_date_column, "=", run_date)],
                                  columns=[id_column, spec.score_column])
-        scores = scores.select([id_column]).append_column(SCORE, pc.cast(scores.column(spec.score_column), pa.float64()))
+        score = pc.cast(scores.column(spec.score_column), pa.float64())
+        scores = scores.select([id_column]).append_column(SCORE, score)
         batch = batch.join(scores, id_column, join_type="left outer")
     else:
         log.warning("%s does not exist yet: no prediction drift", spec.scores_table)

@@ -366,7 +366,8 @@ def _totals(lake, spec, run_date) -> dict:
     """Rows from the Delta statistics (no scan); flag counts from the committed table's three flag columns."""
     import pyarrow.compute as pc
 
-    flags = lake.read_arrow(spec.table, [("run_date", "=", run_date)], columns=["fallback", "review", "review_overflow"])
+    flags = lake.read_arrow(spec.table, [("run_date", "=", run_date)],
+                            columns=["fallback", "review", "review_overflow"])
     counts = {c: int(pc.sum(flags.column(c).cast(pa.int64())).as_py() or 0) for c in flags.column_names}
     return {"rows": lake.count(spec.table, [("run_date", "=", run_date)]), "fallback_rows": counts["fallback"],
             "review_rows": counts["review"], "overflow_rows": counts["review_overflow"]}

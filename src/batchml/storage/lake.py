@@ -98,7 +98,8 @@ class Lake:
             return self._native.narrow(df, where, transform)
         reader = self._spark().read.format("batchml_delta").option("storage", _encode(self.storage))
         if where:
-            reader = reader.option("where", _encode(predicates.check(where, columns or pa.schema(table.schema().to_arrow()).names)))
+            names = columns or pa.schema(table.schema().to_arrow()).names
+            reader = reader.option("where", _encode(predicates.check(where, names)))
         if transform is not None:
             reader = reader.option("transform", _encode(transform))
         if version is not None:
