@@ -1,4 +1,5 @@
-"""Command line: ``batchml demo-data``, ``batchml run <stage>``, ``batchml demo``, ``batchml table``."""
+"""Command line: ``batchml demo-data``, ``batchml run <stage>``, ``batchml demo``, ``batchml table``,
+``batchml model``, ``batchml spark-server``."""
 
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reason", help="promote / rollback: why (recorded)")
     g.add_argument("--at", type=dt.datetime.fromisoformat, help="champion-at: ISO time (UTC if no offset)")
     g.add_argument("--dataset")
+
+    c = sub.add_parser("spark-server", help="a long-lived local Spark (Spark Connect) that jobs attach to")
+    c.add_argument("action", choices=["start", "status", "stop"])
+    c.add_argument("--port", type=int, default=15002)
     return p
 
 
@@ -96,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"batchml: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # turn known operator errors into one clear line
-        from batchml.spark import JavaNotFound
+        from batchml.spark import JavaNotFound, SparkServerUnreachable
         from batchml.storage import ReplaceWhereViolation, SchemaMismatch
 
-        if isinstance(exc, (JavaNotFound, SchemaMismatch, ReplaceWhereViolation, FileNotFoundError, ValueError)):
+        known = (JavaNotFound, SparkServerUnreachable, SchemaMismatch, ReplaceWhereViolation, FileNotFoundError,
+                 ValueError)
+        if isinstance(exc, known):
             print(f"batchml: error: {exc}", file=sys.stderr)
             return 1
         raise
@@ -128,7 +135,25 @@ def _dispatch(args, config) -> int:
         return 0
     if args.command == "model":
         return _model(args, config)
+    if args.command == "spark-server":
+        return _spark_server(args, config)
     return _table(args, config)
+
+
+def _spark_server(args, config) -> int:
+    from batchml import spark_server
+
+    if args.action == "start":
+        url = spark_server.start(config, args.port)
+        print(f"{url}  (export BATCHML_SPARK_REMOTE={url} so jobs attach to it; "
+              f"`batchml spark-server stop` ends it)")
+    elif args.action == "status":
+        url = spark_server.status(config)
+        print(url or "not running")
+        return 0 if url else 1
+    else:
+        print("stopped" if spark_server.stop(config) else "not running")
+    return 0
 
 
 def _model(args, config) -> int:

@@ -23,6 +23,7 @@ from batchml.validation.spec import TableValidation
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "BATCHML_HOME": ("home",),
     "BATCHML_SPARK_MASTER": ("spark", "master"),
+    "BATCHML_SPARK_REMOTE": ("spark", "remote"),
     "BATCHML_LANDING_URI": ("storage", "landing_uri"),
     "BATCHML_LAKE_URI": ("storage", "lake_uri"),
     "BATCHML_ARTIFACTS_URI": ("storage", "artifacts_uri"),
@@ -61,6 +62,9 @@ class StorageConfig(Strict):
 
 class SparkConfig(Strict):
     master: str | None = "local[2]"  # null: let spark-submit / the cluster decide
+    # sc://host:port of a running Spark Connect server: jobs attach to it instead of starting a JVM
+    # (`batchml spark-server`; training always starts its own, xgboost.spark needs the classic API)
+    remote: str | None = None
     app_name: str = "batchml"
     driver_memory: str = "4g"
     shuffle_partitions: int = Field(8, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,10 @@ from batchml.config import Config
 
 
 class JavaNotFound(RuntimeError):
+    pass
+
+
+class SparkServerUnreachable(RuntimeError):
     pass
 
 
@@ -30,10 +35,37 @@ def check_java() -> str:
     return line
 
 
+def session_conf(config: Config) -> dict[str, str]:
+    """Every Spark setting batchml needs, for an in-process session and for a Connect server alike."""
+    scratch = Path(config.home) / "spark"
+    s = config.spark
+    conf = {
+        "spark.driver.memory": s.driver_memory,
+        "spark.sql.shuffle.partitions": str(s.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.python.filterPushdown.enabled": "true",
+        "spark.local.dir": str(scratch / "local"),
+        "spark.sql.warehouse.dir": str(scratch / "warehouse"),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+    }
+    if config.storage.engine == "delta-spark":  # its JARs must already be on the classpath
+        from batchml.storage.native import SESSION_CONF
+
+        conf.update(SESSION_CONF)
+    conf.update(s.conf)
+    return conf
+
+
 def get_spark(config: Config):
-    """The active session, or a new one configured from ``config.spark``."""
+    """The active session, or a new one configured from ``config.spark``; with ``spark.remote``
+    set, a session on that Spark Connect server (no JVM in this process)."""
     from pyspark.sql import SparkSession
 
+    if config.spark.remote:
+        return _connect(config)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
@@ -41,37 +73,70 @@ def get_spark(config: Config):
     # Workers must run the same interpreter (the project venv) as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    scratch = Path(config.home) / "spark"
-    scratch.mkdir(parents=True, exist_ok=True)
-    s = config.spark
-    builder = SparkSession.builder.appName(s.app_name)
-    if s.master:
-        builder = builder.master(s.master)
-    builder = (
-        builder
-        .config("spark.driver.memory", s.driver_memory)
-        .config("spark.sql.shuffle.partitions", str(s.shuffle_partitions))
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.sql.python.filterPushdown.enabled", "true")
-        .config("spark.local.dir", str(scratch / "local"))
-        .config("spark.sql.warehouse.dir", str(scratch / "warehouse"))
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
-        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
-    )
-    if config.storage.engine == "delta-spark":  # its JARs must already be on the classpath
-        from batchml.storage.native import SESSION_CONF
-
-        for key, value in SESSION_CONF.items():
-            builder = builder.config(key, value)
-    for key, value in s.conf.items():
+    (Path(config.home) / "spark").mkdir(parents=True, exist_ok=True)
+    builder = SparkSession.builder.appName(config.spark.app_name)
+    if config.spark.master:
+        builder = builder.master(config.spark.master)
+    for key, value in session_conf(config).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     if config.storage.engine == "delta-rs":
         register(spark)
     return spark
+
+
+_CONNECTED: dict[str, object] = {}
+
+
+def _connect(config: Config):
+    # the Connect builder itself: the generic one refuses when spark-submit has set MASTER
+    from pyspark.sql.connect.session import SparkSession
+
+    url = config.spark.remote
+    if url in _CONNECTED:
+        return _CONNECTED[url]
+    _probe(url)  # the Connect client would retry an unreachable server for minutes
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # pyspark.sql.functions then build Connect columns
+    spark = SparkSession.builder.remote(url).getOrCreate()
+    # the server started with batchml's settings; this config's session-level ones apply per session
+    for key, value in session_conf(config).items():
+        if key.startswith("spark.sql.") and spark.conf.isModifiable(key):
+            spark.conf.set(key, value)
+    if config.storage.engine == "delta-rs":
+        register(spark)
+    _CONNECTED[url] = spark
+    return spark
+
+
+def _probe(url: str) -> None:
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url.replace("sc://", "http://", 1))
+    try:
+        socket.create_connection((parsed.hostname or "localhost", parsed.port or 15002), timeout=5).close()
+    except OSError as exc:
+        raise SparkServerUnreachable(
+            f"cannot reach the Spark Connect server at {url} ({exc}). Start it with `batchml spark-server "
+            "start`, or unset spark.remote / BATCHML_SPARK_REMOTE to start Spark in this process.") from None
+
+
+def is_connect(spark) -> bool:
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def default_parallelism(spark) -> int:
+    """Task slots of the session's cluster (a Connect session has no SparkContext to ask)."""
+    if not is_connect(spark):
+        return spark.sparkContext.defaultParallelism
+    explicit = spark.conf.get("spark.default.parallelism", None)
+    if explicit:
+        return int(explicit)
+    local = re.fullmatch(r"local\[(\d+|\*)\]", spark.conf.get("spark.master", None) or "")
+    if local:
+        return (os.cpu_count() or 1) if local.group(1) == "*" else int(local.group(1))
+    return int(spark.conf.get("spark.sql.shuffle.partitions"))
 
 
 def register(spark) -> None:

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import pytest
 
+from batchml import spark_server
+from batchml.config import load_config
 from batchml.orchestration import local
 from tests.orchestration.helpers import DATES, airflow_env, demo_data
 
 
 @pytest.fixture(scope="session")
-def nightly(tmp_path_factory):
-    """Three nightly DAG runs (2024-01-01..03) with dag.test(), one after the other."""
+def connect_server(tmp_path_factory):
+    """A Spark Connect server for this test worker, on a free loopback port (``batchml spark-server``)."""
+    config = load_config("test", environ={"BATCHML_HOME": str(tmp_path_factory.mktemp("spark-server"))})
+    url = spark_server.start(config, port=0)
+    yield url
+    spark_server.stop(config)
+
+
+@pytest.fixture(scope="session")
+def nightly(tmp_path_factory, connect_server):
+    """Three nightly DAG runs (2024-01-01..03) with dag.test(), one after the other, every task's
+    spark-submit attached to the worker's Spark Connect server."""
     root = tmp_path_factory.mktemp("nightly")
-    env = airflow_env(root)
+    env = airflow_env(root, connect_server)
     local.prepare(env)
     demo_data(env, DATES[0], len(DATES))
     log = root / "dag_test.log"

@@ -19,10 +19,14 @@ COMPARED_TABLES = ["silver.card_transactions", "silver.card_chargebacks", "featu
                    "scores.card_transactions"]
 
 
-def airflow_env(root: Path, **extra: str) -> dict[str, str]:
-    """Environment of every Airflow process of one test: its own BATCHML_HOME and AIRFLOW_HOME."""
+def airflow_env(root: Path, spark_remote: str | None = None, **extra: str) -> dict[str, str]:
+    """Environment of every Airflow process of one test: its own BATCHML_HOME and AIRFLOW_HOME.
+
+    ``spark_remote``: the tasks' jobs attach to that Spark Connect server (see ``spark_server``).
+    """
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BATCHML_"))}
-    env = local.environment(root, base={**base, "BATCHML_ENV": "test", "BATCHML_TASK_RETRIES": "0"})
+    env = local.environment(root, base={**base, "BATCHML_ENV": "test", "BATCHML_TASK_RETRIES": "0"},
+                            spark_remote=spark_remote)
     env.update(extra)
     return env
 

@@ -14,6 +14,7 @@ from batchml.config import Config
 from batchml.features.compute import DEDUPE_ORDER, compute_features, lookback_filter
 from batchml.features.spec import FeatureSpec
 from batchml.storage import Lake
+from batchml.storage.commit import WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,17 @@ def build_features(config: Config, run_date: dt.date, dataset: str | None = None
     lake.table_config(spec.table)  # fail early if the table is not declared
     source = source_table(config, name)
     stop = last + dt.timedelta(days=1)
-    cache: list = []
-    features = compute_features(read_events(lake, source, spec, run_date, stop), spec, run_date, stop, cache=cache)
     if last == run_date:
         where, txn = [(spec.date_column, "=", run_date)], (f"features/{name}/{run_date}", 1)
     else:
         where = [(spec.date_column, ">=", run_date), (spec.date_column, "<=", last)]
         txn = (f"features/{name}/{run_date}..{last}", 1)
+    if lake.exists(spec.table) and lake.committed(spec.table, txn):  # before planning: the plan is large
+        log.info("features %s %s%s: already built (transaction recorded); nothing to do", name, run_date,
+                 f"..{last}" if last != run_date else "")
+        return WriteResult(lake.uri(spec.table), lake.version(spec.table), skipped=True)
+    cache: list = []
+    features = compute_features(read_events(lake, source, spec, run_date, stop), spec, run_date, stop, cache=cache)
     try:
         result = lake.write(features, spec.table, mode="overwrite", replace_where=where, txn=txn,
                             metadata={"job": "features", "runDate": str(run_date),

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from batchml.config import Config, SourceConfig
 from batchml.ingest import contract
+from batchml.spark import default_parallelism
 from batchml.storage import Lake, landing
 from batchml.storage.location import StorageOptions
 
@@ -146,7 +147,7 @@ def _parse(spark, new: list, source: SourceConfig, storage: StorageOptions):
     schema = contract.output_schema(source).append(pa.field("_source_file", pa.string())) \
         .append(pa.field("_source_sha256", pa.string()))
     files = spark.createDataFrame([(f.uri, d) for f, d, _ in new], "uri string, sha256 string")
-    files = files.repartition(min(len(new), spark.sparkContext.defaultParallelism * 2))
+    files = files.repartition(min(len(new), default_parallelism(spark) * 2))
 
     def parse_files(batches):
         for batch in batches:

@@ -22,7 +22,10 @@ POOL_SLOTS = 1  # one Spark job at a time on a laptop; raise it on a cluster
 
 
 def environment(batchml_home: Path | str, airflow_home: Path | str | None = None,
-                spark_master: str = "local[2]", base: dict | None = None) -> dict[str, str]:
+                spark_master: str = "local[2]", base: dict | None = None,
+                spark_remote: str | None = None) -> dict[str, str]:
+    """``spark_remote``: the ``sc://`` URL of a running ``batchml spark-server``; each task's
+    spark-submit then attaches its job to that warm Spark instead of starting one of its own."""
     env = dict(os.environ if base is None else base)
     home = Path(batchml_home).resolve()
     venv_bin = str(Path(sys.executable).parent)
@@ -41,6 +44,8 @@ def environment(batchml_home: Path | str, airflow_home: Path | str | None = None
         "BATCHML_JOBS_URI": str(REPO / "jobs"),
         "PYTHONUNBUFFERED": "1",
     })
+    if spark_remote:
+        env["BATCHML_SPARK_REMOTE"] = spark_remote
     return env
 
 

@@ -23,7 +23,7 @@ from batchml.config import Config
 from batchml.registry import store
 from batchml.scoring import predict
 from batchml.scoring.spec import ScoringSpec
-from batchml.spark import get_spark
+from batchml.spark import default_parallelism, get_spark
 from batchml.storage import Lake
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ def score_rows(lake: Lake, spark, spec: ScoringSpec, features, run_date: dt.date
     where = [(features.date_column, "=", run_date)]
     plain = lake.read(features.table, columns, version, where=where)
     # A day in one file is one task: give XGBoost the idle cores rather than shuffle the rows to them.
-    threads = max(1, spark.sparkContext.defaultParallelism // max(1, plain.rdd.getNumPartitions()))
+    threads = max(1, default_parallelism(spark) // max(1, lake.read_tasks(features.table, version, where)))
     rules = [c for c in rule_columns(columns, spec) if c != features.id_column]
     rc = spec.reason_codes
     args = predict.ScorerArgs(features.id_column, tuple(model.feature_columns if model else ()),

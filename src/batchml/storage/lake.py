@@ -111,6 +111,18 @@ class Lake:
             reader = reader.option("columns", ",".join(columns))
         return reader.load(self.uri(name))
 
+    def read_tasks(self, name: str, version: int | None = None, where=None) -> int:
+        """How many tasks a Spark read of this snapshot (with ``where``) runs, planned here without Spark."""
+        if self._native:
+            return self.read(name, version=version, where=where).rdd.getNumPartitions()
+        from batchml.storage.spark_source import DeltaReader
+
+        options = {"path": self.uri(name), "storage": _encode(self.storage)}
+        if version is not None:
+            options["versionAsOf"] = str(version)
+        names = pa.schema(self._require(name).schema().to_arrow()).names
+        return len(DeltaReader(options, pa.schema([]), predicates.check(where, names) if where else []).partitions())
+
     def write(self, df: "DataFrame", name: str, mode: str = "append", replace_where=None,
               txn: tuple[str, int] | None = None, metadata: dict | None = None,
               options: dict[str, str] | None = None) -> WriteResult:

@@ -1,0 +1,80 @@
+"""``batchml spark-server``: a real Spark Connect server on loopback, and a job process attached to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batchml import spark_server
+from batchml.config import load_config
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+# Runs in its own process, as a spark-submit driver would: a Connect session switches pyspark's
+# column functions to Connect for the whole process, which must not leak into the classic tests.
+JOB = """
+import json, sys
+import pyarrow as pa
+from batchml.config import load_config
+from batchml.spark import default_parallelism, get_spark, is_connect
+from batchml.storage import Lake
+
+config = load_config("test")
+spark = get_spark(config)
+lake = Lake(config, spark)
+df = spark.createDataFrame(pa.table({"id": list(range(500)), "d": ["2024-01-01"] * 250 + ["2024-01-02"] * 250}))
+lake.write(df.selectExpr("id", "CAST(d AS DATE) AS d"), "test.events", mode="overwrite",
+           txn=("connect-test", 1))
+again = lake.write(df.selectExpr("id", "CAST(d AS DATE) AS d"), "test.events", mode="overwrite",
+                   txn=("connect-test", 1))
+import datetime as dt
+day2 = lake.read("test.events", where=[("d", "=", dt.date(2024, 1, 2))])
+print(json.dumps({"connect": is_connect(spark), "parallelism": default_parallelism(spark),
+                  "rows": lake.count("test.events"), "day2": day2.count(), "skipped": again.skipped,
+                  "tasks": lake.read_tasks("test.events"), "version": lake.version("test.events")}))
+"""
+
+
+def test_a_job_attached_to_the_server_writes_and_reads_delta_tables(tmp_path):
+    config = load_config("test", conf_dir=REPO / "conf", environ={"BATCHML_HOME": str(tmp_path / "server")})
+    url = spark_server.start(config, port=0)
+    try:
+        assert spark_server.status(config) == url and url.startswith("sc://127.0.0.1:")
+        assert spark_server.start(config, port=0) == url  # found running: no second JVM
+        overlay = tmp_path / "conf"  # the test overlay plus the table the job writes
+        shutil.copytree(REPO / "conf", overlay)
+        with open(overlay / "test" / "batchml.yaml", "a") as f:
+            f.write("tables:\n  test.events:\n    partition_by: [d]\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHML_")}
+        env.update({"BATCHML_HOME": str(tmp_path / "job"), "BATCHML_SPARK_REMOTE": url,
+                    "BATCHML_CONF_DIR": str(overlay), "MASTER": "local[2]"})  # spark-submit sets MASTER
+        out = subprocess.run([sys.executable, "-c", JOB], env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result == {"connect": True, "parallelism": 2, "rows": 500, "day2": 250, "skipped": True,
+                          "tasks": 1, "version": 0}
+    finally:
+        assert spark_server.stop(config) is True
+    assert spark_server.status(config) is None
+    assert spark_server.stop(config) is False
+
+
+def test_an_unreachable_server_is_a_clear_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHML_")}
+    env.update({"BATCHML_HOME": str(tmp_path), "BATCHML_SPARK_REMOTE": "sc://127.0.0.1:9",
+                "BATCHML_CONF_DIR": str(REPO / "conf")})
+    batchml = str(Path(sys.executable).parent / "batchml")
+    subprocess.run([batchml, "--env", "test", "demo-data", "--days", "1", "--rows-per-day", "100"], env=env,
+                   check=True, capture_output=True)
+    out = subprocess.run([batchml, "--env", "test", "run", "ingest", "--run-date", "2024-01-01"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr  # one line, at once: no client retries
+    assert "cannot reach the Spark Connect server at sc://127.0.0.1:9" in out.stderr
+    assert "batchml spark-server start" in out.stderr
