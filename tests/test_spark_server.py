@@ -42,28 +42,63 @@ print(json.dumps({"connect": is_connect(spark), "parallelism": default_paralleli
 """
 
 
+def _attach_job(tmp_path: Path, url: str) -> dict:
+    """Run JOB in its own process attached to ``url``; return what it printed."""
+    overlay = tmp_path / "conf"  # the test overlay plus the table the job writes
+    shutil.copytree(REPO / "conf", overlay)
+    with open(overlay / "test" / "batchml.yaml", "a") as f:
+        f.write("tables:\n  test.events:\n    partition_by: [d]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHML_")}
+    env.update({"BATCHML_HOME": str(tmp_path / "job"), "BATCHML_SPARK_REMOTE": url,
+                "BATCHML_CONF_DIR": str(overlay), "MASTER": "local[2]"})  # spark-submit sets MASTER
+    out = subprocess.run([sys.executable, "-c", JOB], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+EXPECTED = {"connect": True, "parallelism": 2, "rows": 500, "day2": 250, "skipped": True, "tasks": 1, "version": 0}
+
+
 def test_a_job_attached_to_the_server_writes_and_reads_delta_tables(tmp_path):
     config = load_config("test", conf_dir=REPO / "conf", environ={"BATCHML_HOME": str(tmp_path / "server")})
     url = spark_server.start(config, port=0)
     try:
         assert spark_server.status(config) == url and url.startswith("sc://127.0.0.1:")
         assert spark_server.start(config, port=0) == url  # found running: no second JVM
-        overlay = tmp_path / "conf"  # the test overlay plus the table the job writes
-        shutil.copytree(REPO / "conf", overlay)
-        with open(overlay / "test" / "batchml.yaml", "a") as f:
-            f.write("tables:\n  test.events:\n    partition_by: [d]\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHML_")}
-        env.update({"BATCHML_HOME": str(tmp_path / "job"), "BATCHML_SPARK_REMOTE": url,
-                    "BATCHML_CONF_DIR": str(overlay), "MASTER": "local[2]"})  # spark-submit sets MASTER
-        out = subprocess.run([sys.executable, "-c", JOB], env=env, capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stderr[-3000:]
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        assert result == {"connect": True, "parallelism": 2, "rows": 500, "day2": 250, "skipped": True,
-                          "tasks": 1, "version": 0}
+        assert _attach_job(tmp_path, url) == EXPECTED
     finally:
         assert spark_server.stop(config) is True
     assert spark_server.status(config) is None
     assert spark_server.stop(config) is False
+
+
+# A process with its own in-process session that also serves Connect (what `make demo` does), until stdin closes.
+SERVING = """
+import sys
+from batchml import spark_server
+from batchml.config import load_config
+
+spark, url = spark_server.serving_session(load_config("test"))
+spark.range(3).count()  # its own work goes on in the same session
+print(url, flush=True)
+sys.stdin.readline()
+spark.stop()
+"""
+
+
+def test_a_job_attaches_to_another_process_s_own_session(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHML_")}
+    env.update({"BATCHML_HOME": str(tmp_path / "server"), "BATCHML_CONF_DIR": str(REPO / "conf")})
+    serving = subprocess.Popen([sys.executable, "-c", SERVING], env=env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        url = serving.stdout.readline().strip()
+        assert url.startswith("sc://127.0.0.1:"), f"no URL from the serving process (exit {serving.poll()})"
+        assert _attach_job(tmp_path, url) == EXPECTED
+    finally:
+        serving.stdin.close()
+        assert serving.wait(timeout=120) == 0
+    assert not spark_server._listening(int(url.rsplit(":", 1)[1]))  # stopping the session ends the service
 
 
 def test_an_unreachable_server_is_a_clear_error(tmp_path):

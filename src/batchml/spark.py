@@ -59,9 +59,9 @@ def session_conf(config: Config) -> dict[str, str]:
     return conf
 
 
-def get_spark(config: Config):
-    """The active session, or a new one configured from ``config.spark``; with ``spark.remote``
-    set, a session on that Spark Connect server (no JVM in this process)."""
+def get_spark(config: Config, extra_conf: dict[str, str] | None = None):
+    """The active session, or a new one configured from ``config.spark`` (plus ``extra_conf``); with
+    ``spark.remote`` set, a session on that Spark Connect server (no JVM in this process)."""
     from pyspark.sql import SparkSession
 
     if config.spark.remote:
@@ -77,7 +77,7 @@ def get_spark(config: Config):
     builder = SparkSession.builder.appName(config.spark.app_name)
     if config.spark.master:
         builder = builder.master(config.spark.master)
-    for key, value in session_conf(config).items():
+    for key, value in {**session_conf(config), **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
@@ -120,6 +120,18 @@ def _probe(url: str) -> None:
         raise SparkServerUnreachable(
             f"cannot reach the Spark Connect server at {url} ({exc}). Start it with `batchml spark-server "
             "start`, or unset spark.remote / BATCHML_SPARK_REMOTE to start Spark in this process.") from None
+
+
+def activate(spark) -> None:
+    """Make ``spark`` the active session of this thread's JVM side, as PySpark's createDataFrame does.
+
+    PySpark pins each Python thread to a JVM thread of its own, which starts with no active session,
+    and Spark looks Python data sources (the Delta writer) up through the active session.
+    """
+    if not is_connect(spark):
+        from pyspark.sql import SparkSession
+
+        SparkSession._get_j_spark_session_class(spark._jvm).setActiveSession(spark._jsparkSession)
 
 
 def is_connect(spark) -> bool:

@@ -9,6 +9,8 @@ its Python workers (the Delta data source runs there). Training does not use it 
 
     batchml spark-server start [--port 15002]   # prints the sc:// URL
     batchml spark-server status | stop
+
+``serving_session`` is the in-process variant: a process's own session serves Connect clients too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from batchml.spark import check_java, session_conf
 
 log = logging.getLogger(__name__)
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+PLUGIN_CLASS = "org.apache.spark.sql.connect.SparkConnectPlugin"
 DEFAULT_PORT = 15002
 
 
@@ -104,6 +107,33 @@ def start(config: Config, port: int = DEFAULT_PORT, timeout_s: float = 120) -> s
     log.info("Spark Connect server %s (pid %s, master %s); log %s", url(port), proc.pid, config.spark.master,
              log_file)
     return url(port)
+
+
+def serving_session(config: Config, port: int = 0, timeout_s: float = 60):
+    """A new in-process (classic) session that also serves Spark Connect clients on loopback, and its URL.
+
+    For a process that does much work itself and then hands jobs to other processes (``make demo``):
+    they attach to this already warm JVM (compiled query code, JIT) instead of a cold server.
+    Stopping the session stops the service. ``spark.remote`` does not apply: the session is this process's.
+    """
+    from pyspark.sql import SparkSession
+
+    from batchml.spark import get_spark
+
+    if SparkSession.getActiveSession() is not None:
+        raise RuntimeError("a Spark session is already running in this process; it cannot serve Connect clients")
+    port = port or _free_port()
+    own = config.model_copy(update={"spark": config.spark.model_copy(update={"remote": None})})
+    spark = get_spark(own, extra_conf={"spark.plugins": PLUGIN_CLASS,
+                                       "spark.connect.grpc.binding.address": "127.0.0.1",
+                                       "spark.connect.grpc.binding.port": str(port)})
+    deadline = time.monotonic() + timeout_s
+    while not _listening(port):
+        if time.monotonic() > deadline:
+            spark.stop()
+            raise RuntimeError(f"the in-process Spark Connect service did not listen on 127.0.0.1:{port}")
+        time.sleep(0.2)
+    return spark, url(port)
 
 
 def stop(config: Config, timeout_s: float = 30) -> bool:

@@ -9,13 +9,16 @@
    take most of the time budget on a small machine. A day the gate blocks is released with a
    recorded override, as an analyst would, and printed.
 3. In the same session, run every stage of the quiet and concept-drift days (ingest, validate,
-   features, score, monitor) and print each day's drift and realized-performance verdict.
+   features, score, monitor) and print each day's drift and realized-performance verdict. In steps
+   2 and 3 a second thread runs a day's features (score, monitor) while the next day is ingested
+   and validated, so both cores work (``_overlapped``).
 4. Run the ``batchml_nightly`` DAG through Airflow (``dag.test()``, SQLite metadata DB under
    ``$BATCHML_HOME/airflow``, every stage a ``spark-submit``) for the covariate drift days. The
-   jobs attach to a local Spark Connect server (``batchml spark-server``) started for this step, so
-   a task does not pay for a cold JVM. When the gate blocks a day, the demo releases it as an
-   analyst would, by re-triggering with the override params (recorded); monitoring files a
-   retraining request and the DAG emits the Asset event that starts ``batchml_training`` under a scheduler.
+   jobs attach through Spark Connect to the session of steps 2 and 3, which serves Connect clients on
+   loopback, so a task finds a warm JVM (compiled query code, JIT) instead of starting a cold one.
+   When the gate blocks a day, the demo releases it as an analyst would, by re-triggering with the
+   override params (recorded); monitoring files a retraining request and the DAG emits the Asset
+   event that starts ``batchml_training`` under a scheduler.
 5. Print the story (when each alert fired against when each drift began) and where the scored
    table, the reports and the Airflow state are.
 
@@ -38,9 +41,9 @@ from pathlib import Path
 from batchml.orchestration import local
 
 log = logging.getLogger("batchml.demo.airflow")
-WARMUP_STAGES = ("ingest", "validate")
-HISTORY_STAGES = ("ingest", "validate", "features")
-SCORED_STAGES = ("ingest", "validate", "features", "score")
+GATE_STAGES = ("ingest", "validate")  # the warm-up load's, and each day's first part
+HISTORY_LATER = ("features",)         # a history day's part after its gate
+SCORED_LATER = ("features", "score")  # a scored day's, then monitor for its printed verdict
 RELEASE_REASON = "demo: the drift is the story, let it through"
 
 
@@ -52,7 +55,7 @@ def _args(argv):
     p.add_argument("--history-days", type=int, default=17, help="quiet days loaded before the first training")
     p.add_argument("--quiet-days", type=int, default=3, help="quiet days scored and monitored after it")
     p.add_argument("--concept-days", type=int, default=10, help="then days with concept drift (in-session)")
-    p.add_argument("--nightly-days", type=int, default=2,
+    p.add_argument("--nightly-days", type=int, default=1,
                    help="the last days, through the nightly DAG; they also carry covariate drift")
     p.add_argument("--rows-per-day", type=int, default=4000)
     p.add_argument("--seed", type=int, default=42)
@@ -97,12 +100,18 @@ def main(argv: list[str] | None = None) -> int:
 
     _step(f"3/5 one Spark session: warm-up {days[0]}.., history {history[0]}..{history[-1]}, the first training"
           + (f", then every stage of {scored[0]}..{scored[-1]}" if scored else ""))
-    _in_session(config, warmup, history, scored)
+    from batchml import spark_server
 
-    if nightly:
-        _step(f"4/5 batchml_nightly through Airflow for {nightly[0]}..{nightly[-1]} (one spark-submit per task, "
-              "each attached to a warm local Spark: `batchml spark-server`)")
-        _airflow_days(config, home, nightly)
+    spark, spark_url = spark_server.serving_session(config)
+    try:
+        _in_session(config, spark, warmup, history, scored)
+        if nightly:
+            span = f"{nightly[0]}..{nightly[-1]}" if len(nightly) > 1 else str(nightly[0])
+            _step(f"4/5 batchml_nightly through Airflow for {span} (one spark-submit per "
+                  f"task, each attached through Spark Connect to this demo's warm Spark at {spark_url})")
+            _airflow_days(config, home, nightly, spark_url)
+    finally:
+        spark.stop()
     _step(f"5/5 done in {(time.monotonic() - started) / 60:.1f} min")
     _story(config, scored[:a.quiet_days], concept_from, drift_from)
     _summary(config, env, home / "airflow" / "demo_nightly.log")
@@ -115,28 +124,23 @@ def _airflow_env(home: Path, spark_remote: str | None = None) -> dict:
     return env
 
 
-def _airflow_days(config, home: Path, nightly: list[dt.date]) -> None:
+def _airflow_days(config, home: Path, nightly: list[dt.date], spark_url: str) -> None:
     """The nightly DAG for each day; a day the gate blocks is released through the override params."""
-    from batchml import spark_server
-
-    env = _airflow_env(home, spark_server.start(config, port=0))
+    env = _airflow_env(home, spark_url)
     run_log = home / "airflow" / "demo_nightly.log"
     run_log.unlink(missing_ok=True)
-    try:
-        for day in nightly:
-            if _nightly(env, day, run_log):
-                continue
-            blocked = _blocked(config, day)
-            if blocked:  # as an analyst would after reading the report: release it, recorded
-                table = blocked[0].split(": ")[0]
-                checks = [b.split(": ", 1)[1] for b in blocked if b.startswith(table + ": ")]
-                print(f"  {day}: the gate blocked {', '.join(blocked)}; releasing through the DAG's override "
-                      "params (recorded in ops.validation_overrides)", flush=True)
-                _nightly(env, day, run_log, {"run_date": str(day), "override_table": table,
-                                             "override_checks": checks, "override_by": "demo",
-                                             "override_reason": RELEASE_REASON})
-    finally:
-        spark_server.stop(config)
+    for day in nightly:
+        if _nightly(env, day, run_log):
+            continue
+        blocked = _blocked(config, day)
+        if blocked:  # as an analyst would after reading the report: release it, recorded
+            table = blocked[0].split(": ")[0]
+            checks = [b.split(": ", 1)[1] for b in blocked if b.startswith(table + ": ")]
+            print(f"  {day}: the gate blocked {', '.join(blocked)}; releasing through the DAG's override "
+                  "params (recorded in ops.validation_overrides)", flush=True)
+            _nightly(env, day, run_log, {"run_date": str(day), "override_table": table,
+                                         "override_checks": checks, "override_by": "demo",
+                                         "override_reason": RELEASE_REASON})
 
 
 def _nightly(env: dict, day: dt.date, run_log: Path, conf: dict | None = None) -> bool:
@@ -181,39 +185,60 @@ def _step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _in_session(config, warmup: list[dt.date], history: list[dt.date], scored: list[dt.date]) -> None:
-    from batchml.spark import get_spark
+def _in_session(config, spark, warmup: list[dt.date], history: list[dt.date], scored: list[dt.date]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from batchml.spark import activate
     from batchml.stages import TRAINING_STAGES, run_stage
 
-    spark = get_spark(config)
     t0 = time.monotonic()
     if warmup:
-        _run_day(config, warmup[-1], WARMUP_STAGES, spark)
+        _run_day(config, warmup[-1], GATE_STAGES, spark)
         print(f"  warm-up: ingest, validate of the historical load: {time.monotonic() - t0:.0f}s", flush=True)
-    t0 = time.monotonic()
-    for day in history:
-        _run_day(config, day, HISTORY_STAGES, spark)
-    print(f"  ingest, validate, features of {len(history)} days: {time.monotonic() - t0:.0f}s", flush=True)
-    t0 = time.monotonic()
-    for stage in TRAINING_STAGES:
-        try:
-            if run_stage(stage, config, history[-1], spark=spark) != 0:
-                print(f"  first training: {stage} did not succeed; see the log above")
-                break
-        except Exception as exc:  # noqa: BLE001 - the nightly part still runs (scoring falls back to rules)
-            log.exception("first training failed at %s", stage)
-            print(f"  first training failed at {stage}: {exc}; scoring will use the fallback rules")
-            break
-    else:
-        print(f"  first training: {time.monotonic() - t0:.0f}s", flush=True)
-    for day in scored:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-later-stages", initializer=activate,
+                            initargs=(spark,)) as later:
         t0 = time.monotonic()
-        if _run_day(config, day, SCORED_STAGES, spark):
-            from batchml.monitoring.monitor import monitor
+        _overlapped(config, spark, history, HISTORY_LATER, later, monitored=False)
+        print(f"  ingest, validate, features of {len(history)} days: {time.monotonic() - t0:.0f}s", flush=True)
+        t0 = time.monotonic()
+        for stage in TRAINING_STAGES:
+            try:
+                if run_stage(stage, config, history[-1], spark=spark) != 0:
+                    print(f"  first training: {stage} did not succeed; see the log above")
+                    break
+            except Exception as exc:  # noqa: BLE001 - the nightly part still runs (scoring falls back to rules)
+                log.exception("first training failed at %s", stage)
+                print(f"  first training failed at {stage}: {exc}; scoring will use the fallback rules")
+                break
+        else:
+            print(f"  first training: {time.monotonic() - t0:.0f}s", flush=True)
+        _overlapped(config, spark, scored, SCORED_LATER, later, monitored=True)
 
-            print(f"  {day}: {_verdict_line(monitor(config, day, spark=spark))}  ({time.monotonic() - t0:.0f}s)",
-                  flush=True)
-    spark.stop()  # the Airflow part attaches its jobs to a Spark Connect server instead
+
+def _overlapped(config, spark, days: list[dt.date], rest, later, monitored: bool) -> None:
+    """Each day's ingest and validate, while ``later`` (one thread) runs the previous day's other stages.
+
+    Two cores: one day's features, score and monitor overlap the next day's gate. That is safe because
+    every later stage reads only rows ingested by its own run date, and the gates still run in date
+    order (a gate compares its day with the days before). The nightly DAG itself runs days one by one.
+    """
+    pending = None
+    for day in days:
+        started = time.monotonic()
+        passed = _run_day(config, day, GATE_STAGES, spark)
+        if pending is not None:
+            pending.result()
+        pending = later.submit(_finish_day, config, spark, day, rest, monitored, started) if passed else None
+    if pending is not None:
+        pending.result()
+
+
+def _finish_day(config, spark, day: dt.date, stages, monitored: bool, started: float) -> None:
+    if _run_day(config, day, stages, spark) and monitored:
+        from batchml.monitoring.monitor import monitor
+
+        print(f"  {day}: {_verdict_line(monitor(config, day, spark=spark))}  ({time.monotonic() - started:.0f}s "
+              "since its ingest began)", flush=True)
 
 
 def _run_day(config, day: dt.date, stages, spark) -> bool:
