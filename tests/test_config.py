@@ -67,3 +67,14 @@ def test_demo_overlay_changes_only_what_it_says(conf):
     assert demo.dataset().monitoring.window_days == 3 and local.dataset().monitoring.window_days == 7
     assert demo.dataset().features == local.dataset().features  # the same features and scoring as everywhere
     assert demo.dataset().scoring == local.dataset().scoring
+
+
+def test_java_options_follow_the_utc_flag_on_driver_and_executors(conf):
+    from batchml.spark import session_conf
+
+    plain, demo = load_config("local", conf, environ={}), load_config("demo", conf, environ={})
+    assert session_conf(plain)["spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC"
+    flags = session_conf(demo)
+    assert flags["spark.driver.extraJavaOptions"] == f"-Duser.timezone=UTC {demo.spark.java_options}"
+    assert flags["spark.executor.extraJavaOptions"] == flags["spark.driver.extraJavaOptions"]
+    assert "-XX:CompileThresholdScaling" in demo.spark.java_options

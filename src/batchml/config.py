@@ -68,6 +68,7 @@ class SparkConfig(Strict):
     app_name: str = "batchml"
     driver_memory: str = "4g"
     shuffle_partitions: int = Field(8, gt=0)
+    java_options: str = ""  # extra JVM flags for the driver and executors, after -Duser.timezone=UTC
     conf: dict[str, str] = {}
 
 

@@ -39,6 +39,7 @@ def session_conf(config: Config) -> dict[str, str]:
     """Every Spark setting batchml needs, for an in-process session and for a Connect server alike."""
     scratch = Path(config.home) / "spark"
     s = config.spark
+    java_options = " ".join(filter(None, ["-Duser.timezone=UTC", s.java_options.strip()]))
     conf = {
         "spark.driver.memory": s.driver_memory,
         "spark.sql.shuffle.partitions": str(s.shuffle_partitions),
@@ -48,8 +49,8 @@ def session_conf(config: Config) -> dict[str, str]:
         "spark.local.dir": str(scratch / "local"),
         "spark.sql.warehouse.dir": str(scratch / "warehouse"),
         "spark.ui.showConsoleProgress": "false",
-        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
-        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.driver.extraJavaOptions": java_options,
+        "spark.executor.extraJavaOptions": java_options,
     }
     if config.storage.engine == "delta-spark":  # its JARs must already be on the classpath
         from batchml.storage.native import SESSION_CONF

@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from batchml.orchestration import local
@@ -95,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
     env = _airflow_env(home)
-    _step(f"2/5 Airflow metadata DB and pool under {env['AIRFLOW_HOME']}")
-    local.prepare(env)
+    _step(f"2/5 Airflow metadata DB and pool under {env['AIRFLOW_HOME']} (in the background, while Spark starts)")
+    airflow_db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-airflow-db")
+    prepared = airflow_db.submit(local.prepare, env)  # subprocesses: the JVM start-up uses the other core
+    airflow_db.shutdown(wait=False)
 
     _step(f"3/5 one Spark session: warm-up {days[0]}.., history {history[0]}..{history[-1]}, the first training"
           + (f", then every stage of {scored[0]}..{scored[-1]}" if scored else ""))
@@ -105,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     spark, spark_url = spark_server.serving_session(config)
     try:
         _in_session(config, spark, warmup, history, scored)
+        prepared.result()
         if nightly:
             span = f"{nightly[0]}..{nightly[-1]}" if len(nightly) > 1 else str(nightly[0])
             _step(f"4/5 batchml_nightly through Airflow for {span} (one spark-submit per "
@@ -186,8 +190,6 @@ def _step(text: str) -> None:
 
 
 def _in_session(config, spark, warmup: list[dt.date], history: list[dt.date], scored: list[dt.date]) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     from batchml.spark import activate
     from batchml.stages import TRAINING_STAGES, run_stage
 
