@@ -60,6 +60,11 @@ def session_conf(config: Config) -> dict[str, str]:
     return conf
 
 
+def without_remote(config: Config) -> Config:
+    """``config`` with ``spark.remote`` cleared: for a session that must run in this process."""
+    return config.model_copy(update={"spark": config.spark.model_copy(update={"remote": None})})
+
+
 def get_spark(config: Config, extra_conf: dict[str, str] | None = None):
     """The active session, or a new one configured from ``config.spark`` (plus ``extra_conf``); with
     ``spark.remote`` set, a session on that Spark Connect server (no JVM in this process)."""

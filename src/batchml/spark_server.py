@@ -118,13 +118,12 @@ def serving_session(config: Config, port: int = 0, timeout_s: float = 60):
     """
     from pyspark.sql import SparkSession
 
-    from batchml.spark import get_spark
+    from batchml.spark import get_spark, without_remote
 
     if SparkSession.getActiveSession() is not None:
         raise RuntimeError("a Spark session is already running in this process; it cannot serve Connect clients")
     port = port or _free_port()
-    own = config.model_copy(update={"spark": config.spark.model_copy(update={"remote": None})})
-    spark = get_spark(own, extra_conf={"spark.plugins": PLUGIN_CLASS,
+    spark = get_spark(without_remote(config), extra_conf={"spark.plugins": PLUGIN_CLASS,
                                        "spark.connect.grpc.binding.address": "127.0.0.1",
                                        "spark.connect.grpc.binding.port": str(port)})
     deadline = time.monotonic() + timeout_s

@@ -104,11 +104,11 @@ def run_stage(name: str, config: Config, run_date: dt.date, dataset: str | None 
     """``options`` are stage-specific keywords (e.g. ``rescore_reason`` for score), passed only when given."""
     if name not in STAGES:
         raise SystemExit(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
-    from batchml.spark import check_java
+    from batchml.spark import check_java, without_remote
 
     check_java()  # fail at the start, not halfway through a run
     if name in TRAINING_STAGES and config.spark.remote:
         # xgboost.spark needs the classic API: training runs in its own JVM, not on a Connect server
-        config = config.model_copy(update={"spark": config.spark.model_copy(update={"remote": None})})
+        config = without_remote(config)
     log.info("stage %s starting for run date %s (env %s, home %s)", name, run_date, config.env, config.home)
     return STAGES[name](config, run_date, dataset, spark, **options)
