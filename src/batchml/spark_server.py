@@ -118,14 +118,21 @@ def serving_session(config: Config, port: int = 0, timeout_s: float = 60):
     """
     from pyspark.sql import SparkSession
 
-    from batchml.spark import get_spark, without_remote
+    from batchml.spark import get_spark, register, without_remote
 
     if SparkSession.getActiveSession() is not None:
         raise RuntimeError("a Spark session is already running in this process; it cannot serve Connect clients")
     port = port or _free_port()
+    # Spark keys its Python worker pools by interpreter, module and environment. Classic functions
+    # carry PYTHONHASHSEED, Connect's carry no environment, so Connect clients would start a second,
+    # cold set of workers. The JVM gets the seed instead (its workers inherit it), the classic
+    # functions none, and the data source is registered again with that empty environment.
+    os.environ.setdefault("PYTHONHASHSEED", "0")
     spark = get_spark(without_remote(config), extra_conf={"spark.plugins": PLUGIN_CLASS,
                                        "spark.connect.grpc.binding.address": "127.0.0.1",
                                        "spark.connect.grpc.binding.port": str(port)})
+    spark.sparkContext.environment.pop("PYTHONHASHSEED", None)
+    register(spark)
     deadline = time.monotonic() + timeout_s
     while not _listening(port):
         if time.monotonic() > deadline:

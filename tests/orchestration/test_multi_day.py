@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from batchml.orchestration import local
@@ -20,8 +18,7 @@ DAG = "batchml_nightly"
 
 
 def _runs(log) -> list[tuple[str, str, dict]]:
-    lines = [line.split(" ", 4)[2:] for line in log.read_text().splitlines() if line.startswith("DAGRUN ")]
-    return [(day, state, json.loads(states)) for day, state, states in lines]
+    return [(r.day, r.state, r.details) for r in local.run_lines(log) if r.kind == "run"]
 
 
 def test_three_nightly_runs_score_one_row_per_event(nightly):

@@ -294,3 +294,26 @@ def test_where_and_transform_run_inside_the_read_task(lake):
     assert out.column("x2").to_pylist() == [2.0 * v for v in range(90, 100)]
     plain = lake.read("test.events", columns=["id", "d"], where=[("d", "=", days[0])])
     assert sorted(r.id for r in plain.collect()) == list(range(100))  # through Spark as well
+
+
+class _FrozenCount:
+    """A read-task transform: how many objects its Python worker has frozen, once per row."""
+
+    schema = pa.schema([("frozen", pa.int64())])
+
+    def __call__(self, batch):
+        import gc
+
+        return pa.RecordBatch.from_arrays([pa.array([gc.get_freeze_count()] * batch.num_rows, pa.int64())],
+                                          schema=self.schema)
+
+
+def test_read_workers_freeze_what_their_imports_created(lake):
+    """Spark's reused Python workers run a full ``gc.collect()`` after every task; the data source's
+    module moves its imports' objects (pandas, pyarrow, deltalake) out of those collections."""
+    lake.write_arrow(pa.table({"id": pa.array(range(10), pa.int64()), "x": pa.array([0.5] * 10),
+                               "d": pa.array([dt.date(2024, 1, 1)] * 10, pa.date32()),
+                               "ts": pa.array([dt.datetime(2024, 1, 1)] * 10, pa.timestamp("us"))}), "test.events")
+
+    counts = [r.frozen for r in lake.read("test.events", transform=_FrozenCount()).collect()]
+    assert len(counts) == 10 and min(counts) > 50_000

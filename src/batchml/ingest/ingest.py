@@ -24,9 +24,11 @@ import pyarrow as pa
 
 from batchml.config import Config, SourceConfig
 from batchml.ingest import contract
-from batchml.spark import default_parallelism
+from batchml.spark import default_parallelism, freeze_worker_imports
 from batchml.storage import Lake, landing
 from batchml.storage.location import StorageOptions
+
+freeze_worker_imports()  # file parsing runs in Python workers (mapInArrow)
 
 log = logging.getLogger(__name__)
 MANIFEST = "ops.ingest_manifest"

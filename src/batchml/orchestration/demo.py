@@ -129,31 +129,23 @@ def _airflow_env(home: Path, spark_remote: str | None = None) -> dict:
 
 
 def _airflow_days(config, home: Path, nightly: list[dt.date], spark_url: str) -> None:
-    """The nightly DAG for each day; a day the gate blocks is released through the override params."""
+    """The nightly DAG for each day, in one runner process; a day the gate blocks is released there
+    through the override params (recorded), as an analyst would after reading the report."""
     env = _airflow_env(home, spark_url)
     run_log = home / "airflow" / "demo_nightly.log"
     run_log.unlink(missing_ok=True)
-    for day in nightly:
-        if _nightly(env, day, run_log):
-            continue
-        blocked = _blocked(config, day)
-        if blocked:  # as an analyst would after reading the report: release it, recorded
-            table = blocked[0].split(": ")[0]
-            checks = [b.split(": ", 1)[1] for b in blocked if b.startswith(table + ": ")]
-            print(f"  {day}: the gate blocked {', '.join(blocked)}; releasing through the DAG's override "
-                  "params (recorded in ops.validation_overrides)", flush=True)
-            _nightly(env, day, run_log, {"run_date": str(day), "override_table": table,
-                                         "override_checks": checks, "override_by": "demo",
-                                         "override_reason": RELEASE_REASON})
+    local.run_dates(env, "batchml_nightly", nightly, log_file=run_log, release=("demo", RELEASE_REASON),
+                    on_line=_show_run)
 
 
-def _nightly(env: dict, day: dt.date, run_log: Path, conf: dict | None = None) -> bool:
-    t0 = time.monotonic()
-    rc = local.run_dates(env, "batchml_nightly", [day], conf=conf, log_file=run_log)
-    line = next((x for x in reversed(run_log.read_text().splitlines()) if x.startswith("DAGRUN ")), "")
-    print(f"  {day}: {'success' if rc == 0 else 'FAILED'} in {time.monotonic() - t0:.0f}s  "
-          f"{line.split(' ', 4)[-1] if line else ''}", flush=True)
-    return rc == 0
+def _show_run(line: local.RunLine) -> None:
+    if line.kind == "release":
+        checks = ", ".join(line.details["override_checks"])
+        print(f"  {line.day}: the gate blocked {line.details['override_table']}: {checks}; releasing through "
+              "the DAG's override params (recorded in ops.validation_overrides)", flush=True)
+    else:
+        print(f"  {line.day}: {'success' if line.state == 'success' else 'FAILED'} in {line.seconds:.0f}s  "
+              f"{json.dumps(line.details, sort_keys=True)}", flush=True)
 
 
 def _blocked(config, day: dt.date) -> list[str]:

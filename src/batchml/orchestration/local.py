@@ -4,7 +4,8 @@
 ``environment()`` is what every Airflow process (CLI, ``dag.test()`` runner, scheduler, API
 server) gets; Spark jobs started by tasks inherit it, including batchml's ``BATCHML_*`` config.
 ``python -m batchml.orchestration.local <dag_id> DATE [DATE ...] [--conf JSON]`` runs
-``dag.test()`` for each date in order, in one process, and exits 1 if a run did not succeed.
+``dag.test()`` for each date in order, in one process, prints a ``DAGRUN`` line per run (see
+``RunLine``), and exits 1 if a run did not succeed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import json
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[3]
 POOL_SLOTS = 1  # one Spark job at a time on a laptop; raise it on a cluster
@@ -64,36 +68,104 @@ def prepare(env: dict[str, str]) -> None:
         raise RuntimeError(f"airflow {' '.join(exc.cmd[1:])} failed:\n{exc.stdout}\n{exc.stderr}") from None
 
 
+@dataclass(frozen=True)
+class RunLine:
+    """One line the runner prints per ``dag.test()``: a finished run, or the release of a blocked one."""
+
+    kind: str  # "run" | "release"
+    dag_id: str
+    day: str
+    state: str = ""  # run: the DAG run's state
+    seconds: float = 0.0  # run: wall time of the dag.test() call
+    details: dict = field(default_factory=dict)  # run: task states; release: the override params
+
+    def text(self) -> str:
+        details = json.dumps(self.details, sort_keys=True)
+        if self.kind == "run":
+            return f"DAGRUN {self.dag_id} {self.day} {self.state} {self.seconds:.0f}s {details}"
+        return f"RELEASE {self.dag_id} {self.day} {details}"
+
+    @classmethod
+    def parse(cls, line: str) -> RunLine | None:
+        if line.startswith("DAGRUN "):
+            _, dag_id, day, state, seconds, details = line.rstrip("\n").split(" ", 5)
+            return cls("run", dag_id, day, state, float(seconds.rstrip("s")), json.loads(details))
+        if line.startswith("RELEASE "):
+            _, dag_id, day, details = line.rstrip("\n").split(" ", 3)
+            return cls("release", dag_id, day, details=json.loads(details))
+        return None
+
+
+def run_lines(log_file: Path) -> list[RunLine]:
+    return [r for r in map(RunLine.parse, Path(log_file).read_text().splitlines()) if r is not None]
+
+
 def run_dates(env: dict[str, str], dag_id: str, dates: list[dt.date], conf: dict | None = None,
-              log_file: Path | None = None) -> int:
-    """``dag.test()`` for each date, oldest first, in a child process; returns its exit code."""
+              log_file: Path | None = None, release: tuple[str, str] | None = None,
+              on_line: Callable[[RunLine], None] | None = None) -> int:
+    """``dag.test()`` for each date, oldest first, in a child process; returns its exit code.
+
+    ``release=(by, reason)``: a date the validation gate blocks runs once more in the same process,
+    with override params for its failed checks (recorded), as an analyst would after reading the
+    report. ``on_line`` sees each run and release as it happens; the child's output goes to ``log_file``.
+    """
     cmd = [sys.executable, "-m", "batchml.orchestration.local", dag_id, *map(str, dates)]
     if conf:
         cmd += ["--conf", json.dumps(conf)]
-    if log_file is None:
+    if release:
+        cmd += ["--release-by", release[0], "--release-reason", release[1]]
+    if log_file is None and on_line is None:
         return subprocess.run(cmd, env=env).returncode
-    with open(log_file, "a", encoding="utf-8") as out:
-        return subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    with open(log_file or os.devnull, "a", encoding="utf-8") as out, subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
+        for line in child.stdout:
+            out.write(line)
+            parsed = RunLine.parse(line) if on_line else None
+            if parsed:
+                out.flush()
+                on_line(parsed)
+    return child.returncode
 
 
-def _test_dates(dag_id: str, dates: list[str], conf: dict | None) -> int:
+def _test_dates(dag_id: str, dates: list[str], conf: dict | None, release: tuple[str, str] | None) -> int:
     import pendulum
     from airflow.dag_processing.dagbag import DagBag
+
+    from batchml.orchestration.tasks import release_params
 
     bag = DagBag(str(REPO / "dags"))
     if bag.import_errors:
         print(f"DAG import errors: {bag.import_errors}", file=sys.stderr)
         return 1
     dag = bag.dags[dag_id]
+
+    def test(day: str, run_conf: dict | None) -> str:
+        started = time.monotonic()
+        # a manual run's data interval is the one that ENDS at its logical date: [day, day + 1)
+        run = dag.test(logical_date=pendulum.parse(day, tz="UTC").add(days=1), run_conf=run_conf)
+        states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+        print(RunLine("run", dag_id, day, str(run.state), time.monotonic() - started, states).text(), flush=True)
+        return str(run.state)
+
     failed = []
     for day in dates:
-        # a manual run's data interval is the one that ENDS at its logical date: [day, day + 1)
-        run = dag.test(logical_date=pendulum.parse(day, tz="UTC").add(days=1), run_conf=conf)
-        states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-        print(f"DAGRUN {dag_id} {day} {run.state} {json.dumps(states, sort_keys=True)}", flush=True)
-        if run.state != "success":
+        state = test(day, conf)
+        if state != "success" and release:
+            dataset = (conf or {}).get("dataset") or _default_dataset()
+            params = release_params(dataset, day, *release)
+            if params:
+                params = {**(conf or {}), **params}
+                print(RunLine("release", dag_id, day, details=params).text(), flush=True)
+                state = test(day, params)
+        if state != "success":
             failed.append(day)
     return 1 if failed else 0
+
+
+def _default_dataset() -> str:
+    from batchml.config import load_config
+
+    return load_config().default_dataset
 
 
 if __name__ == "__main__":
@@ -101,5 +173,7 @@ if __name__ == "__main__":
     p.add_argument("dag_id")
     p.add_argument("dates", nargs="+")
     p.add_argument("--conf", type=json.loads)
+    p.add_argument("--release-by", help="with --release-reason: rerun a date the gate blocked, with an override")
+    p.add_argument("--release-reason")
     a = p.parse_args()
-    sys.exit(_test_dates(a.dag_id, a.dates, a.conf))
+    sys.exit(_test_dates(a.dag_id, a.dates, a.conf, (a.release_by, a.release_reason) if a.release_by else None))

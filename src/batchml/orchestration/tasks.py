@@ -112,6 +112,18 @@ def blocked_checks(dataset: str, run_date: str) -> list[str]:
     return sorted(f"{r['table']}: {r['check']}" for r in rows if r["status"] == "failed")
 
 
+def release_params(dataset: str, run_date: str, by: str, reason: str) -> dict | None:
+    """Nightly params that release what the gate blocked on ``run_date`` (the first blocked table's
+    checks; an override names one table), or None when nothing is blocked."""
+    blocked = blocked_checks(dataset, run_date)
+    if not blocked:
+        return None
+    table = blocked[0].split(": ")[0]
+    checks = [b.split(": ", 1)[1] for b in blocked if b.startswith(table + ": ")]
+    return {"run_date": run_date, "override_table": table, "override_checks": checks, "override_by": by,
+            "override_reason": reason}
+
+
 def fallback_exit_code(dataset: str) -> int | None:
     """The exit status with which ``score`` says "scored, partly by the fallback rules"."""
     scoring = _config().dataset(dataset).scoring

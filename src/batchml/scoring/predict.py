@@ -77,6 +77,9 @@ def _booster(model: bytes, key: str, threads: int):
     if key not in _BOOSTERS:
         import xgboost as xgb
 
+        from batchml.spark import freeze_worker_imports
+
+        freeze_worker_imports()  # xgboost's module objects, like the data source's
         booster = xgb.Booster(model_file=bytearray(model))
         _BOOSTERS.clear()
         _BOOSTERS[key] = booster

@@ -24,10 +24,13 @@ from pyspark.sql.datasource import (DataSource, DataSourceArrowWriter, DataSourc
                                     LessThanOrEqual, WriterCommitMessage)
 from pyspark.sql.pandas.types import from_arrow_schema
 
+from batchml.spark import freeze_worker_imports
 from batchml.storage import commit as committer
 from batchml.storage import predicates
 from batchml.storage.files import write_files
 from batchml.storage.location import StorageOptions, join
+
+freeze_worker_imports()  # this module is what a data source worker unpickles first
 
 FORMAT = "batchml_delta"
 # Read tasks of about this size: small files are packed together, large files split by row groups

@@ -1,0 +1,50 @@
+"""The local ``dag.test()`` runner: its run lines, and the override params that release a blocked gate."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+
+from batchml.config import load_config
+from batchml.orchestration.local import RunLine, run_lines
+from batchml.orchestration.params import resolve
+from batchml.orchestration.tasks import release_params
+from batchml.storage import Lake
+from batchml.validation import gate
+
+DAY = dt.date(2024, 3, 1)
+
+
+def test_run_lines_read_back_what_the_runner_printed(tmp_path):
+    lines = [RunLine("run", "batchml_nightly", "2024-03-01", "failed", 78.6, {"validate": "failed"}),
+             RunLine("release", "batchml_nightly", "2024-03-01", details={"override_checks": ["drift:amount"]}),
+             RunLine("run", "batchml_nightly", "2024-03-01", "success", 109.0, {"validate": "success"})]
+    log = tmp_path / "runner.log"
+    log.write_text("task output\n" + "\n".join(f"{line.text()}\nmore task output" for line in lines) + "\n")
+
+    assert run_lines(log) == [RunLine("run", "batchml_nightly", "2024-03-01", "failed", 79.0, {"validate": "failed"}),
+                              lines[1], lines[2]]
+
+
+def test_release_params_name_the_failed_checks_of_the_first_blocked_table(monkeypatch, tmp_path):
+    monkeypatch.setenv("BATCHML_ENV", "test")
+    monkeypatch.setenv("BATCHML_HOME", str(tmp_path))
+    results = [("bronze.card_transactions", "drift:channel", "failed", DAY),
+               ("bronze.card_transactions", "drift:amount", "failed", DAY),
+               ("bronze.card_transactions", "row_count", "passed", DAY),
+               ("bronze.card_transactions", "null:amount", "quarantined", DAY),
+               ("bronze.card_chargebacks", "row_count", "failed", DAY),
+               ("bronze.card_transactions", "freshness:event_time", "failed", DAY - dt.timedelta(days=1))]
+    rows = [{"run_date": day, "dataset": "card_transactions", "table": table, "check": check, "status": status,
+             "passed": status == "passed"} for table, check, status, day in results]
+    Lake(load_config()).write_arrow(pa.Table.from_pylist(rows, gate.RESULT_SCHEMA), gate.RESULTS)
+
+    params = release_params("card_transactions", str(DAY), "ana", "drift is expected after the launch")
+
+    # one override names one table: the first blocked one (by name); its other checks are not included
+    assert params == {"run_date": "2024-03-01", "override_table": "bronze.card_chargebacks",
+                      "override_checks": ["row_count"], "override_by": "ana",
+                      "override_reason": "drift is expected after the launch"}
+    assert resolve(params, None).override_table == "bronze.card_chargebacks"  # the DAG accepts them
+    assert release_params("card_transactions", str(DAY + dt.timedelta(days=1)), "ana", "nothing blocked here") is None
