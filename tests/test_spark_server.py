@@ -93,7 +93,7 @@ from batchml import spark_server
 
 def python_daemons(spark):
     jvm = spark.sparkContext._gateway.proc.pid  # spark-submit execs the JVM
-    out = subprocess.run(["ps", "-o", "args=", "--ppid", str(jvm)], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-o", "args=", "--ppid", str(jvm)], capture_output=True, text=True).stdout
     return sorted(line.split()[-1] for line in out.splitlines() if "pyspark.daemon" in line)
 
 
