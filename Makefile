@@ -15,7 +15,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed $(INFRA_VENV)/.installed chromium
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
-# Multi-day Airflow legs (three nightly dag.test() runs, a rerun, a scheduler backfill): ~45 spark-submits.
+# Only the Airflow end-to-end legs (also part of make test): three nightly dag.test() runs, a rerun, a backfill.
 test-e2e: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m e2e tests/orchestration
 

@@ -1,4 +1,4 @@
-"""The multi-day Airflow legs (``make test-e2e``; about 45 spark-submits, too slow for ``make test``).
+"""The multi-day Airflow legs (part of ``make test``; ``make test-e2e`` runs them alone). Tasks attach to Spark Connect.
 
 * dag.test(): the nightly DAG over three days gives one scored row per event; the same dates again change nothing;
 * a real scheduler (``airflow standalone``): a backfill of the three days through the REST API gives the same
@@ -45,9 +45,9 @@ def test_running_the_same_dates_again_changes_nothing(nightly):
     assert snapshot(nightly["root"]) == before
 
 
-def test_a_backfill_through_the_scheduler_equals_separate_nightly_runs(nightly, tmp_path_factory):
+def test_a_backfill_through_the_scheduler_equals_separate_nightly_runs(nightly, tmp_path_factory, connect_server):
     root = tmp_path_factory.mktemp("backfill")
-    env = airflow_env(root)
+    env = airflow_env(root, connect_server)
     local.prepare(env)
     demo_data(env, DATES[0], len(DATES))
     airflow = AirflowServer(env)

@@ -2,13 +2,13 @@
 
 One server for the module; every stage is a real ``spark-submit`` on a local master. The day is short
 (300 rows, below the gate's ``row_count`` minimum of 1000):
-1. (``make test-e2e``) a plain trigger: the gate blocks, validate fails with the checks in its log, the
+1. a plain trigger: the gate blocks, validate fails with the checks in its log, the
    later stages stop, and the failure callback reaches the alert sinks;
 2. a trigger with the override params releases it; the release is recorded and every event is scored once;
 3. the UI as a person sees it: log in with headless Chromium, open the grid, screenshot, run shown successful.
 
-``make test`` runs 2 and 3 (each task is a cold ``spark-submit``, ~45 s on 2 cores); ``make test-e2e`` runs 1
-and the multi-day legs in ``test_multi_day.py``.
+Each task is a cold ``spark-submit`` on a local master, as deployed; the multi-day legs in ``test_multi_day.py``
+attach to Spark Connect instead.
 """
 
 from __future__ import annotations
