@@ -15,7 +15,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, chain
 
 from batchml.orchestration import defaults, params, tasks
-from batchml.orchestration.operators import StageSubmitOperator, stage_timeout
+from batchml.orchestration.operators import StageOperator, stage_timeout
 
 with DAG(
     dag_id="batchml_nightly",
@@ -31,7 +31,7 @@ with DAG(
 ) as dag:
     resolve_run = PythonOperator(task_id=tasks.RESOLVE_TASK, python_callable=tasks.resolve_run, retries=0)
     record_override = PythonOperator(task_id="record_override", python_callable=tasks.record_override)
-    stages = [StageSubmitOperator(stage=s, execution_timeout=stage_timeout(s))
+    stages = [StageOperator(stage=s, execution_timeout=stage_timeout(s))
               for s in ("ingest", "validate", "features", "score", "monitor")]
     request_retraining = PythonOperator(task_id="request_retraining", python_callable=tasks.request_retraining,
                                         outlets=[tasks.RETRAINING_REQUEST])

@@ -13,7 +13,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, chain
 
 from batchml.orchestration import defaults, params, tasks
-from batchml.orchestration.operators import StageSubmitOperator, stage_timeout
+from batchml.orchestration.operators import StageOperator, stage_timeout
 
 with DAG(
     dag_id="batchml_training",
@@ -29,6 +29,6 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     resolve_run = PythonOperator(task_id=tasks.RESOLVE_TASK, python_callable=tasks.resolve_training_run, retries=0)
-    stages = [StageSubmitOperator(stage=s, execution_timeout=stage_timeout(s))
+    stages = [StageOperator(stage=s, execution_timeout=stage_timeout(s))
               for s in ("training-set", "train", "evaluate", "promote")]
     chain(resolve_run, *stages)

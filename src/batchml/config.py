@@ -125,9 +125,47 @@ class DatasetConfig(Strict):
     scoring: ScoringSpec | None = None  # nightly batch scoring (docs/scoring.md)
 
 
+class EmrServerlessConfig(Strict):
+    """Where and how stage tasks run on EMR Serverless (values from ``terraform output``, docs/deploy.md)."""
+
+    application_id: str
+    execution_role_arn: str
+    # One release uploaded by `make deploy`: the wheel, environment.tar.gz, jobs/, conf/ and sql/
+    release_uri: str
+    log_uri: str | None = None  # S3 prefix for driver and executor logs
+    log_group: str | None = None  # CloudWatch Logs group
+    aws_conn_id: str = "aws_default"
+    region: str | None = None  # default: storage.s3.region
+    spark_conf: dict[str, str] = {}  # extra --conf pairs, e.g. executor sizes
+    # Wait for the job run: EMR's own timeout for one run, and how often Airflow polls it
+    timeout_minutes: int = Field(60, gt=0)
+    poll_seconds: int = Field(30, gt=0)
+
+    @model_validator(mode="after")
+    def _release_is_on_s3(self) -> "EmrServerlessConfig":
+        if not self.release_uri.startswith("s3://"):
+            raise ValueError(f"release_uri must be an s3:// URI, got {self.release_uri!r}")
+        return self
+
+
+class OrchestrationConfig(Strict):
+    """How an Airflow stage task runs its Spark job; the DAG files are the same for every choice."""
+
+    submit: Literal["spark-submit", "emr-serverless"] = "spark-submit"
+    spark_conn_id: str = "spark_default"  # spark-submit: master, deploy mode, queue, spark-binary
+    emr_serverless: EmrServerlessConfig | None = None
+
+    @model_validator(mode="after")
+    def _emr_needs_its_settings(self) -> "OrchestrationConfig":
+        if self.submit == "emr-serverless" and self.emr_serverless is None:
+            raise ValueError("submit: emr-serverless needs the emr_serverless section")
+        return self
+
+
 class Config(Strict):
     env: str
     home: str
+    conf_dir: str  # where this config was read from; relative feature SQL paths resolve next to it
     storage: StorageConfig
     spark: SparkConfig = SparkConfig()
     mlflow: MlflowConfig
@@ -135,6 +173,7 @@ class Config(Strict):
     datasets: dict[str, DatasetConfig] = {}
     default_dataset: str
     alerts: AlertsConfig = AlertsConfig()  # extra alert sinks: webhook, email
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> "Config":
@@ -157,32 +196,95 @@ class Config(Strict):
         return self.datasets[name]
 
 
-def default_conf_dir() -> Path:
-    """``$BATCHML_CONF_DIR``, else ``./conf``, else the repository's ``conf/``."""
-    if os.environ.get("BATCHML_CONF_DIR"):
-        return Path(os.environ["BATCHML_CONF_DIR"])
+def default_conf_dir(environ: dict[str, str] | None = None) -> str:
+    """``$BATCHML_CONF_DIR`` (a folder or an ``s3://`` prefix), else ``./conf``, else the conf/ inside the package."""
+    environ = os.environ if environ is None else environ
+    if environ.get("BATCHML_CONF_DIR"):
+        return environ["BATCHML_CONF_DIR"]
     if (Path.cwd() / "conf" / "base").is_dir():
-        return Path.cwd() / "conf"
-    return Path(__file__).resolve().parents[2] / "conf"
+        return str(Path.cwd() / "conf")
+    from batchml.resources import folder
+
+    return str(folder("conf"))
 
 
-def load_config(env: str | None = None, conf_dir: Path | None = None, environ: dict[str, str] | None = None) -> Config:
+class ConfFolder:
+    """A config folder on local disk or under an ``s3://`` prefix (a release uploaded by ``make deploy``).
+
+    S3 access uses the default AWS credential chain, ``AWS_REGION`` and, for tests, ``BATCHML_S3_ENDPOINT_URL``.
+    """
+
+    def __init__(self, uri: str, environ: dict[str, str]):
+        from batchml.storage.location import StorageOptions, is_s3
+
+        self.uri = uri.rstrip("/")
+        endpoint = environ.get("BATCHML_S3_ENDPOINT_URL")
+        storage = StorageOptions(endpoint_url=endpoint, allow_http=bool(endpoint and endpoint.startswith("http:")),
+                                 region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+        self.s3 = is_s3(uri)
+        self.fs, self.root = storage.filesystem(self.uri) if self.s3 else (None, str(Path(uri).absolute()))
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.uri if self.s3 else self.root, *parts])
+
+    def is_dir(self, *parts: str) -> bool:
+        if not self.s3:
+            return Path(self.root, *parts).is_dir()
+        from pyarrow import fs
+
+        # S3 has no folders: a prefix exists when something is below it
+        below = self.fs.get_file_info(fs.FileSelector("/".join([self.root, *parts]), allow_not_found=True))
+        return bool(below)
+
+    def yaml_files(self, *parts: str) -> list[str]:
+        if not self.s3:
+            return [str(p) for p in sorted(Path(self.root, *parts).glob("*.yaml"))]
+        from pyarrow import fs
+
+        infos = self.fs.get_file_info(fs.FileSelector("/".join([self.root, *parts]), allow_not_found=True))
+        return sorted(self.path(*parts, i.base_name) for i in infos
+                      if i.type == fs.FileType.File and i.base_name.endswith(".yaml"))
+
+    def read(self, path: str) -> str:
+        if not self.s3:
+            return Path(path).read_text()
+        with self.fs.open_input_stream(path.removeprefix("s3://")) as stream:
+            return stream.readall().decode()
+
+
+def project_file(conf_dir: str, relative: str, environ: dict[str, str] | None = None) -> str:
+    """The text of a project file named in config (feature SQL): absolute, or relative to the folder that
+    holds ``conf/`` (the repository, a release on S3, or the package's own copy)."""
+    environ = dict(os.environ if environ is None else environ)
+    if Path(relative).is_absolute():
+        return Path(relative).read_text()
+    parent = conf_dir.rstrip("/").rsplit("/", 1)[0]
+    folder = ConfFolder(parent, environ)
+    path = folder.path(relative)
+    try:
+        return folder.read(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"file {relative!r} named in config not found at {path}") from None
+
+
+def load_config(env: str | None = None, conf_dir: Path | str | None = None,
+                environ: dict[str, str] | None = None) -> Config:
     environ = dict(os.environ if environ is None else environ)
     env = env or environ.get("BATCHML_ENV", "local")
-    conf_dir = Path(conf_dir or default_conf_dir())
-    if not (conf_dir / "base").is_dir():
-        raise ConfigError(f"{conf_dir / 'base'}: config folder not found (set BATCHML_CONF_DIR)")
-    if not (conf_dir / env).is_dir():
-        raise ConfigError(f"{conf_dir / env}: no overlay for environment {env!r}")
+    folder = ConfFolder(str(conf_dir or default_conf_dir(environ)), environ)
+    if not folder.is_dir("base"):
+        raise ConfigError(f"{folder.path('base')}: config folder not found (set BATCHML_CONF_DIR)")
+    if not folder.is_dir(env):
+        raise ConfigError(f"{folder.path(env)}: no overlay for environment {env!r}")
 
-    merged: dict[str, Any] = {"env": env}
+    merged: dict[str, Any] = {"env": env, "conf_dir": folder.uri if folder.s3 else folder.root}
     origin: dict[tuple[str, ...], str] = {("env",): "BATCHML_ENV"}
     for layer in ("base", env) if env != "base" else ("base",):
-        for path in sorted((conf_dir / layer).glob("*.yaml")):
-            _merge(merged, _read_yaml(path), str(path), (), origin)
-        for path in sorted((conf_dir / layer / "datasets").glob("*.yaml")):
-            doc = {"datasets": {path.stem: _read_yaml(path)}}
-            _merge(merged, doc, str(path), (), origin)
+        for path in folder.yaml_files(layer):
+            _merge(merged, _read_yaml(folder, path), path, (), origin)
+        for path in folder.yaml_files(layer, "datasets"):
+            doc = {"datasets": {path.rsplit("/", 1)[1].removesuffix(".yaml"): _read_yaml(folder, path)}}
+            _merge(merged, doc, path, (), origin)
     for var, key in ENV_OVERRIDES.items():
         if environ.get(var):
             _merge(merged, _nest(key, environ[var]), f"env var {var}", (), origin)
@@ -196,9 +298,9 @@ def load_config(env: str | None = None, conf_dir: Path | None = None, environ: d
         raise ConfigError(_describe(exc, origin)) from None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(folder: ConfFolder, path: str) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.safe_load(folder.read(path)) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict):

@@ -103,5 +103,5 @@ def test_stage_job_and_docs_page(base_config):
     assert "features" in STAGES
     job = (REPO / "jobs" / "build_features.py").read_text()
     assert 'run_job("features"' in job
-    assert DOC.read_text() == current_docs(base_config), \
+    assert (REPO / DOC).read_text() == current_docs(base_config), \
         "docs/features.md is stale: run .venv/bin/python -m batchml.features.docs"

@@ -21,7 +21,7 @@ def dagbag(tmp_path_factory):
     os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow_home")))
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(str(local.REPO / "dags"))
+    return DagBag(str(local.DAGS))
 
 
 def _chain(dag) -> list[str]:
@@ -50,7 +50,7 @@ def test_expected_task_graphs(dagbag):
 
 @pytest.mark.parametrize("dag_id", ["batchml_nightly", "batchml_training"])
 def test_house_defaults(dagbag, dag_id):
-    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+    from batchml.orchestration.operators import JOBS, StageOperator
 
     dag = dagbag.dags[dag_id]
     assert "batchml" in dag.tags and dag.max_active_runs == 1 and dag.catchup is False
@@ -59,18 +59,16 @@ def test_house_defaults(dagbag, dag_id):
         assert task.owner == "batchml"
         assert task.on_failure_callback, task.task_id
         assert task.execution_timeout is not None and task.execution_timeout <= dt.timedelta(hours=3)
-        if isinstance(task, SparkSubmitOperator):
+        if isinstance(task, StageOperator):
             assert task.retries == 2 and task.retry_exponential_backoff and task.max_retry_delay
             assert task.pool == "batchml_spark"
-            assert task._conn_id == "spark_default"
-            assert task.application.endswith(f"jobs/{task.task_id}.py")
-            assert task.application_args[0] == "--run-date" and "resolve_run" in task.application_args[1]
+            assert JOBS[task.stage] == f"{task.task_id}.py"
 
 
 def test_spark_tasks_cover_the_pipeline(dagbag):
-    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+    from batchml.orchestration.operators import StageOperator
 
-    spark = {d: [t.task_id for t in dagbag.dags[d].tasks if isinstance(t, SparkSubmitOperator)]
+    spark = {d: [t.task_id for t in dagbag.dags[d].tasks if isinstance(t, StageOperator)]
              for d in dagbag.dag_ids}
     assert spark["batchml_nightly"] == ["ingest", "validate", "build_features", "score", "monitor"]
     assert spark["batchml_training"] == ["build_training_set", "train", "evaluate", "promote"]
@@ -89,7 +87,7 @@ def test_dag_files_do_no_heavy_imports_at_parse_time():
     """Parsing the DAG files must not pull in Spark, MLflow, Great Expectations or batchml's config."""
     heavy = ["pyspark", "mlflow", "great_expectations", "xgboost", "batchml.config", "deltalake"]
     code = ("import sys, runpy, glob\n"
-            f"for f in sorted(glob.glob({str(local.REPO / 'dags')!r} + '/*.py')): runpy.run_path(f)\n"
+            f"for f in sorted(glob.glob({str(local.DAGS)!r} + '/*.py')): runpy.run_path(f)\n"
             f"print([m for m in {heavy!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})

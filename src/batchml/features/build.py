@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 
 from batchml.config import Config
-from batchml.features.compute import DEDUPE_ORDER, compute_features, lookback_filter
+from batchml.features.compute import DEDUPE_ORDER, compute_features, load_sql, lookback_filter
 from batchml.features.spec import FeatureSpec
 from batchml.storage import Lake
 from batchml.storage.commit import WriteResult
@@ -65,7 +65,8 @@ def build_features(config: Config, run_date: dt.date, dataset: str | None = None
                  f"..{last}" if last != run_date else "")
         return WriteResult(lake.uri(spec.table), lake.version(spec.table), skipped=True)
     cache: list = []
-    features = compute_features(read_events(lake, source, spec, run_date, stop), spec, run_date, stop, cache=cache)
+    features = compute_features(read_events(lake, source, spec, run_date, stop), spec, run_date, stop,
+                                load_sql(spec, config.conf_dir), cache=cache)
     try:
         result = lake.write(features, spec.table, mode="overwrite", replace_where=where, txn=txn,
                             metadata={"job": "features", "runDate": str(run_date),

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache, reduce
-from pathlib import Path
 
 from batchml.features.spec import DAY_S, FeatureSpec, window_seconds
 
@@ -312,24 +311,18 @@ def _parts(agg, window_us: int) -> list[tuple[str, str]]:
             "distinct_count": [("set" if window_us < DAY_US else "dc", f"__dv_{col}")]}[agg.function]
 
 
-def sql_paths(spec: FeatureSpec) -> list[Path]:
-    """The spec's SQL files, resolved against the working directory, then the repository."""
-    repo = Path(__file__).resolve().parents[3]
-    out = []
-    for name in spec.sql:
-        candidates = [Path(name)] if Path(name).is_absolute() else [Path.cwd() / name, repo / name]
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            looked = ", ".join(map(str, candidates))
-            raise FileNotFoundError(f"feature SQL file {name!r} not found (looked in {looked})")
-        out.append(found)
-    return out
+def load_sql(spec: FeatureSpec, conf_dir: str | None = None) -> list[str]:
+    """The texts of the spec's SQL files, named relative to the folder that holds the config's ``conf/``
+    (default: the package's own copy)."""
+    if conf_dir is None:
+        from batchml.resources import folder
 
-
-def load_sql(spec: FeatureSpec) -> list[str]:
-    return [_read(str(p)) for p in sql_paths(spec)]
+        conf_dir = str(folder("conf"))
+    return [_read(conf_dir, name) for name in spec.sql]
 
 
 @lru_cache(maxsize=None)
-def _read(path: str) -> str:
-    return Path(path).read_text()
+def _read(conf_dir: str, name: str) -> str:
+    from batchml.config import project_file
+
+    return project_file(conf_dir, name)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from batchml.features.spec import FeatureSpec
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "features.md"
+DOC = Path("docs") / "features.md"  # run from the repository root
 _FN = {"count": "number of events", "sum": "sum of `{c}`", "mean": "mean of `{c}`", "max": "largest `{c}`",
        "distinct_count": "number of distinct `{c}` values"}
 
@@ -64,10 +64,10 @@ def render_feature_docs(spec: FeatureSpec, dataset: str = "card_transactions",
 
 def current_docs(config, dataset: str | None = None) -> str:
     from batchml.features.build import feature_spec
-    from batchml.features.compute import sql_paths
+    from batchml.features.compute import load_sql
 
     name, spec = feature_spec(config, dataset)
-    texts = {n: p.read_text() for n, p in zip(spec.sql, sql_paths(spec))}
+    texts = dict(zip(spec.sql, load_sql(spec, config.conf_dir)))
     return render_feature_docs(spec, name, texts)
 
 

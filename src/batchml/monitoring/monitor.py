@@ -24,11 +24,11 @@ import pyarrow as pa
 from batchml import alerts
 from batchml.config import Config, ConfigError
 from batchml.monitoring import drift, performance, report
+from batchml.monitoring.requests import pending_request, request_uri
 from batchml.monitoring.spec import MonitoringSpec
 from batchml.registry import store
 from batchml.storage import Lake
-from batchml.storage.artifacts import read_text, write_text
-from batchml.storage.location import StorageOptions, join
+from batchml.storage.artifacts import write_text
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +132,6 @@ def _reasons(drifts, verdict: performance.Verdict, spec: MonitoringSpec) -> list
     if verdict.status == "alert":
         out.append({"kind": "performance", **verdict.to_dict()})
     return out
-
-
-def request_uri(config: Config, dataset: str, run_date: dt.date) -> str:
-    return join(config.storage.artifacts_uri, "retraining", dataset, f"{run_date.isoformat()}.json")
-
-
-def pending_request(config: Config, dataset: str, run_date: dt.date) -> dict | None:
-    """The retraining request monitoring wrote for ``run_date``, or None (the trigger for the training DAG)."""
-    uri = request_uri(config, dataset, run_date)
-    storage = StorageOptions.from_config(config.storage.s3)
-    fs, path = storage.filesystem(uri)
-    if fs.get_file_info(path).type.name == "NotFound":
-        return None
-    return json.loads(read_text(storage, uri))
 
 
 def _request(config: Config, lake: Lake, spec: MonitoringSpec, outcome: MonitorOutcome, model) -> dict:

@@ -149,9 +149,9 @@ def _show_run(line: local.RunLine) -> None:
 
 
 def _blocked(config, day: dt.date) -> list[str]:
-    from batchml.orchestration.tasks import blocked_checks
+    from batchml.orchestration.lake_state import blocked_checks
 
-    return blocked_checks(config.default_dataset, str(day))
+    return blocked_checks(config, config.default_dataset, day)
 
 
 def bundle_history(config, days: list[dt.date]) -> int:

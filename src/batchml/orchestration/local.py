@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[3]
+from batchml.resources import folder
+
+DAGS = folder("dags")  # the DAG files and job entrypoints shipped with the package (src/batchml/resources)
+JOBS = folder("jobs")
 POOL_SLOTS = 1  # one Spark job at a time on a laptop; raise it on a cluster
 
 
@@ -36,7 +39,7 @@ def environment(batchml_home: Path | str, airflow_home: Path | str | None = None
     env.update({
         "BATCHML_HOME": str(home),
         "AIRFLOW_HOME": str(Path(airflow_home or home / "airflow").resolve()),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
@@ -45,7 +48,7 @@ def environment(batchml_home: Path | str, airflow_home: Path | str | None = None
         "PATH": venv_bin + os.pathsep + env.get("PATH", ""),
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "BATCHML_JOBS_URI": str(REPO / "jobs"),
+        "BATCHML_JOBS_URI": str(JOBS),
         "PYTHONUNBUFFERED": "1",
     })
     if spark_remote:
@@ -133,7 +136,7 @@ def _test_dates(dag_id: str, dates: list[str], conf: dict | None, release: tuple
 
     from batchml.orchestration.tasks import release_params
 
-    bag = DagBag(str(REPO / "dags"))
+    bag = DagBag(str(DAGS))
     if bag.import_errors:
         print(f"DAG import errors: {bag.import_errors}", file=sys.stderr)
         return 1

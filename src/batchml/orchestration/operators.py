@@ -1,22 +1,35 @@
-"""One pipeline stage as an Airflow task: its ``jobs/<file>.py`` entrypoint through ``spark-submit``.
+"""One pipeline stage as an Airflow task: its ``jobs/<file>.py`` entrypoint, run where config says.
 
-Where the job runs is decided by the Airflow connection (``spark_default``: master, deploy mode,
-queue, ``spark-binary``) and by batchml's config in the worker's environment; the DAG itself
-does not change between a laptop and a cluster. ``BATCHML_JOBS_URI`` says where the entrypoints
-are (a path on the workers, or an ``s3://`` prefix for a cluster); by default the repository's
-``jobs/``.
+``orchestration.submit`` in ``conf/<env>`` chooses the runner when the task runs (parsing a DAG file
+reads no config, so the DAG files are the same everywhere):
+
+* ``spark-submit``: the Spark provider's ``SparkSubmitOperator`` on ``orchestration.spark_conn_id``
+  (a laptop, YARN, a standalone cluster, Kubernetes); the entrypoints come from ``BATCHML_JOBS_URI``
+  (a path on the workers), by default the copies inside the installed package;
+* ``emr-serverless``: the Amazon provider's ``EmrServerlessStartJobOperator``, with the application,
+  job role and release (the wheel's environment archive, ``jobs/`` and ``conf/`` uploaded by
+  ``make deploy``) from ``orchestration.emr_serverless``.
+
+EMR gives no exit codes, so on both paths a failed job's outcome is read from the lake's own tables
+(``lake_state``): a blocked gate fails the task without retries and says how to release it; a day
+scored partly by the fallback rules counts as done (flagged and alerted by the stage); anything else
+is a crash, and the task retries.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import math
 import os
-from pathlib import Path
+import shlex
 
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-from batchml.orchestration.tasks import RESOLVE_TASK, blocked_checks, fallback_exit_code, spec_from
+from batchml.orchestration import lake_state
+from batchml.orchestration.params import RunSpec
+from batchml.orchestration.tasks import config_from_environment, spec_from
 
 # stage name (``batchml run <stage>``) -> entrypoint file; the task id is the file's verb.
 JOBS = {
@@ -31,60 +44,135 @@ JOBS = {
     "promote": "promote.py",
 }
 SPARK_POOL = "batchml_spark"  # every Spark task of every batchml DAG: one writer at a time
-_SPEC = f"ti.xcom_pull(task_ids='{RESOLVE_TASK}')"
+ENV_PYTHON = "./environment/bin/python"  # inside the unpacked environment archive (spark.archives ...#environment)
 
 
 def jobs_uri() -> str:
-    return os.environ.get("BATCHML_JOBS_URI") or str(Path(__file__).resolve().parents[3] / "jobs")
+    if os.environ.get("BATCHML_JOBS_URI"):
+        return os.environ["BATCHML_JOBS_URI"]
+    from batchml.resources import folder
+
+    return str(folder("jobs"))
 
 
-class StageSubmitOperator(SparkSubmitOperator):
-    """``spark-submit jobs/<file>.py --run-date D --dataset X`` with D and X from the ``resolve_run`` task.
+class StageOperator(BaseOperator):
+    """``jobs/<file>.py --run-date D --dataset X`` with D and X from the ``resolve_run`` task."""
 
-    A blocked validation gate fails the task without retries and names the failed checks, so
-    downstream stages stop (upstream_failed) and the log says what to do. Scoring's fallback exit
-    code (rows scored by the rules, flagged and alerted) counts as done, so monitoring still runs.
-    """
+    ui_color = "#fdf0d5"
 
-    def __init__(self, *, stage: str, conn_id: str = "spark_default", **kwargs) -> None:
+    def __init__(self, *, stage: str, **kwargs) -> None:
         if stage not in JOBS:
             raise ValueError(f"unknown stage {stage!r}; stages with entrypoints: {', '.join(JOBS)}")
-        self.stage = stage
         kwargs.setdefault("task_id", JOBS[stage].removesuffix(".py"))
         kwargs.setdefault("pool", SPARK_POOL)
-        super().__init__(
-            application=f"{jobs_uri()}/{JOBS[stage]}",
-            conn_id=conn_id,
-            name=f"batchml-{stage}-{{{{ {_SPEC}['dataset'] }}}}-{{{{ {_SPEC}['run_date'] }}}}",
-            application_args=["--run-date", f"{{{{ {_SPEC}['run_date'] }}}}",
-                              "--dataset", f"{{{{ {_SPEC}['dataset'] }}}}"],
-            **kwargs,
-        )
+        super().__init__(**kwargs)
+        self.stage = stage
 
     def execute(self, context):
+        spec = spec_from(context)
+        config = config_from_environment()
+        runner = _spark_submit if config.orchestration.submit == "spark-submit" else _emr_serverless
         try:
-            return super().execute(context)
-        except AirflowException:
-            spec = spec_from(context)
-            code = getattr(getattr(self._hook, "_submit_sp", None), "returncode", None)
-            if self.stage == "score" and code is not None and code == fallback_exit_code(spec.dataset):
+            return runner(self, context, config, spec)
+        except AirflowException as exc:
+            if isinstance(exc, AirflowFailException) or not self._ended_as_designed(config, spec):
+                raise  # the job crashed: Airflow retries
+            return None
+
+    def _ended_as_designed(self, config, spec: RunSpec) -> bool:
+        """After a failed job: True when the lake shows a day scored partly by the fallback rules; a blocked
+        gate raises AirflowFailException (no retries); False for anything else."""
+        run_date = dt.date.fromisoformat(spec.run_date)
+        if self.stage == "score":
+            fallback = lake_state.scoring_fallback(config, spec.dataset, run_date)
+            if fallback:
                 # rows are scored and flagged; the stage already alerted: monitoring must still run
-                self.log.warning("score %s %s: some rows were scored by the FALLBACK rules (exit %s), not the "
-                                 "champion model; see the scoring summary above and the alert sinks",
-                                 spec.dataset, spec.run_date, code)
-                return None
-            if self.stage != "validate":
-                raise
-            blocked = blocked_checks(spec.dataset, spec.run_date)
-            if not blocked:
-                raise  # the job crashed: retry
-            self.log.error(
-                "VALIDATION GATE BLOCKED %s for run date %s: %s. Downstream tasks will not run. Open the "
-                "report under <artifacts>/reports/validation/%s/, fix the data and clear this task, or, if "
-                "the change is real, trigger this DAG with run_date=%s and the override_* params (table, "
-                "checks, by, reason) to release them.", spec.dataset, spec.run_date, "; ".join(blocked),
-                spec.run_date, spec.run_date)
-            raise AirflowFailException(f"validation gate blocked {spec.run_date}: {'; '.join(blocked)}") from None
+                self.log.warning("score %s %s: %s row(s) were scored by the FALLBACK rules, not the champion "
+                                 "model (%s); see the scoring summary above and the alert sinks",
+                                 spec.dataset, spec.run_date, fallback["rows"], fallback["reason"])
+                return True
+        if self.stage == "validate":
+            blocked = lake_state.blocked_checks(config, spec.dataset, run_date)
+            if blocked:
+                self.log.error(
+                    "VALIDATION GATE BLOCKED %s for run date %s: %s. Downstream tasks will not run. Open the "
+                    "report under %s/reports/validation/%s/, fix the data and clear this task, or, if the "
+                    "change is real, trigger this DAG with run_date=%s and the override_* params (table, "
+                    "checks, by, reason) to release them.", spec.dataset, spec.run_date, "; ".join(blocked),
+                    config.storage.artifacts_uri, spec.run_date, spec.run_date)
+                raise AirflowFailException(f"validation gate blocked {spec.run_date}: {'; '.join(blocked)}")
+        return False
+
+
+def job_name(stage: str, spec: RunSpec) -> str:
+    return f"batchml-{stage}-{spec.dataset}-{spec.run_date}"
+
+
+def job_arguments(config, spec: RunSpec) -> list[str]:
+    return ["--env", config.env, "--run-date", spec.run_date, "--dataset", spec.dataset]
+
+
+def _spark_submit(op: StageOperator, context, config, spec: RunSpec):
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    job = SparkSubmitOperator(task_id=op.task_id, application=f"{jobs_uri()}/{JOBS[op.stage]}",
+                              conn_id=config.orchestration.spark_conn_id, name=job_name(op.stage, spec),
+                              application_args=job_arguments(config, spec))
+    return job.execute(context)
+
+
+def emr_job_request(config, stage: str, spec: RunSpec) -> dict:
+    """The EMR Serverless ``StartJobRun`` request for one stage of one run date (pure: tests read it)."""
+    emr = config.orchestration.emr_serverless
+    release = emr.release_uri.rstrip("/")
+    conf = {
+        "spark.archives": f"{release}/environment.tar.gz#environment",
+        "spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON": ENV_PYTHON,
+        "spark.emr-serverless.driverEnv.PYSPARK_PYTHON": ENV_PYTHON,
+        "spark.executorEnv.PYSPARK_PYTHON": ENV_PYTHON,
+        "spark.emr-serverless.driverEnv.BATCHML_CONF_DIR": f"{release}/conf",
+        "spark.emr-serverless.driverEnv.BATCHML_ENV": config.env,
+        **emr.spark_conf,
+    }
+    monitoring = {}
+    if emr.log_uri:
+        monitoring["s3MonitoringConfiguration"] = {"logUri": emr.log_uri}
+    if emr.log_group:
+        monitoring["cloudWatchLoggingConfiguration"] = {"enabled": True, "logGroupName": emr.log_group,
+                                                        "logStreamNamePrefix": f"batchml/{stage}"}
+    return {
+        "name": job_name(stage, spec),
+        "applicationId": emr.application_id,
+        "executionRoleArn": emr.execution_role_arn,
+        "executionTimeoutMinutes": emr.timeout_minutes,
+        "jobDriver": {"sparkSubmit": {
+            "entryPoint": f"{release}/jobs/{JOBS[stage]}",
+            "entryPointArguments": job_arguments(config, spec),
+            "sparkSubmitParameters": " ".join(f"--conf {shlex.quote(f'{k}={v}')}" for k, v in conf.items()),
+        }},
+        "configurationOverrides": {"monitoringConfiguration": monitoring} if monitoring else {},
+    }
+
+
+def _emr_serverless(op: StageOperator, context, config, spec: RunSpec):
+    from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
+
+    emr = config.orchestration.emr_serverless
+    request = emr_job_request(config, op.stage, spec)
+    ti = context["ti"]
+    # the same try of the same task never starts two job runs; a retry starts a new one
+    token = hashlib.sha256(f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}".encode()).hexdigest()[:64]
+    job = EmrServerlessStartJobOperator(
+        task_id=op.task_id, application_id=request["applicationId"],
+        execution_role_arn=request["executionRoleArn"], job_driver=request["jobDriver"],
+        configuration_overrides=request["configurationOverrides"] or None, name=request["name"],
+        config={"executionTimeoutMinutes": request["executionTimeoutMinutes"]}, client_request_token=token,
+        aws_conn_id=emr.aws_conn_id, region_name=emr.region or config.storage.s3.region,
+        wait_for_completion=True, waiter_delay=emr.poll_seconds,
+        waiter_max_attempts=math.ceil(emr.timeout_minutes * 60 / emr.poll_seconds) + 1, deferrable=False)
+    op.log.info("EMR Serverless job %s: %s %s", request["name"], request["jobDriver"]["sparkSubmit"]["entryPoint"],
+                " ".join(request["jobDriver"]["sparkSubmit"]["entryPointArguments"]))
+    return job.execute(context)
 
 
 def stage_timeout(stage: str) -> dt.timedelta:

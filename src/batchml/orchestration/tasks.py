@@ -13,6 +13,7 @@ import logging
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from batchml.orchestration import lake_state
 from batchml.orchestration.params import ParamError, RunSpec, resolve
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ RETRAINING_REQUEST = Asset(name="batchml_retraining_request", uri="batchml://ret
 RESOLVE_TASK = "resolve_run"
 
 
-def _config():
+def config_from_environment():
+    """batchml's config as the worker's environment selects it (BATCHML_ENV, BATCHML_CONF_DIR, ...)."""
     from batchml.config import load_config
 
     return load_config()
@@ -38,7 +40,7 @@ def resolve_run(**context) -> dict:
     """Validate the params and fix run date and dataset for every later task (via XCom)."""
     try:
         spec = resolve(dict(context["params"]), context.get("data_interval_start"))
-        config = _config()
+        config = config_from_environment()
         dataset = spec.dataset or config.default_dataset
         config.dataset(dataset)  # unknown dataset: fail here, with the configured names
     except (ParamError, ValueError) as exc:  # ConfigError is a ValueError; retrying cannot fix params
@@ -74,42 +76,21 @@ def record_override(**context) -> list[str]:
     if not spec.override_checks:
         log.info("no validation override in the params")
         return []
-    from batchml.storage import Lake
-    from batchml.validation import gate
-
-    config = _config()
     run_date = dt.date.fromisoformat(spec.run_date)
-    lake = Lake(config)
-    done = set()
-    if lake.exists(gate.OVERRIDES):  # a rerun or a cleared task must not record the release twice
-        rows = lake.read_arrow(gate.OVERRIDES, [("run_date", "=", run_date), ("dataset", "=", spec.dataset),
-                                                ("table", "=", spec.override_table)]).to_pylist()
-        done = {(r["check"], r["by"], r["reason"]) for r in rows}
-    recorded = []
-    for check in spec.override_checks:
-        if (check, spec.override_by, spec.override_reason) in done:
-            log.info("override of %s %s for %s already recorded", spec.override_table, check, run_date)
-            continue
-        try:
-            gate.record_override(config, run_date, spec.override_table, check, spec.override_by,
-                                 spec.override_reason, spec.dataset)
-        except ValueError as exc:
-            raise AirflowFailException(f"bad override params: {exc}") from exc
-        recorded.append(check)
+    try:
+        recorded = lake_state.record_overrides(config_from_environment(), spec.dataset, run_date,
+                                               spec.override_table, spec.override_checks, spec.override_by,
+                                               spec.override_reason)
+    except ValueError as exc:
+        raise AirflowFailException(f"bad override params: {exc}") from exc
+    log.info("override of %s %s for %s: %s", spec.override_table, spec.override_checks, run_date,
+             f"recorded {recorded}" if recorded else "already recorded")
     return recorded
 
 
 def blocked_checks(dataset: str, run_date: str) -> list[str]:
     """Checks the gate's latest run for this date failed without release, as ``table: check``."""
-    from batchml.storage import Lake
-    from batchml.validation import gate
-
-    lake = Lake(_config())
-    if not lake.exists(gate.RESULTS):
-        return []
-    rows = lake.read_arrow(gate.RESULTS, [("run_date", "=", dt.date.fromisoformat(run_date)),
-                                          ("dataset", "=", dataset)]).to_pylist()
-    return sorted(f"{r['table']}: {r['check']}" for r in rows if r["status"] == "failed")
+    return lake_state.blocked_checks(config_from_environment(), dataset, dt.date.fromisoformat(run_date))
 
 
 def release_params(dataset: str, run_date: str, by: str, reason: str) -> dict | None:
@@ -124,18 +105,11 @@ def release_params(dataset: str, run_date: str, by: str, reason: str) -> dict | 
             "override_reason": reason}
 
 
-def fallback_exit_code(dataset: str) -> int | None:
-    """The exit status with which ``score`` says "scored, partly by the fallback rules"."""
-    scoring = _config().dataset(dataset).scoring
-    return scoring.fallback.exit_code if scoring else None
-
-
 def request_retraining(**context) -> dict:
     """Emit the retraining Asset event when monitoring left a request for this date; else skip."""
-    from batchml.monitoring.monitor import pending_request
-
     spec = spec_from(context)
-    request = pending_request(_config(), spec.dataset, dt.date.fromisoformat(spec.run_date))
+    request = lake_state.pending_retraining(config_from_environment(), spec.dataset,
+                                            dt.date.fromisoformat(spec.run_date))
     if not request:
         raise AirflowSkipException(f"no retraining request for {spec.dataset} on {spec.run_date}")
     context["outlet_events"][RETRAINING_REQUEST].extra = {"run_date": spec.run_date, "dataset": spec.dataset,
@@ -155,6 +129,6 @@ def on_failure(context) -> None:
              "try_number": getattr(ti, "try_number", None), "error": str(context.get("exception") or "")[:2000]}
     event["message"] = f"{event['dag_id']}.{event['task_id']} failed ({event['run_id']}): {event['error'][:200]}"
     try:
-        alert(_config(), event)
+        alert(config_from_environment(), event)
     except Exception:  # noqa: BLE001 - a broken config must not hide the task's own failure
         log.exception("could not send the failure alert %s", event)

@@ -24,12 +24,12 @@ import pyarrow as pa
 from batchml.config import Config, SourceConfig
 from batchml.storage import Lake
 from batchml.validation import distributions, labels, report
+# record_override and the table names are re-exported: the gate's own API (CLI, tests)
+from batchml.validation.overrides import OVERRIDES, RESULTS, record_override, recorded_overrides  # noqa: F401
 from batchml.validation.spec import TableValidation
 from batchml.validation.suite import build_suite, failing_condition
 
 log = logging.getLogger(__name__)
-RESULTS = "ops.validation_results"
-OVERRIDES = "ops.validation_overrides"
 QUARANTINE = "ops.quarantine"
 EXAMPLES = 5
 
@@ -40,8 +40,6 @@ RESULT_SCHEMA = pa.schema([
     ("failing_rows", pa.int64()), ("examples", pa.string()), ("override_by", pa.string()),
     ("override_reason", pa.string()),
 ])
-OVERRIDE_SCHEMA = pa.schema([("run_date", pa.date32()), ("dataset", pa.string()), ("table", pa.string()),
-                             ("check", pa.string()), ("by", pa.string()), ("reason", pa.string())])
 
 
 @dataclass
@@ -73,20 +71,6 @@ class TableOutcome:
 
     def blocking_checks(self) -> list[str]:
         return [r.check for r in self.results if r.status == "failed"]
-
-
-def record_override(config: Config, run_date: dt.date, table: str, check: str, by: str, reason: str,
-                    dataset: str | None = None) -> None:
-    """Release one failed check of one table for exactly one run date."""
-    if not by.strip() or len(reason.strip()) < 10:
-        raise ValueError("an override needs who (--by) and a written reason of at least 10 characters (--reason)")
-    name = dataset or config.default_dataset
-    if table not in config.dataset(name).validation:
-        raise ValueError(f"table {table!r} is not validated by dataset {name!r}")
-    row = {"run_date": run_date, "dataset": name, "table": table, "check": check, "by": by, "reason": reason}
-    Lake(config).write_arrow(pa.Table.from_pylist([row], OVERRIDE_SCHEMA), OVERRIDES,
-                             metadata={"job": "override", "runDate": run_date})
-    log.warning("override recorded: %s %s check %s released for %s by %s: %s", name, table, check, run_date, by, reason)
 
 
 def validate(config: Config, run_date: dt.date, dataset: str | None = None, spark=None) -> list[TableOutcome]:
@@ -193,11 +177,7 @@ def _drift_results(lake: Lake, table: str, spec: TableValidation, batch, run_dat
 
 
 def _apply_overrides(lake: Lake, dataset: str, table: str, run_date: dt.date, results: list[CheckResult]) -> None:
-    overrides = {}
-    if lake.exists(OVERRIDES):
-        rows = lake.read_arrow(OVERRIDES, [("run_date", "=", run_date), ("dataset", "=", dataset),
-                                           ("table", "=", table)]).to_pylist()
-        overrides = {r["check"]: r for r in rows}
+    overrides = {r["check"]: r for r in recorded_overrides(lake, run_date, dataset, table)}
     for r in results:
         if r.status == "skipped":
             continue

@@ -1,0 +1,58 @@
+"""Alerts: ``alert(config, event)`` logs the event, appends it to ``{home}/alerts/alerts.jsonl``
+and sends it to every configured sink (``alerts.sinks``: webhook POST of the JSON, or email).
+
+An alert is information, not a failure: a sink that cannot be reached is logged and skipped,
+so one broken webhook never stops the run or the other sinks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import smtplib
+import urllib.request
+from email.message import EmailMessage
+from pathlib import Path
+
+from batchml.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def alert(config: Config, event: dict) -> list[str]:
+    """Deliver ``event`` (JSON-serialisable; ``kind`` and ``message`` recommended). Returns the sinks reached."""
+    body = json.dumps(event, sort_keys=True, default=str)
+    log.warning("ALERT %s: %s", event.get("kind", "alert"), event.get("message", body))
+    folder = Path(config.home) / "alerts"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "alerts.jsonl", "a", encoding="utf-8") as out:
+        out.write(body + "\n")
+    reached = ["log", "jsonl"]
+    for sink in config.alerts.sinks:
+        try:
+            _webhook(sink, body) if sink.kind == "webhook" else _email(sink, event, body)
+            reached.append(sink.kind)
+        except Exception as exc:  # noqa: BLE001 - a dead sink must not stop the run
+            log.error("alert sink %s failed: %s", sink.kind, exc)
+    return reached
+
+
+def _webhook(sink, body: str) -> None:
+    if not sink.url:
+        raise ValueError("webhook sink needs url")
+    request = urllib.request.Request(sink.url, data=body.encode("utf-8"), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=sink.timeout_seconds) as response:
+        if response.status >= 300:
+            raise RuntimeError(f"webhook {sink.url} answered HTTP {response.status}")
+
+
+def _email(sink, event: dict, body: str) -> None:
+    if not (sink.smtp_host and sink.sender and sink.recipients):
+        raise ValueError("email sink needs smtp_host, sender and recipients")
+    msg = EmailMessage()
+    msg["Subject"] = f"[batchml] {event.get('kind', 'alert')}: {event.get('message', '')}"[:200]
+    msg["From"], msg["To"] = sink.sender, ", ".join(sink.recipients)
+    msg.set_content(json.dumps(event, indent=2, sort_keys=True, default=str))
+    with smtplib.SMTP(sink.smtp_host, sink.smtp_port, timeout=sink.timeout_seconds) as smtp:
+        smtp.send_message(msg)

@@ -1,0 +1,88 @@
+"""Generate docs/features.md from the feature spec: ``python -m batchml.features.docs [--dataset X]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from batchml.features.spec import FeatureSpec
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "features.md"
+_FN = {"count": "number of events", "sum": "sum of `{c}`", "mean": "mean of `{c}`", "max": "largest `{c}`",
+       "distinct_count": "number of distinct `{c}` values"}
+
+
+def render_feature_docs(spec: FeatureSpec, dataset: str = "card_transactions",
+                        sql: dict[str, str] | None = None) -> str:
+    """Markdown for every feature of ``spec``; ``sql`` maps each SQL file name to its text."""
+    lines = [
+        f"# Features: `{dataset}`",
+        "",
+        f"<!-- Generated from conf/base/datasets/{dataset}.yaml by `python -m batchml.features.docs`. "
+        "Do not edit by hand; tests/features checks that it is current. -->",
+        "",
+        f"Table `{spec.table}`: one row per event (`{spec.id_column}`), partitioned by `{spec.date_column}` "
+        f"(the UTC date of `{spec.event_time_column}`). `batchml run features --run-date D` builds partition D "
+        f"from events in `[D - {spec.lookback()} days, D + 1 day)` ingested by D.",
+        "",
+        "**Point in time.** Every window feature of an event at time `t` is computed only from events of the "
+        "same entity with event time in `[t - window, t)`: strictly before `t`, so events at the same "
+        "instant never see each other, and nothing after `t` can change the value. Redelivered events are "
+        "counted once (latest ingest). Empty windows give count 0, sum 0, distinct count 0, and null "
+        "mean, max and time since last event. Events whose entity key is null get null for that entity's "
+        "features.",
+        "",
+        "## Entities and windows",
+        "",
+        "| entity | keys | windows | description |",
+        "|---|---|---|---|",
+    ]
+    for name, entity in spec.entities.items():
+        lines.append(f"| `{name}` | {', '.join(f'`{k}`' for k in entity.keys)} | "
+                     f"{', '.join(spec.entity_windows(name))} | {entity.description} |")
+    lines += ["", "## Window aggregates", "", "| feature | entity | window | value |", "|---|---|---|---|"]
+    for feature, owner, agg, label in spec.window_features():
+        what = _FN[agg.function].format(c=agg.column)
+        desc = f" {agg.description}" if agg.description else ""
+        lines.append(f"| `{feature}` | `{owner}` | {label} | {what} in `[t - {label}, t)`.{desc} |")
+    since = [n for n, e in spec.entities.items() if e.time_since_last]
+    if since:
+        lines += ["", "## Time since the entity's last event", "", "| feature | value |", "|---|---|"]
+        for n in since:
+            lines.append(f"| `{n}_seconds_since_last` | seconds from the `{n}`'s latest earlier event "
+                         f"(within the lookback: from the start of D - {spec.lookback()} days) to `t` |")
+    lines += ["", "## Passthrough columns", "", ", ".join(f"`{c}`" for c in spec.passthrough) or "none"]
+    if spec.sql:
+        lines += ["", "## Derived features (Spark SQL)", "",
+                  "Applied in order after the aggregates; each query reads `{features}`, one row per event, "
+                  "so it can only combine values of the same row (ratios against the entity's own history, "
+                  "categorical encodings)."]
+        for name in spec.sql:
+            lines += ["", f"### `{name}`", "", "```sql", (sql or {}).get(name, "").rstrip(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def current_docs(config, dataset: str | None = None) -> str:
+    from batchml.features.build import feature_spec
+    from batchml.features.compute import sql_paths
+
+    name, spec = feature_spec(config, dataset)
+    texts = {n: p.read_text() for n, p in zip(spec.sql, sql_paths(spec))}
+    return render_feature_docs(spec, name, texts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from batchml.config import load_config
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset")
+    parser.add_argument("--out", type=Path, default=DOC)
+    args = parser.parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(current_docs(load_config("base"), args.dataset))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

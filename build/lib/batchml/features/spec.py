@@ -1,0 +1,118 @@
+"""Typed feature declarations: the ``features:`` section of a dataset config.
+
+Kept free of ``batchml.config`` imports (that module imports this one).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DAY_S = 86_400
+_UNITS = {"m": 60, "h": 3_600, "d": DAY_S}
+_WINDOW = re.compile(r"^([1-9][0-9]*)([mhd])$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+Function = Literal["count", "sum", "mean", "max", "distinct_count"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def window_seconds(label: str) -> int:
+    """``15m`` / ``1h`` / ``24h`` / ``7d`` -> seconds."""
+    m = _WINDOW.match(label)
+    if not m:
+        raise ValueError(f"window {label!r} must look like 15m, 1h, 24h or 7d")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+class Aggregation(_Strict):
+    function: Function
+    column: str | None = None  # every function but count needs one
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _column_matches_function(self) -> "Aggregation":
+        if self.function == "count" and self.column is not None:
+            raise ValueError("count counts events; it takes no column")
+        if self.function != "count" and not self.column:
+            raise ValueError(f"{self.function} needs a column")
+        return self
+
+    def stem(self, entity: str) -> str:
+        return f"{entity}_count" if self.function == "count" else f"{entity}_{self.function}_{self.column}"
+
+
+class Entity(_Strict):
+    """Per-entity window aggregates, keyed by one or more event columns."""
+
+    keys: list[str] = Field(min_length=1)
+    description: str = ""
+    windows: list[str] | None = None  # default: the spec's windows
+    aggregations: list[Aggregation] = []
+    time_since_last: bool = False  # <entity>_seconds_since_last
+
+
+class FeatureSpec(_Strict):
+    table: str  # the feature table, declared under tables: and partitioned by date_column
+    id_column: str = "transaction_id"
+    event_time_column: str = "event_time"
+    date_column: str = "event_date"
+    windows: list[str] = ["1h", "24h", "7d", "30d"]
+    lookback_days: int | None = Field(None, ge=1)  # default: the longest window, in whole days
+    passthrough: list[str] = []  # event columns copied into the table and visible to the SQL files
+    entities: dict[str, Entity]
+    sql: list[str] = []  # Spark SQL files (relative to the repository) applied in order: SELECT ... FROM {features}
+
+    @model_validator(mode="after")
+    def _check(self) -> "FeatureSpec":
+        for name, entity in self.entities.items():
+            if not _NAME.match(name):
+                raise ValueError(f"entity name {name!r} must be lower_snake_case")
+            for label in self.entity_windows(name):
+                seconds = window_seconds(label)
+                if seconds > DAY_S and seconds % DAY_S:
+                    raise ValueError(f"window {label!r}: windows longer than a day must be whole days")
+            if not entity.aggregations and not entity.time_since_last:
+                raise ValueError(f"entity {name!r} declares no features")
+        names = self.feature_names()
+        if len(set(names)) != len(names):
+            raise ValueError("feature names must be unique")
+        if self.lookback_days is not None and self.lookback_days < self.max_window_days():
+            raise ValueError(f"lookback_days {self.lookback_days} is shorter than the longest window "
+                             f"({self.max_window_days()} days)")
+        return self
+
+    def entity_windows(self, name: str) -> list[str]:
+        return list(self.entities[name].windows or self.windows)
+
+    def max_window_days(self) -> int:
+        longest = max(window_seconds(w) for n in self.entities for w in self.entity_windows(n))
+        return -(-longest // DAY_S)
+
+    def lookback(self) -> int:
+        """Whole days of history a day's build reads before the run date."""
+        return self.lookback_days or self.max_window_days()
+
+    def source_columns(self) -> list[str]:
+        """Event columns the computation needs."""
+        cols = [self.id_column, self.event_time_column]
+        for entity in self.entities.values():
+            cols += entity.keys + [a.column for a in entity.aggregations if a.column]
+        cols += self.passthrough
+        return list(dict.fromkeys(cols))
+
+    def window_features(self):
+        """(feature name, entity, aggregation, window label) for every window aggregate."""
+        for name, entity in self.entities.items():
+            for agg in entity.aggregations:
+                for label in self.entity_windows(name):
+                    yield f"{agg.stem(name)}_{label}", name, agg, label
+
+    def feature_names(self) -> list[str]:
+        names = [f for f, _, _, _ in self.window_features()]
+        names += [f"{n}_seconds_since_last" for n, e in self.entities.items() if e.time_since_last]
+        return names

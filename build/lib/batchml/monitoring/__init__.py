@@ -1,0 +1,1 @@
+"""Drift and realized-performance monitoring of the champion model (``batchml run monitor``)."""

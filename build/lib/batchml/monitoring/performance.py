@@ -1,0 +1,129 @@
+"""Realized performance from late labels: past scores joined to the labels delivered so far.
+
+A scored event is positive when a label for it was delivered (ingested) by the run date. Per
+scoring date: rows, positives, precision / recall / F1 at the decision threshold, and PR-AUC
+(average precision over score bins of 1/50 logit: ties within a bin count as one threshold). A
+date's labels have *matured* when it is at least ``maturity_days`` old; younger dates are shown
+but never alerted on, because their missing labels would read as negatives.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+
+from scipy import stats
+
+from batchml.monitoring.spec import MonitoringSpec
+from batchml.storage import Lake
+
+_LOGIT_STEPS = 50  # score bins per logit unit for PR-AUC
+
+
+@dataclass(frozen=True)
+class DatePerformance:
+    scoring_date: dt.date
+    age_days: int
+    matured: bool
+    rows: int
+    positives: int
+    predicted_positives: int
+    true_positives: int
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    pr_auc: float | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    metric: str
+    baseline: float | None
+    value: float | None
+    relative_drop: float | None
+    p_value: float | None
+    positives: int
+    dates: list[str]
+    status: str  # ok | alert | insufficient
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure(lake: Lake, spec: MonitoringSpec, id_column: str, run_date: dt.date) -> list[DatePerformance]:
+    from pyspark.sql import functions as F
+
+    if not lake.exists(spec.scores_table) or not lake.exists(spec.labels_table):
+        return []
+    scores = lake.read(spec.scores_table).where(
+        F.col(spec.score_date_column).between(F.lit(run_date - dt.timedelta(days=spec.lookback_days)),
+                                              F.lit(run_date)))
+    if spec.exclude_flag_column and spec.exclude_flag_column in scores.columns:
+        scores = scores.where(~F.coalesce(F.col(spec.exclude_flag_column).cast("boolean"), F.lit(False)))
+    labels = (lake.read(spec.labels_table, columns=[spec.label_key, spec.label_ingest_column])
+              .where(F.col(spec.label_ingest_column) <= F.lit(run_date))
+              .select(F.col(spec.label_key).alias(id_column)).distinct().withColumn("_y", F.lit(1)))
+    s = F.least(F.greatest(F.col(spec.score_column).cast("double"), F.lit(1e-7)), F.lit(1 - 1e-7))
+    joined = (scores.join(labels, id_column, "left")
+              .select(F.col(spec.score_date_column).alias("d"), F.coalesce("_y", F.lit(0)).alias("y"),
+                      (F.col(spec.score_column) >= F.col(spec.threshold_column)).cast("int").alias("p"),
+                      F.floor(F.log(s / (1 - s)) * _LOGIT_STEPS).cast("int").alias("b")))
+    bins = (joined.groupBy("d", "b")
+            .agg(F.count(F.lit(1)).alias("n"), F.sum("y").alias("pos"), F.sum("p").alias("pred"),
+                 F.sum(F.col("p") * F.col("y")).alias("tp"))
+            .collect())
+    by_date: dict[dt.date, list] = {}
+    for r in bins:
+        by_date.setdefault(r["d"], []).append(r)
+    return [_date(d, rows, run_date, spec.maturity_days) for d, rows in sorted(by_date.items())]
+
+
+def _date(day: dt.date, rows: list, run_date: dt.date, maturity_days: int) -> DatePerformance:
+    n = sum(r["n"] for r in rows)
+    pos = sum(r["pos"] for r in rows)
+    pred = sum(r["pred"] for r in rows)
+    tp = sum(r["tp"] for r in rows)
+    precision, recall, f1 = _prf(tp, pos, pred)
+    age = (run_date - day).days
+    return DatePerformance(day, age, age >= maturity_days, n, pos, pred, tp, precision, recall, f1,
+                           _average_precision(rows, pos))
+
+
+def _prf(tp: int, pos: int, pred: int) -> tuple[float | None, float | None, float | None]:
+    precision = tp / pred if pred else None
+    recall = tp / pos if pos else None
+    f1 = 2 * tp / (pos + pred) if pos + pred else None
+    return precision, recall, f1
+
+
+def _average_precision(rows: list, positives: int) -> float | None:
+    """sklearn's average precision with each score bin as one threshold (highest bin first)."""
+    if not positives:
+        return None
+    ap, seen, hits = 0.0, 0, 0
+    for r in sorted(rows, key=lambda r: r["b"], reverse=True):
+        seen, hits = seen + r["n"], hits + r["pos"]
+        ap += r["pos"] / positives * (hits / seen)
+    return ap
+
+
+def judge(dates: list[DatePerformance], baseline_metrics: dict, spec: MonitoringSpec) -> Verdict:
+    """Pool the newest ``window_days`` matured dates and compare ``metric`` with the champion's test value."""
+    matured = sorted((d for d in dates if d.matured), key=lambda d: d.scoring_date)[-spec.window_days:]
+    tp = sum(d.true_positives for d in matured)
+    pos = sum(d.positives for d in matured)
+    pred = sum(d.predicted_positives for d in matured)
+    precision, recall, f1 = _prf(tp, pos, pred)
+    value = recall if spec.metric == "recall" else f1
+    baseline = baseline_metrics.get(spec.metric)
+    names = [d.scoring_date.isoformat() for d in matured]
+    if value is None or baseline is None or not baseline or pos < spec.min_positives:
+        return Verdict(spec.metric, baseline, value, None, None, pos, names, "insufficient")
+    drop = (baseline - value) / baseline
+    # recall: P(at most tp hits out of pos | true recall = baseline), one-sided
+    p = float(stats.binom.cdf(tp, pos, min(baseline, 1.0))) if spec.metric == "recall" else None
+    significant = p is None or p < spec.p_value
+    status = "alert" if drop > spec.max_relative_drop and significant else "ok"
+    return Verdict(spec.metric, baseline, value, drop, p, pos, names, status)
+
+

@@ -1,0 +1,160 @@
+"""Python task callables and callbacks of the batchml DAGs.
+
+They run inside Airflow workers (or in-process under ``dag.test()``). Config, the lake and
+monitoring are imported inside each function so DAG files parse fast. Config comes from the
+worker's environment (``BATCHML_ENV``, ``BATCHML_HOME``, ... as for the CLI).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from airflow.sdk import Asset
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from batchml.orchestration.params import ParamError, RunSpec, resolve
+
+log = logging.getLogger(__name__)
+
+# Monitoring's retraining request, as an Airflow Asset: the nightly DAG emits it, training listens.
+RETRAINING_REQUEST = Asset(name="batchml_retraining_request", uri="batchml://retraining/requests",
+                           group="batchml")
+RESOLVE_TASK = "resolve_run"
+
+
+def _config():
+    from batchml.config import load_config
+
+    return load_config()
+
+
+def spec_from(context) -> RunSpec:
+    """The RunSpec the ``resolve_run`` task of this DAG run decided."""
+    return RunSpec(**context["ti"].xcom_pull(task_ids=RESOLVE_TASK))
+
+
+def resolve_run(**context) -> dict:
+    """Validate the params and fix run date and dataset for every later task (via XCom)."""
+    try:
+        spec = resolve(dict(context["params"]), context.get("data_interval_start"))
+        config = _config()
+        dataset = spec.dataset or config.default_dataset
+        config.dataset(dataset)  # unknown dataset: fail here, with the configured names
+    except (ParamError, ValueError) as exc:  # ConfigError is a ValueError; retrying cannot fix params
+        raise AirflowFailException(f"bad params: {exc}") from exc
+    spec = RunSpec(**{**spec.to_xcom(), "dataset": dataset})
+    log.info("batchml run: run date %s, dataset %s%s", spec.run_date, spec.dataset,
+             f", override of {spec.override_table} {spec.override_checks} by {spec.override_by}"
+             if spec.override_checks else "")
+    return spec.to_xcom()
+
+
+def resolve_training_run(**context) -> dict:
+    """Like resolve_run; the run date also comes from the retraining request that triggered the run,
+    or, for a scheduled run, is the last complete day before it."""
+    params = dict(context["params"])
+    if not params.get("run_date"):
+        requested = [e.extra for events in (context.get("triggering_asset_events") or {}).values()
+                     for e in events if (e.extra or {}).get("run_date")]
+        if requested:
+            params["run_date"] = max(r["run_date"] for r in requested)
+            params["dataset"] = params.get("dataset") or requested[-1].get("dataset")
+            log.info("triggered by retraining request(s): %s", requested)
+    if not params.get("run_date"):
+        anchor = context.get("data_interval_end") or context.get("logical_date")
+        if anchor is not None:
+            params["run_date"] = (anchor.date() - dt.timedelta(days=1)).isoformat()
+    return resolve_run(**{**context, "params": params, "data_interval_start": None})
+
+
+def record_override(**context) -> list[str]:
+    """Record the override given in the params (if any) before the gate runs; once per content."""
+    spec = spec_from(context)
+    if not spec.override_checks:
+        log.info("no validation override in the params")
+        return []
+    from batchml.storage import Lake
+    from batchml.validation import gate
+
+    config = _config()
+    run_date = dt.date.fromisoformat(spec.run_date)
+    lake = Lake(config)
+    done = set()
+    if lake.exists(gate.OVERRIDES):  # a rerun or a cleared task must not record the release twice
+        rows = lake.read_arrow(gate.OVERRIDES, [("run_date", "=", run_date), ("dataset", "=", spec.dataset),
+                                                ("table", "=", spec.override_table)]).to_pylist()
+        done = {(r["check"], r["by"], r["reason"]) for r in rows}
+    recorded = []
+    for check in spec.override_checks:
+        if (check, spec.override_by, spec.override_reason) in done:
+            log.info("override of %s %s for %s already recorded", spec.override_table, check, run_date)
+            continue
+        try:
+            gate.record_override(config, run_date, spec.override_table, check, spec.override_by,
+                                 spec.override_reason, spec.dataset)
+        except ValueError as exc:
+            raise AirflowFailException(f"bad override params: {exc}") from exc
+        recorded.append(check)
+    return recorded
+
+
+def blocked_checks(dataset: str, run_date: str) -> list[str]:
+    """Checks the gate's latest run for this date failed without release, as ``table: check``."""
+    from batchml.storage import Lake
+    from batchml.validation import gate
+
+    lake = Lake(_config())
+    if not lake.exists(gate.RESULTS):
+        return []
+    rows = lake.read_arrow(gate.RESULTS, [("run_date", "=", dt.date.fromisoformat(run_date)),
+                                          ("dataset", "=", dataset)]).to_pylist()
+    return sorted(f"{r['table']}: {r['check']}" for r in rows if r["status"] == "failed")
+
+
+def release_params(dataset: str, run_date: str, by: str, reason: str) -> dict | None:
+    """Nightly params that release what the gate blocked on ``run_date`` (the first blocked table's
+    checks; an override names one table), or None when nothing is blocked."""
+    blocked = blocked_checks(dataset, run_date)
+    if not blocked:
+        return None
+    table = blocked[0].split(": ")[0]
+    checks = [b.split(": ", 1)[1] for b in blocked if b.startswith(table + ": ")]
+    return {"run_date": run_date, "override_table": table, "override_checks": checks, "override_by": by,
+            "override_reason": reason}
+
+
+def fallback_exit_code(dataset: str) -> int | None:
+    """The exit status with which ``score`` says "scored, partly by the fallback rules"."""
+    scoring = _config().dataset(dataset).scoring
+    return scoring.fallback.exit_code if scoring else None
+
+
+def request_retraining(**context) -> dict:
+    """Emit the retraining Asset event when monitoring left a request for this date; else skip."""
+    from batchml.monitoring.monitor import pending_request
+
+    spec = spec_from(context)
+    request = pending_request(_config(), spec.dataset, dt.date.fromisoformat(spec.run_date))
+    if not request:
+        raise AirflowSkipException(f"no retraining request for {spec.dataset} on {spec.run_date}")
+    context["outlet_events"][RETRAINING_REQUEST].extra = {"run_date": spec.run_date, "dataset": spec.dataset,
+                                                          "request": request}
+    log.warning("retraining requested for %s on %s: %s; batchml_training will run", spec.dataset,
+                spec.run_date, request)
+    return request
+
+
+def on_failure(context) -> None:
+    """Task failure callback: the same alert sinks as monitoring (log, alerts.jsonl, webhook, email)."""
+    from batchml.alerts import alert
+
+    ti = context.get("ti")
+    event = {"kind": "airflow_task_failed", "dag_id": getattr(ti, "dag_id", None),
+             "task_id": getattr(ti, "task_id", None), "run_id": getattr(ti, "run_id", None),
+             "try_number": getattr(ti, "try_number", None), "error": str(context.get("exception") or "")[:2000]}
+    event["message"] = f"{event['dag_id']}.{event['task_id']} failed ({event['run_id']}): {event['error'][:200]}"
+    try:
+        alert(_config(), event)
+    except Exception:  # noqa: BLE001 - a broken config must not hide the task's own failure
+        log.exception("could not send the failure alert %s", event)

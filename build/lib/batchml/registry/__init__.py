@@ -1,0 +1,1 @@
+"""The model registry: MLflow model versions, aliases, and the audited promotion history."""

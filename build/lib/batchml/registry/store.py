@@ -1,0 +1,134 @@
+"""MLflow access shared by training (writes models) and scoring / monitoring (read them).
+
+A registered model version is an XGBoost booster plus model-version tags in the ``batchml.``
+namespace (the contract every stage relies on):
+
+* ``batchml.feature_columns``: JSON list, the booster's input columns in order;
+* ``batchml.threshold``: the decision threshold chosen from the cost matrix;
+* ``batchml.features_table`` / ``batchml.features_version``: the feature table and its Delta version;
+* ``batchml.train_start`` / ``batchml.train_end`` / ``batchml.test_start`` / ``batchml.test_end``:
+  event-date windows (ISO dates, inclusive) of the training data and of the test window;
+* ``batchml.test_metrics``: JSON object of test-window metrics (``pr_auc``, ``roc_auc``, ``f1``,
+  ``recall``, ``precision`` at the threshold), the baseline that monitoring compares against.
+
+The train stage adds (optional for other writers): ``batchml.cutoff_date``, ``batchml.training_table`` /
+``batchml.training_version`` (the pinned training set; promotion re-scores its test window from it),
+``batchml.labels_versions``, ``batchml.dataset``, ``batchml.config_hash`` and ``batchml.code_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batchml.config import Config
+
+log = logging.getLogger(__name__)
+
+TAG = "batchml."
+REQUIRED_TAGS = ("feature_columns", "threshold", "features_table", "features_version",
+                 "train_start", "train_end", "test_start", "test_end", "test_metrics")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    run_id: str
+    booster: object  # xgboost.Booster
+    feature_columns: tuple[str, ...]
+    threshold: float
+    tags: dict[str, str] = field(default_factory=dict)  # every batchml.* tag, prefix removed
+
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        return json.loads(self.tags.get("test_metrics", "{}"))
+
+
+def experiment_name(dataset: str) -> str:
+    return f"batchml/{dataset}"
+
+
+def client(config: Config):
+    """An MlflowClient on the configured store; also points the ``mlflow`` module at it."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = config.mlflow.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(config: Config, dataset: str) -> str:
+    """The dataset's experiment, created with artifacts under ``mlflow.artifact_root``."""
+    c = client(config)
+    name = experiment_name(dataset)
+    found = c.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = f"{config.mlflow.artifact_root.rstrip('/')}/{dataset}"
+    return c.create_experiment(name, artifact_location=location)
+
+
+def log_and_register(config: Config, registered_name: str, booster, feature_columns: list[str],
+                     threshold: float, tags: dict[str, str], input_example=None) -> ModelVersion:
+    """Log ``booster`` to the active MLflow run and register it with the contract's tags."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    missing = [k for k in REQUIRED_TAGS if k not in {"feature_columns", "threshold"} and k not in tags]
+    if missing:
+        raise ValueError(f"model tags missing: {missing}")
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_and_register needs an active MLflow run")
+    signature = None
+    if input_example is not None:
+        signature = infer_signature(input_example, booster.inplace_predict(input_example))
+    info = mlflow.xgboost.log_model(booster, name="model", signature=signature,
+                                    input_example=input_example, model_format="ubj")
+    c = client(config)
+    try:
+        c.get_registered_model(registered_name)
+    except Exception:  # noqa: BLE001 - MLflow raises RestException for "not found"
+        c.create_registered_model(registered_name)
+    mv = c.create_model_version(registered_name, info.model_uri, run_id=run.info.run_id)
+    full = {"feature_columns": json.dumps(list(feature_columns)), "threshold": repr(float(threshold)), **tags}
+    for key, value in full.items():
+        c.set_model_version_tag(registered_name, mv.version, TAG + key, str(value))
+    log.info("registered %s version %s (run %s)", registered_name, mv.version, run.info.run_id)
+    return ModelVersion(registered_name, int(mv.version), run.info.run_id, booster, tuple(feature_columns),
+                        float(threshold), {k: str(v) for k, v in full.items()})
+
+
+def resolve(config: Config, registered_name: str, alias: str = "champion") -> int | None:
+    """The version ``alias`` points at, or None when the model or alias does not exist."""
+    try:
+        return int(client(config).get_model_version_by_alias(registered_name, alias).version)
+    except Exception:  # noqa: BLE001 - not found
+        return None
+
+
+def load(config: Config, registered_name: str, alias: str | None = "champion",
+         version: int | None = None) -> ModelVersion | None:
+    """Load a model version by alias (default ``champion``) or number; None if there is none."""
+    import mlflow
+
+    if version is None:
+        version = resolve(config, registered_name, alias or "champion")
+        if version is None:
+            return None
+    c = client(config)
+    mv = c.get_model_version(registered_name, str(version))
+    tags = {k.removeprefix(TAG): v for k, v in mv.tags.items() if k.startswith(TAG)}
+    missing = [k for k in REQUIRED_TAGS if k not in tags]
+    if missing:
+        raise ValueError(f"model {registered_name} version {version} lacks batchml tags {missing}")
+    booster = mlflow.xgboost.load_model(f"models:/{registered_name}/{version}")
+    return ModelVersion(registered_name, int(version), mv.run_id, booster,
+                        tuple(json.loads(tags["feature_columns"])), float(tags["threshold"]), tags)

@@ -1,0 +1,11 @@
+"""spark-submit entrypoint: the train stage for one run date (the training cut-off).
+
+    spark-submit jobs/train.py --run-date 2024-02-15 [--dataset card_transactions] [--env prod]
+"""
+
+import sys
+
+from batchml.cli import run_job
+
+if __name__ == "__main__":
+    sys.exit(run_job("train", sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Nightly batch scoring: champion model, checkpointed chunks, reason codes, review queue, fallback rules."""

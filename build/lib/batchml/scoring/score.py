@@ -1,0 +1,391 @@
+"""The score stage: score the events of event date D with the champion, in checkpointed chunks.
+
+A run of D is one **generation** (1, 2, ... after each deliberate re-score). Its plan (chunk
+count, feature-table version, model version) is committed to the runs table first; each chunk
+``crc32(id) mod K = i`` is then committed to the scores table and to the review queue,
+each write with its own Delta app transaction id. A restart therefore skips committed chunks and
+scores the rest from the same pinned snapshot with the same model: exactly one row per event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from batchml.alerts import alert
+from batchml.config import Config
+from batchml.registry import store
+from batchml.scoring import predict
+from batchml.scoring.spec import ScoringSpec
+from batchml.spark import default_parallelism, get_spark
+from batchml.storage import Lake
+
+log = logging.getLogger(__name__)
+
+# Test hook (Spark conf or env var): "after-plan", "after-scores:<chunk>", "before-commit:<chunk>"
+# (the storage layer dies between writing files and committing). BATCHML_TESTING_HARD_CRASH=1 kills
+# the process (os._exit) instead of raising.
+CRASH_AT = "batchml.testing.scoring.crashAt"
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Plan:
+    generation: int
+    chunks: int
+    rows: int
+    features_version: int
+    model_name: str
+    model_version: int | None
+    reason: str | None  # why this generation was started by a re-score
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    dataset: str
+    run_date: dt.date
+    generation: int
+    rows: int
+    chunks: int
+    chunks_written: int
+    model_name: str
+    model_version: int | None
+    fallback_rows: int
+    fallback_reason: str | None
+    review_rows: int
+    overflow_rows: int
+    already_done: bool = False
+
+    def line(self) -> str:
+        if self.already_done:
+            return (f"score {self.dataset} {self.run_date}: generation {self.generation} already complete; "
+                    "nothing to do (use --rescore --reason to replace it)")
+        model = f"{self.model_name} v{self.model_version}" if self.model_version else f"{self.model_name} (none)"
+        text = (f"score {self.dataset} {self.run_date}: {self.rows} row(s) in {self.chunks} chunk(s) "
+                f"({self.chunks_written} written now), generation {self.generation}, model {model}, "
+                f"{self.review_rows} queued for review, {self.overflow_rows} over review capacity")
+        if self.fallback_rows:
+            text += f"; FALLBACK scored {self.fallback_rows} row(s): {self.fallback_reason}"
+        return text
+
+
+def scoring_spec(config: Config, dataset: str) -> ScoringSpec:
+    spec = config.dataset(dataset).scoring
+    if spec is None:
+        raise ValueError(f"dataset {dataset!r} declares no scoring (add a 'scoring:' section to its config)")
+    return spec
+
+
+def registered_name(config: Config, dataset: str, spec: ScoringSpec) -> str:
+    """``scoring.registered_model``, else the dataset's ``model.registered_name``."""
+    model = getattr(config.dataset(dataset), "model", None)
+    name = spec.registered_model or getattr(model, "registered_name", None)
+    if not name:
+        raise ValueError(f"dataset {dataset!r}: set scoring.registered_model or model.registered_name")
+    return name
+
+
+def score(config: Config, run_date: dt.date, dataset: str | None = None, spark=None,
+          rescore_reason: str | None = None) -> ScoreSummary:
+    name = dataset or config.default_dataset
+    spec = scoring_spec(config, name)
+    features = config.dataset(name).features
+    if features is None:
+        raise ValueError(f"dataset {name!r} declares no features; scoring reads the feature table")
+    if rescore_reason is not None and len(rescore_reason.strip()) < 10:
+        raise ValueError("a re-score needs --reason of at least 10 characters (it is recorded)")
+    spark = spark or get_spark(config)
+    lake = Lake(config, spark)
+    runs = _runs(lake, spec, name, run_date)
+    latest = max((r["generation"] for r in runs), default=0)
+    done = {r["generation"] for r in runs if r["event"] == "completed"}
+    scored_at = dt.datetime.now(dt.timezone.utc)  # audit only: never decides which rows are produced
+
+    if rescore_reason is None and latest and latest in done:
+        completed = next(r for r in runs if r["generation"] == latest and r["event"] == "completed")
+        summary = ScoreSummary(name, run_date, latest, completed["rows"], completed["chunks"], 0,
+                               completed["model_name"], completed["model_version"], completed["fallback_rows"],
+                               completed["fallback_reason"], completed["review_rows"], completed["overflow_rows"],
+                               already_done=True)
+        log.info(summary.line())
+        return summary
+    if rescore_reason is None and latest:
+        plan = _plan_from_row(next(r for r in runs if r["generation"] == latest and r["event"] == "planned"))
+        log.info("score %s %s: resuming generation %s (%s chunk(s))", name, run_date, latest, plan.chunks)
+    else:
+        first = next((r for r in runs if r["event"] == "planned"), None)
+        plan = _new_plan(lake, config, spec, features, name, run_date, latest + 1, rescore_reason,
+                         first["chunks"] if first else None)
+        _record(lake, spec, name, run_date, plan, "planned", scored_at, {})
+        log.info("score %s %s: generation %s planned: %s row(s), %s chunk(s), features v%s, model %s v%s%s",
+                 name, run_date, plan.generation, plan.rows, plan.chunks, plan.features_version, plan.model_name,
+                 plan.model_version, f", re-score: {rescore_reason}" if rescore_reason else "")
+    _maybe_crash(spark, "after-plan")
+
+    present = lake.read(features.table, version=plan.features_version).columns
+    model, load_error = _load_model(config, plan, spec, features, present)
+    if load_error:
+        alert(config, {"kind": "scoring_fallback", "dataset": name, "run_date": str(run_date),
+                       "generation": plan.generation, "reason": load_error,
+                       "message": f"{name} {run_date}: no usable model, scoring with fallback rules: {load_error}"})
+    written = 0
+    columns = needed_columns(present, features, spec, model.feature_columns if model else ())
+    for chunk in range(plan.chunks):
+        written += _score_chunk(lake, spark, spec, features, name, run_date, plan, chunk, model, load_error,
+                                columns, scored_at)
+    totals = _totals(lake, spec, run_date)
+    if totals["rows"] != plan.rows:  # ids are distinct by construction: each chunk replaces its own rows
+        raise RuntimeError(f"scores for {run_date} hold {totals['rows']} row(s) but the feature partition "
+                           f"has {plan.rows}; not marking the run complete")
+    reason = load_error or (_first_fallback_reason(lake, spec, run_date) if totals["fallback_rows"] else None)
+    summary = ScoreSummary(name, run_date, plan.generation, totals["rows"], plan.chunks, written, plan.model_name,
+                           plan.model_version if model else None, totals["fallback_rows"], reason,
+                           totals["review_rows"], totals["overflow_rows"])
+    if totals["fallback_rows"] and not load_error:
+        alert(config, {"kind": "scoring_fallback", "dataset": name, "run_date": str(run_date),
+                       "generation": plan.generation, "reason": reason, "rows": totals["fallback_rows"],
+                       "message": f"{name} {run_date}: model failed on {totals['fallback_rows']} row(s); "
+                                  f"fallback rules scored them: {reason}"})
+    _record(lake, spec, name, run_date, plan, "completed", dt.datetime.now(dt.timezone.utc),
+            {**totals, "fallback_reason": reason})
+    log.info(summary.line())
+    return summary
+
+
+# -- planning -------------------------------------------------------------------------------
+def _runs(lake: Lake, spec: ScoringSpec, dataset: str, run_date: dt.date) -> list[dict]:
+    if not lake.exists(spec.runs_table):
+        return []
+    return lake.read_arrow(spec.runs_table, [("run_date", "=", run_date), ("dataset", "=", dataset)]).to_pylist()
+
+
+def _plan_from_row(row: dict) -> Plan:
+    return Plan(row["generation"], row["chunks"], row["rows"], row["features_version"], row["model_name"],
+                row["model_version"], row["rescore_reason"])
+
+
+def _new_plan(lake, config, spec, features, dataset, run_date, generation, reason, chunks) -> Plan:
+    if not lake.exists(features.table):
+        raise FileNotFoundError(f"feature table {features.table} does not exist; run `batchml run features` first")
+    version = lake.version(features.table)
+    rows = lake.count(features.table, [(features.date_column, "=", run_date)])
+    if rows == 0:
+        raise ValueError(f"no features for event date {run_date} in {features.table}; "
+                         f"run `batchml run features --run-date {run_date}` first")
+    # The chunk count is fixed by a date's first plan, so a re-score replaces exactly the same chunks.
+    chunks = chunks or max(1, math.ceil(rows / spec.chunk_rows))
+    model = registered_name(config, dataset, spec)
+    return Plan(generation, chunks, rows, version, model, store.resolve(config, model, spec.alias), reason)
+
+
+RUNS_SCHEMA = pa.schema([
+    ("run_date", pa.date32()), ("dataset", pa.string()), ("generation", pa.int32()), ("event", pa.string()),
+    ("chunks", pa.int32()), ("rows", pa.int64()), ("features_version", pa.int64()), ("model_name", pa.string()),
+    ("model_version", pa.int32()), ("rescore_reason", pa.string()), ("fallback_rows", pa.int64()),
+    ("fallback_reason", pa.string()), ("review_rows", pa.int64()), ("overflow_rows", pa.int64()),
+    ("recorded_at", pa.timestamp("us", "UTC")),
+])
+
+
+def _record(lake, spec, dataset, run_date, plan: Plan, event: str, at: dt.datetime, totals: dict) -> None:
+    row = {"run_date": run_date, "dataset": dataset, "generation": plan.generation, "event": event,
+           "chunks": plan.chunks, "rows": totals.get("rows", plan.rows), "features_version": plan.features_version,
+           "model_name": plan.model_name, "model_version": plan.model_version, "rescore_reason": plan.reason,
+           "fallback_rows": totals.get("fallback_rows"), "fallback_reason": totals.get("fallback_reason"),
+           "review_rows": totals.get("review_rows"), "overflow_rows": totals.get("overflow_rows"), "recorded_at": at}
+    lake.write_arrow(pa.Table.from_pylist([row], RUNS_SCHEMA), spec.runs_table,
+                     txn=(f"score-{event}/{dataset}/{run_date}/g{plan.generation}", 1),
+                     metadata={"job": "score", "runDate": str(run_date)})
+
+
+def _load_model(config, plan: Plan, spec, features, present: list[str]):
+    """(ModelVersion, None), or (None, why not) when the fallback rules must score the run."""
+    if plan.model_version is None:
+        return None, f"no version of model {plan.model_name!r} under alias {spec.alias!r}"
+    try:
+        model = store.load(config, plan.model_name, version=plan.model_version)
+    except Exception as exc:  # noqa: BLE001 - any failure to load means: use the rules
+        return None, f"loading {plan.model_name} v{plan.model_version} failed: {type(exc).__name__}: {exc}"
+    missing = [c for c in model.feature_columns if c not in present]
+    if missing:
+        return None, f"{plan.model_name} v{plan.model_version} needs columns missing from {features.table}: {missing}"
+    return model, None
+
+
+def needed_columns(present: list[str], features, spec: ScoringSpec, model_columns) -> list[str]:
+    """The id, the date, the model's inputs and every column the fallback rules mention."""
+    return list(dict.fromkeys([features.id_column, features.date_column, *model_columns,
+                               *rule_columns(present, spec)]))
+
+
+def rule_columns(present: list[str], spec: ScoringSpec) -> list[str]:
+    """The columns the fallback rules mention (by name)."""
+    sql = spec.fallback.score_sql()
+    return [c for c in present if re.search(rf"\b{re.escape(c)}\b", sql)]
+
+
+# -- one chunk ------------------------------------------------------------------------------
+def _score_chunk(lake, spark, spec, features, dataset, run_date, plan, chunk, model, load_error, columns,
+                 scored_at) -> int:
+    """Score and commit one chunk unless both its writes are already committed; returns 1 if it scored."""
+    prefix = f"{dataset}/{run_date}/g{plan.generation}/c{chunk}"
+    scores_txn, review_txn = (f"score/{prefix}", 1), (f"review/{prefix}", 1)
+    where = [("run_date", "=", run_date), ("chunk", "=", chunk)]
+    meta = {"job": "score", "runDate": str(run_date), "chunk": str(chunk)}
+    if lake.committed(spec.table, scores_txn):  # resumed: the queue still comes from the committed scores
+        if not lake.committed(spec.review_table, review_txn):
+            _write_queue(lake, spec, features.id_column, where, review_txn, meta, scored_at)
+        return 0
+    log.info("score %s %s: chunk %s/%s", dataset, run_date, chunk + 1, plan.chunks)
+    scored = score_rows(lake, spark, spec, features, run_date, plan.features_version, columns, plan.chunks, chunk,
+                        model, load_error).persist()
+    try:
+        capacity = spec.review.daily_capacity // plan.chunks + (chunk < spec.review.daily_capacity % plan.chunks)
+        picked = review_picks(scored, spec, features.id_column, capacity)
+        final = _stamp(decide(scored, spec, features.id_column, picked), run_date, chunk, plan, model, scored_at)
+        crash = _crash_point(spark) == f"before-commit:{chunk}"
+        lake.write(final, spec.table, mode="overwrite", replace_where=where, txn=scores_txn, metadata=meta,
+                   options={"batchml.testing.crashBeforeCommit": "true"} if crash else None)
+    finally:
+        scored.unpersist()
+    _maybe_crash(spark, f"after-scores:{chunk}")
+    _write_queue(lake, spec, features.id_column, where, review_txn, meta, scored_at)
+    return 1
+
+
+def score_rows(lake: Lake, spark, spec: ScoringSpec, features, run_date: dt.date, version: int, columns: list[str],
+               chunks: int, chunk: int, model, no_model_reason: str | None):
+    """The scoring pass: the feature table's read tasks score the chunk's rows of the date
+    (``predict.BatchScorer``), then Spark applies the fallback rules where the model could not score."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    where = [(features.date_column, "=", run_date)]
+    plain = lake.read(features.table, columns, version, where=where)
+    # A day in one file is one task: give XGBoost the idle cores rather than shuffle the rows to them.
+    threads = max(1, default_parallelism(spark) // max(1, lake.read_tasks(features.table, version, where)))
+    rules = [c for c in rule_columns(columns, spec) if c != features.id_column]
+    rc = spec.reason_codes
+    args = predict.ScorerArgs(features.id_column, tuple(model.feature_columns if model else ()),
+                              model.threshold if model else spec.fallback.threshold, spec.fallback.threshold,
+                              spec.review.below, rc.top_k, rc.method == "exact", rc.rows == "all", threads,
+                              no_model_reason)
+    scorer = predict.BatchScorer(args, bytes(model.booster.save_raw("ubj")) if model else None,
+                                 to_arrow_schema(plain.select(*rules).schema, timezone="UTC"), chunks, chunk)
+    scored = lake.read(features.table, columns, version, where=where, transform=scorer)
+    return apply_fallback_rules(scored, spec, features.id_column)
+
+
+def apply_fallback_rules(scored, spec: ScoringSpec, id_column: str):
+    """Rows flagged ``fallback`` get the rules' score, rule name and reason code; the rest keep the model's."""
+    from pyspark.sql import functions as F
+
+    fallback, rule = F.col("fallback"), F.expr(spec.fallback.rule_sql())
+    return scored.select(
+        id_column,
+        F.when(fallback, F.expr(spec.fallback.score_sql()).cast("double")).otherwise(F.col("score")).alias("score"),
+        "threshold", "fallback", "fallback_reason", F.when(fallback, rule).alias("fallback_rule"),
+        F.when(fallback, F.to_json(F.array(F.struct(rule.alias("rule"))))).otherwise(F.col("reason_codes"))
+        .alias("reason_codes"))
+
+
+def review_picks(scored, spec: ScoringSpec, id_column: str, capacity: int) -> list:
+    """The ids of the band's rows closest to the threshold, at most ``capacity`` (ties: by id)."""
+    from pyspark.sql import functions as F
+
+    if capacity <= 0:
+        return []
+    return [r[0] for r in scored.where(_in_band(spec)).orderBy(F.abs(F.col("score") - F.col("threshold")), id_column)
+            .select(id_column).limit(capacity).collect()]
+
+
+def decide(scored, spec: ScoringSpec, id_column: str, picked: list):
+    """Decisions: the ``picked`` ids go to review; the band's other rows keep the model's decision, flagged."""
+    from pyspark.sql import functions as F
+
+    review = F.col(id_column).isin(picked) if picked else F.lit(False)
+    d = spec.decisions
+    decision = (F.when(review, F.lit(d["review"])).when(F.col("score") >= F.col("threshold"), F.lit(d["positive"]))
+                .otherwise(F.lit(d["negative"])))
+    return scored.select(id_column, "score", "threshold", decision.alias("decision"), review.alias("review"),
+                         (_in_band(spec) & ~review).alias("review_overflow"), "fallback", "fallback_reason",
+                         "fallback_rule", "reason_codes")
+
+
+def _in_band(spec: ScoringSpec):
+    from pyspark.sql import functions as F
+
+    return ((F.col("score") >= F.col("threshold") - F.lit(spec.review.below))
+            & (F.col("score") < F.col("threshold") + F.lit(spec.review.above)))
+
+
+def _stamp(df, run_date, chunk, plan: Plan, model, scored_at):
+    from pyspark.sql import functions as F
+
+    return df.select(
+        "*", F.lit(run_date).alias("run_date"), F.lit(chunk).cast("int").alias("chunk"),
+        F.lit(plan.model_name).alias("model_name"),
+        F.lit(model.version if model else None).cast("int").alias("model_version"),
+        F.lit(plan.generation).cast("int").alias("generation"), F.lit(scored_at).alias("scored_at"))
+
+
+def _write_queue(lake, spec, id_column: str, where, txn, meta, queued_at) -> None:
+    """The chunk's review queue, always built from the committed scores (so a resume builds the same)."""
+    rows = lake.read_arrow(spec.table, [*where, ("review", "=", True)], columns=_queue_columns(id_column))
+    lake.write_arrow(review_queue(rows, id_column, queued_at), spec.review_table, mode="overwrite",
+                     replace_where=where, txn=txn, metadata=meta)
+
+
+def _queue_columns(id_column: str) -> list[str]:
+    return [id_column, "run_date", "chunk", "model_name", "model_version", "score", "threshold", "fallback",
+            "reason_codes", "generation"]
+
+
+def review_queue(rows: pa.Table, id_column: str, queued_at: dt.datetime) -> pa.Table:
+    """Review rows numbered closest to the threshold first (``priority`` 1, 2, ...; ties by id)."""
+    import pyarrow.compute as pc
+
+    rows = rows.append_column("distance", pc.abs(pc.subtract(rows.column("score"), rows.column("threshold"))))
+    rows = rows.sort_by([("distance", "ascending"), (id_column, "ascending")])
+    n = rows.num_rows
+    columns = _queue_columns(id_column)
+    return (rows.select([*columns[:7], "distance", *columns[7:]])
+            .append_column("queued_at", pa.array([queued_at] * n, pa.timestamp("us", "UTC")))
+            .append_column("priority", pa.array(range(1, n + 1), pa.int32())))
+
+
+def _totals(lake, spec, run_date) -> dict:
+    """Rows from the Delta statistics (no scan); flag counts from the committed table's three flag columns."""
+    import pyarrow.compute as pc
+
+    flags = lake.read_arrow(spec.table, [("run_date", "=", run_date)],
+                            columns=["fallback", "review", "review_overflow"])
+    counts = {c: int(pc.sum(flags.column(c).cast(pa.int64())).as_py() or 0) for c in flags.column_names}
+    return {"rows": lake.count(spec.table, [("run_date", "=", run_date)]), "fallback_rows": counts["fallback"],
+            "review_rows": counts["review"], "overflow_rows": counts["review_overflow"]}
+
+
+def _first_fallback_reason(lake, spec, run_date) -> str | None:
+    rows = lake.read_arrow(spec.table, [("run_date", "=", run_date), ("fallback", "=", True)],
+                           columns=["fallback_reason"])
+    return rows.column(0)[0].as_py() if rows.num_rows else None
+
+
+# -- test hook ------------------------------------------------------------------------------
+def _crash_point(spark) -> str | None:
+    return spark.conf.get(CRASH_AT, None) or os.environ.get("BATCHML_TESTING_SCORING_CRASH_AT")
+
+
+def _maybe_crash(spark, point: str) -> None:
+    if _crash_point(spark) == point:
+        if os.environ.get("BATCHML_TESTING_HARD_CRASH") == "1":
+            os._exit(137)  # like a killed driver: no cleanup, no finally blocks
+        raise SimulatedCrash(f"simulated crash at {point}")

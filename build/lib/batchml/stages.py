@@ -1,0 +1,114 @@
+"""The pipeline's stages by name: ``batchml run <stage> --run-date D`` and the jobs/ files use this."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Callable
+
+from batchml.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def _ingest(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+    from batchml.ingest.ingest import ingest
+
+    ingest(config, run_date, dataset, spark)  # logs one summary line per feed
+    return 0
+
+
+def _validate(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+    """Exit code 1 (and one summary line) when a blocking check failed without an override."""
+    import sys
+
+    from batchml.validation.gate import validate
+
+    outcomes = validate(config, run_date, dataset, spark)
+    blocked = [f"{o.table}: {', '.join(o.blocking_checks())}" for o in outcomes if o.blocked]
+    if blocked:
+        print(f"validation BLOCKED for {run_date}: " + "; ".join(blocked)
+              + " (see the report, or release with `batchml override`)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _features(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+    from batchml.features.build import build_features
+
+    build_features(config, run_date, dataset, spark)  # logs one summary line
+    return 0
+
+
+def _monitor(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+    """Exit 0 also when it alerts: an alert is a finding (and a retraining request), not a failure."""
+    from batchml.monitoring.monitor import monitor
+
+    monitor(config, run_date, dataset, spark)  # logs one summary line
+    return 0
+
+
+def _score(config: Config, run_date: dt.date, dataset: str | None, spark=None,
+           rescore_reason: str | None = None) -> int:
+    """Exit ``scoring.fallback.exit_code`` (default 3) when any row was scored by the fallback rules."""
+    import sys
+
+    from batchml.scoring.score import score, scoring_spec
+
+    summary = score(config, run_date, dataset, spark, rescore_reason=rescore_reason)  # logs the summary line
+    if summary.fallback_rows:
+        print(summary.line(), file=sys.stderr)
+        return scoring_spec(config, summary.dataset).fallback.exit_code
+    return 0
+
+
+
+def _training_set(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+    from batchml.training.dataset import build_training_set
+
+    build_training_set(config, run_date, dataset, spark)  # logs one summary line
+    return 0
+
+
+def _train(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+    from batchml.training.train import train
+
+    train(config, run_date, dataset, spark)  # builds the training set first when it is missing
+    return 0
+
+
+def _evaluate(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+    from batchml.registry.promotion import evaluate
+
+    evaluate(config, run_date, dataset, spark)  # records the decision; promote applies it
+    return 0
+
+
+def _promote(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+    from batchml.registry.promotion import promote
+
+    promote(config, run_date, dataset, spark)
+    return 0
+
+
+# Nightly stages in order, then the training stages (the training DAG's order; the nightly loops skip them).
+NIGHTLY_STAGES = ("ingest", "validate", "features", "score", "monitor")
+TRAINING_STAGES = ("training-set", "train", "evaluate", "promote")
+STAGES: dict[str, Callable[..., int]] = dict(zip(
+    NIGHTLY_STAGES + TRAINING_STAGES,
+    (_ingest, _validate, _features, _score, _monitor, _training_set, _train, _evaluate, _promote)))
+
+
+def run_stage(name: str, config: Config, run_date: dt.date, dataset: str | None = None, spark=None,
+              **options) -> int:
+    """``options`` are stage-specific keywords (e.g. ``rescore_reason`` for score), passed only when given."""
+    if name not in STAGES:
+        raise SystemExit(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    from batchml.spark import check_java, without_remote
+
+    check_java()  # fail at the start, not halfway through a run
+    if name in TRAINING_STAGES and config.spark.remote:
+        # xgboost.spark needs the classic API: training runs in its own JVM, not on a Connect server
+        config = without_remote(config)
+    log.info("stage %s starting for run date %s (env %s, home %s)", name, run_date, config.env, config.home)
+    return STAGES[name](config, run_date, dataset, spark, **options)

@@ -1,0 +1,257 @@
+"""The lake: every table read and write in batchml goes through this facade.
+
+Jobs name tables (``bronze.card_transactions``); the lake knows where they live, how they
+are partitioned, whether their schema may evolve, and which engine commits to them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import TYPE_CHECKING, Iterable
+
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from batchml.config import Config, TableConfig
+from batchml.storage import commit as committer
+from batchml.storage import predicates
+from batchml.storage.files import has_min_max_stats, write_files
+from batchml.storage.location import StorageOptions, join
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+WriteResult = committer.WriteResult
+
+
+class UnknownTable(KeyError):
+    pass
+
+
+class Lake:
+    def __init__(self, config: Config, spark: "SparkSession | None" = None):
+        self.config = config
+        self.spark = spark
+        self.storage = StorageOptions.from_config(config.storage.s3)
+        if config.storage.engine == "delta-spark":
+            from batchml.storage.native import NativeDeltaEngine
+
+            self._native = NativeDeltaEngine(self)
+        else:
+            self._native = None
+
+    # -- naming ---------------------------------------------------------------
+    def table_config(self, name: str) -> TableConfig:
+        try:
+            return self.config.tables[name]
+        except KeyError:
+            raise UnknownTable(f"table {name!r} is not declared under 'tables' in conf/") from None
+
+    def uri(self, name: str) -> str:
+        self.table_config(name)
+        return join(self.config.storage.lake_uri, *name.split("."))
+
+    def _delta(self, name: str, version=None) -> DeltaTable | None:
+        return committer.open_table(self.uri(name), self.storage, version)
+
+    # -- inspection -----------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        return self._delta(name) is not None
+
+    def version(self, name: str) -> int | None:
+        table = self._delta(name)
+        return None if table is None else table.version()
+
+    def committed(self, name: str, txn: tuple[str, int]) -> bool:
+        return committer.already_committed(self._delta(name), txn)
+
+    def count(self, name: str, where=None) -> int:
+        """Rows matching a partition-column predicate, from the snapshot's statistics (no scan)."""
+        table = self._require(name)
+        partitions = set(table.metadata().partition_columns)
+        terms = predicates.check(where or [], pa.schema(table.schema().to_arrow()).names)
+        if any(col not in partitions for col, _, _ in terms):
+            raise ValueError(f"count() answers from statistics only; {terms} must use partition columns {partitions}")
+        return sum(e["num_records"] or 0 for e in pa.table(table.get_add_actions(flatten=True)).to_pylist()
+                   if predicates.file_fully_matches(e, terms, partitions))
+
+    def history(self, name: str, limit: int | None = None) -> list[dict]:
+        table = self._require(name)
+        return table.history(limit)
+
+    # -- Spark I/O ------------------------------------------------------------
+    def read(self, name: str, columns: list[str] | None = None, version: int | None = None,
+             timestamp: dt.datetime | str | None = None, where=None, transform=None) -> "DataFrame":
+        """A DataFrame over one snapshot. Filters on the result prune files before reading.
+
+        ``where`` (``[(column, op, value)]``) keeps only matching rows, inside the read task.
+        ``transform`` is a picklable callable, Arrow ``RecordBatch`` in and out, with its output
+        ``schema`` attribute: it runs inside the read task too, so only its output crosses into
+        Spark (scoring uses it: the model's inputs never leave Python).
+        """
+        table = self._require(name)
+        if self._native:
+            df = self._native.read(name, columns, version, timestamp)
+            return self._native.narrow(df, where, transform)
+        reader = self._spark().read.format("batchml_delta").option("storage", _encode(self.storage))
+        if where:
+            names = columns or pa.schema(table.schema().to_arrow()).names
+            reader = reader.option("where", _encode(predicates.check(where, names)))
+        if transform is not None:
+            reader = reader.option("transform", _encode(transform))
+        if version is not None:
+            reader = reader.option("versionAsOf", str(version))
+        elif timestamp is not None:
+            reader = reader.option("timestampAsOf", timestamp.isoformat() if isinstance(timestamp, dt.datetime)
+                                   else timestamp)
+        if columns:
+            reader = reader.option("columns", ",".join(columns))
+        return reader.load(self.uri(name))
+
+    def read_tasks(self, name: str, version: int | None = None, where=None) -> int:
+        """How many tasks a Spark read of this snapshot (with ``where``) runs, planned here without Spark."""
+        if self._native:
+            return self.read(name, version=version, where=where).rdd.getNumPartitions()
+        from batchml.storage.spark_source import DeltaReader
+
+        options = {"path": self.uri(name), "storage": _encode(self.storage)}
+        if version is not None:
+            options["versionAsOf"] = str(version)
+        names = pa.schema(self._require(name).schema().to_arrow()).names
+        return len(DeltaReader(options, pa.schema([]), predicates.check(where, names) if where else []).partitions())
+
+    def write(self, df: "DataFrame", name: str, mode: str = "append", replace_where=None,
+              txn: tuple[str, int] | None = None, metadata: dict | None = None,
+              options: dict[str, str] | None = None) -> WriteResult:
+        """Append, overwrite, or overwrite only the rows matching ``replace_where``.
+
+        ``txn=(app_id, version)`` makes the write idempotent: if the table already recorded
+        that transaction (or a later version of it), nothing is written. ``options`` are extra
+        writer options (tests use ``batchml.testing.crashBeforeCommit``).
+        """
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        plan = self._plan(name, to_arrow_schema(df.schema, timezone="UTC"), mode, replace_where, txn, metadata)
+        early = self._preflight(plan)
+        if early:
+            return early
+        if self._native:
+            return self._native.write(df, name, plan)
+        (df.write.format("batchml_delta").mode("overwrite" if mode == "overwrite" else "append")
+         .option("plan", _encode(plan)).option("storage", _encode(self.storage)).options(**(options or {}))
+         .save(plan.table_uri))
+        return self._outcome(plan)
+
+    # -- driver-side I/O for small tables (manifests, results, audit rows) ------
+    def write_arrow(self, data: pa.Table, name: str, mode: str = "append", replace_where=None,
+                    txn: tuple[str, int] | None = None, metadata: dict | None = None) -> WriteResult:
+        plan = self._plan(name, data.schema, mode, replace_where, txn, metadata)
+        early = self._preflight(plan)
+        if early:
+            return early
+        files = write_files(data.to_batches(), plan.schema, plan.table_uri, plan.partition_by, plan.storage,
+                            plan.target_file_rows, plan.replace_where)
+        return committer.commit(plan, files)
+
+    def read_arrow(self, name: str, filters: Iterable | None = None, columns: list[str] | None = None,
+                   version: int | None = None) -> pa.Table:
+        table = self._delta(name, version)
+        if table is None:
+            raise FileNotFoundError(f"table {name} does not exist yet at {self.uri(name)}")
+        dataset = table.to_pyarrow_dataset()
+        if not filters:
+            return dataset.to_table(columns=columns)
+        terms = predicates.check(filters, dataset.schema.names)
+        needed = None if columns is None else sorted(set(columns) | {c for c, _, _ in terms})
+        # The expression skips partitions and row groups; row_mask keeps SQL null semantics exact.
+        # delta-rs turns a column without min/max statistics into "x >= null", which matches no
+        # file, so only partition columns and columns with statistics may prune.
+        partitions = set(table.metadata().partition_columns)
+        prunable = [t for t in terms if t[0] in partitions or has_min_max_stats(dataset.schema.field(t[0]).type)]
+        result = dataset.to_table(columns=needed, filter=predicates.pruning_expression(prunable, dataset.schema))
+        result = result.filter(predicates.row_mask(result, terms))
+        return result.select(columns) if columns else result
+
+    # -- maintenance -----------------------------------------------------------
+    def compact(self, name: str, partition_filters=None, target_size: int | None = None) -> dict:
+        """Rewrite small files into larger ones (one new version; data unchanged)."""
+        table = self._require(name)
+        return table.optimize.compact(partition_filters=partition_filters, target_size=target_size)
+
+    def vacuum(self, name: str, retention_hours: int | None = None, dry_run: bool = True) -> list[str]:
+        """Delete files no longer referenced by versions newer than the retention window.
+
+        The guard: retention below ``storage.vacuum_min_retention_hours`` is refused, because
+        readers of older versions (time travel, running jobs) would lose their files.
+        """
+        floor = self.config.storage.vacuum_min_retention_hours
+        hours = floor if retention_hours is None else retention_hours
+        if hours < floor:
+            raise ValueError(f"vacuum retention {hours}h is below the guard of {floor}h "
+                             "(storage.vacuum_min_retention_hours); time travel would break")
+        table = self._require(name)
+        return table.vacuum(retention_hours=hours, dry_run=dry_run, enforce_retention_duration=False)
+
+    # -- internals -------------------------------------------------------------
+    def _require(self, name: str) -> DeltaTable:
+        table = self._delta(name)
+        if table is None:
+            raise FileNotFoundError(f"table {name} does not exist yet at {self.uri(name)}")
+        return table
+
+    def _spark(self) -> "SparkSession":
+        if self.spark is None:
+            from batchml.spark import get_spark
+
+            self.spark = get_spark(self.config)
+        return self.spark
+
+    def _plan(self, name, schema, mode, replace_where, txn, metadata) -> committer.WritePlan:
+        if mode not in ("append", "overwrite"):
+            raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
+        if replace_where is not None and mode != "overwrite":
+            raise ValueError("replace_where needs mode='overwrite'")
+        cfg = self.table_config(name)
+        # Spark's nullability inference is unreliable (a literal is NOT NULL), so tables store every
+        # column as nullable; required-ness is enforced by contracts and the validation gate.
+        schema = pa.schema([f.with_nullable(True) for f in schema])
+        if replace_where is not None:
+            replace_where = predicates.check(replace_where, schema.names)
+        return committer.WritePlan(
+            table_uri=self.uri(name), mode=mode, schema=schema, partition_by=list(cfg.partition_by),
+            storage=self.storage, target_file_rows=self.config.storage.target_file_rows,
+            replace_where=replace_where, txn=txn, allow_schema_evolution=cfg.allow_schema_evolution,
+            metadata={"table": name, "writeId": uuid.uuid4().hex, **(metadata or {})})
+
+    def _preflight(self, plan: committer.WritePlan) -> WriteResult | None:
+        missing = [c for c in plan.partition_by if c not in plan.schema.names]
+        if missing:
+            raise committer.SchemaMismatch(f"write to {plan.table_uri} lacks partition columns {missing}")
+        table = committer.open_table(plan.table_uri, self.storage)
+        if committer.already_committed(table, plan.txn):
+            log.info("%s: transaction %s already committed; nothing to do", plan.table_uri, plan.txn)
+            return WriteResult(plan.table_uri, committer.version_of_txn(table, plan.txn), skipped=True)
+        committer.check_schema(plan, table)
+        return None
+
+    def _outcome(self, plan: committer.WritePlan) -> WriteResult:
+        table = committer.open_table(plan.table_uri, self.storage)
+        write_id = plan.metadata["writeId"]
+        for entry in table.history(50):
+            if entry.get("batchml.writeId") == write_id:
+                return WriteResult(plan.table_uri, entry["version"], False,
+                                   int(entry.get("batchml.filesAdded", 0)), int(entry.get("batchml.filesRemoved", 0)),
+                                   int(entry.get("batchml.rows", 0)))
+        if committer.already_committed(table, plan.txn):  # lost a race with an identical write
+            return WriteResult(plan.table_uri, committer.version_of_txn(table, plan.txn), skipped=True)
+        raise RuntimeError(f"write {write_id} to {plan.table_uri} finished but its commit is not in the log")
+
+
+def _encode(obj) -> str:
+    from batchml.storage.spark_source import encode
+
+    return encode(obj)
+

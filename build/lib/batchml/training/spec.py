@@ -1,0 +1,88 @@
+"""Typed model declarations: the ``model:`` section of a dataset config.
+
+Kept free of ``batchml.config`` imports (that module imports this one).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Param(_Strict):
+    """One searched hyperparameter: a list of choices, or a [low, high] range (log-uniform if log)."""
+
+    choices: list[int | float | str] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Param":
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either choices or low and high")
+        if self.low is not None and self.high is not None and not self.low <= self.high:
+            raise ValueError(f"low {self.low} must not exceed high {self.high}")
+        if self.log and (self.low or 0) <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class Splits(_Strict):
+    """Time-ordered windows over the mature event dates (newest last); no random split anywhere."""
+
+    test_days: int = Field(3, ge=1)        # the most recent window: reported metrics and promotion
+    validation_days: int = Field(3, ge=1)  # before test: threshold choice and the final model's check
+    cv_folds: int = Field(3, ge=1)         # rolling-origin folds over train + validation for the search
+    cv_fold_days: int = Field(2, ge=1)     # each fold validates on this many days after its origin
+    min_train_days: int = Field(3, ge=1)   # the earliest fold still trains on at least this many days
+
+
+class Search(_Strict):
+    trials: int = Field(8, ge=1)
+    time_budget_s: float = Field(900, gt=0)  # no new trial starts after this (the first always runs)
+    seed: int = 7
+    space: dict[str, Param] = {}
+
+
+class Costs(_Strict):
+    """The cost matrix that picks the decision threshold (on the validation window)."""
+
+    missed_fraud: float = Field(50.0, gt=0)  # a false negative
+    false_alarm: float = Field(1.0, gt=0)    # a false positive
+    beta: float = Field(2.0, gt=0)           # the reported F-beta (F1 is always reported too)
+
+
+class Promotion(_Strict):
+    metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
+    margin: float = Field(0.0, ge=0)            # challenger must beat the champion by at least this
+    slice_tolerance: float = Field(0.05, ge=0)  # no slice may drop more than this below the champion
+    min_slice_positives: int = Field(5, ge=1)   # smaller slices are reported but never block
+
+
+class ModelSpec(_Strict):
+    registered_name: str                     # MLflow registered model name (scoring loads @champion of it)
+    training_table: str                      # Delta table, partitioned by cutoff_date
+    audit_table: str = "ops.model_audit"     # promotion decisions and alias changes, partitioned by run_date
+    labels_table: str | None = None          # default: the gate's accepted table of the labels feed
+    label_key: str = "transaction_id"        # join key between labels and features
+    label_time_column: str = "reported_at"   # when the label became known
+    label_maturity_days: int = Field(14, ge=0)  # an event counts once this many days passed by the cut-off
+    history_days: int = Field(90, ge=1)      # mature event days in a training set
+    exclude_columns: list[str] = []          # numeric feature-table columns that are not model inputs
+    slices: list[str] = ["channel", "merchant_category"]
+    num_workers: int = Field(2, ge=1)        # xgboost.spark workers (one barrier task each)
+    params: dict[str, float | int | str] = {}  # fixed XGBoost parameters (n_estimators, max_bin, ...)
+    splits: Splits = Splits()
+    search: Search = Search()
+    costs: Costs = Costs()
+    promotion: Promotion = Promotion()
+    calibration_bins: int = Field(10, ge=2)
+    baseline_sample_rows: int = Field(200_000, ge=1000)  # logistic baseline fits on at most this many rows
+    seed: int = 7

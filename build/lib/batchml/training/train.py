@@ -1,0 +1,237 @@
+"""The train stage: search, fit, evaluate on the test window, log to MLflow, register.
+
+Idempotent per run date: a finished MLflow run tagged ``batchml.run_date = D`` that registered a
+model is reused instead of training again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from batchml.config import Config
+from batchml.registry import store
+from batchml.storage import Lake
+from batchml.training import fit as fitting
+from batchml.training import metrics as M
+from batchml.training import report
+from batchml.training.dataset import CUTOFF, build_training_set, model_spec, training_set_lineage
+from batchml.training.spec import ModelSpec
+from batchml.training.splits import plan_splits
+
+log = logging.getLogger(__name__)
+
+RUN_DATE_TAG = "batchml.run_date"
+DATASET_TAG = "batchml.dataset"
+VERSION_TAG = "batchml.model_version"
+NUMERIC = ("int", "bigint", "smallint", "tinyint", "float", "double", "boolean")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    version: int
+    run_id: str
+    metrics: dict
+    reused: bool = False
+
+
+def feature_columns(schema, spec: ModelSpec, id_column: str, date_column: str) -> list[str]:
+    """Numeric columns of the training set, minus keys, dates, the label and ``exclude_columns``."""
+    skip = {id_column, date_column, CUTOFF, fitting.LABEL, spec.label_key, *spec.exclude_columns}
+    return [f.name for f in schema.fields if f.dataType.simpleString() in NUMERIC and f.name not in skip]
+
+
+def config_hash(config: Config, dataset: str) -> str:
+    """Hash of the dataset's config (contract, gate, features, model): what decides the model."""
+    doc = config.dataset(dataset).model_dump(mode="json")
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def code_version() -> str:
+    """The git commit of the checkout (``+dirty`` if modified), else the package version."""
+    from importlib.metadata import version
+
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if sha.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--", str(here.parent)], cwd=here,
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            return sha.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"batchml=={version('batchml')}"
+
+
+def finished_run(config: Config, dataset: str, run_date: dt.date):
+    """The finished run of ``run_date`` that registered a model, or None."""
+    c = store.client(config)
+    runs = c.search_runs([store.experiment_id(config, dataset)],
+                         filter_string=f"tags.`{RUN_DATE_TAG}` = '{run_date}' and attributes.status = 'FINISHED'",
+                         order_by=["attributes.start_time DESC"])
+    return next((r for r in runs if VERSION_TAG in r.data.tags), None)
+
+
+def prepare(lake: Lake, spec: ModelSpec, table: str, version: int, cutoff: dt.date, id_column: str,
+            date_column: str) -> fitting.Prepared:
+    from pyspark.sql import functions as F
+
+    rows = lake.read(table, version=version).where(F.col(CUTOFF) == F.lit(cutoff))
+    features = feature_columns(rows.schema, spec, id_column, date_column)
+    if not features:
+        raise ValueError(f"{table} has no numeric feature columns to train on")
+    frame = rows.select(*[F.col(c).cast("double").alias(c) for c in features], F.col(fitting.LABEL),
+                        F.col(date_column).alias(fitting.DATE), *[F.col(s) for s in spec.slices]).persist()
+    counts = {r[0]: (r[1], r[2] or 0) for r in
+              frame.groupBy(fitting.DATE).agg(F.count("*"), F.sum(fitting.LABEL)).collect()}
+    if not counts:
+        raise ValueError(f"training set {table} for cut-off {cutoff} is empty; check the features history "
+                         "and model.label_maturity_days")
+    return fitting.Prepared(frame, features, counts)
+
+
+def train(config: Config, run_date: dt.date, dataset: str | None = None, spark=None) -> TrainResult:
+    import mlflow
+
+    name, spec = model_spec(config, dataset)
+    feats = config.dataset(name).features
+    done = finished_run(config, name, run_date)
+    if done is not None:
+        version = int(done.data.tags[VERSION_TAG])
+        log.info("train %s %s: already trained (run %s, %s version %s); nothing to do", name, run_date,
+                 done.info.run_id, spec.registered_name, version)
+        test = {k.removeprefix("test_"): v for k, v in done.data.metrics.items() if k.startswith("test_")}
+        return TrainResult(version, done.info.run_id, test, reused=True)
+
+    from batchml.spark import get_spark
+
+    lake = Lake(config, spark or get_spark(config))
+    if not lake.exists(spec.training_table) or not lake.committed(
+            spec.training_table, (f"training-set/{name}/{run_date}", 1)):
+        log.info("train %s %s: no training set for this cut-off yet; building it first", name, run_date)
+        build_training_set(config, run_date, name, lake.spark)
+    lineage = training_set_lineage(lake, spec.training_table, run_date)
+    prep = prepare(lake, spec, spec.training_table, lineage[spec.training_table], run_date, feats.id_column,
+                   feats.date_column)
+    try:
+        plan = plan_splits(min(prep.day_counts), max(prep.day_counts), spec.splits)
+        log.info("train %s %s: %d rows, %d features; train %s, validation %s, test %s, %d CV fold(s)", name,
+                 run_date, sum(n for n, _ in prep.day_counts.values()), len(prep.features), plan.train,
+                 plan.validation, plan.test, len(plan.folds))
+        with mlflow.start_run(experiment_id=store.experiment_id(config, name), run_name=f"train {run_date}",
+                              tags={RUN_DATE_TAG: str(run_date), DATASET_TAG: name}) as run:
+            result = _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage)
+            mlflow.set_tag(VERSION_TAG, str(result.version))  # marks the run complete for re-runs
+            return TrainResult(result.version, run.info.run_id, result.metrics)
+    finally:
+        prep.frame.unpersist()
+
+
+@dataclass(frozen=True)
+class _Logged:
+    version: int
+    metrics: dict
+
+
+def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _Logged:
+    import mlflow
+
+    trials = fitting.search(prep, plan, spec)
+    chosen = fitting.best(trials)
+    booster = fitting.fit(prep, plan.train, spec, chosen.params)
+
+    validation = prep.collect(plan.validation)
+    threshold = M.cost_threshold(validation[fitting.LABEL].to_numpy(),
+                                 fitting.predict(booster, validation, prep.features), spec.costs)
+    test = prep.collect(plan.test, extra=spec.slices)
+    y = test[fitting.LABEL].to_numpy()
+    p = fitting.predict(booster, test, prep.features)
+    overall = M.evaluate(y, p, threshold, spec.costs, spec.calibration_bins)
+    slices = M.by_slice(y, p, {s: test[s].to_numpy() for s in spec.slices}, threshold, spec.costs,
+                        spec.calibration_bins)
+    base_p = _baseline_scores(prep, plan, spec, validation, test)
+    base_threshold = M.cost_threshold(validation[fitting.LABEL].to_numpy(), base_p["validation"], spec.costs)
+    baseline = M.evaluate(y, base_p["test"], base_threshold, spec.costs, spec.calibration_bins)
+    _, reliability_table = M.calibration(y.astype(float), p, spec.calibration_bins)
+
+    feats = config.dataset(name).features
+    label_versions = {t: v for t, v in lineage.items() if t not in (feats.table, spec.training_table)}
+    windows = {"train": str(plan.train), "validation": str(plan.validation), "test": str(plan.test)}
+    hashed, code = config_hash(config, name), code_version()
+    params = {**spec.params, **chosen.params, "num_workers": spec.num_workers, "seed": spec.seed,
+              "label_maturity_days": spec.label_maturity_days, "threshold": threshold,
+              "cost_missed_fraud": spec.costs.missed_fraud, "cost_false_alarm": spec.costs.false_alarm}
+    mlflow.log_params({k: str(v) for k, v in params.items()})
+    mlflow.log_metrics({f"test_{k}": v for k, v in overall.items() if np.isfinite(v)})
+    mlflow.log_metrics({f"baseline_test_{k}": v for k, v in baseline.items() if np.isfinite(v)})
+    mlflow.log_metrics({f"slice_{col}_{val}_{k}": v for col, vals in slices.items() for val, m in vals.items()
+                        for k, v in m.items() if k in ("pr_auc", "roc_auc", "f1", "rows") and np.isfinite(v)})
+    for t in trials:
+        mlflow.log_metric("search_cv_pr_auc", t.score if np.isfinite(t.score) else 0.0, step=t.number)
+    mlflow.log_metric("search_trials", len(trials))
+    mlflow.set_tags({"batchml.lineage": json.dumps(lineage), "batchml.config_hash": hashed,
+                     "batchml.code_version": code,
+                     **{f"batchml.input_version.{t}": str(v) for t, v in lineage.items()}})
+    gains = booster.get_score(importance_type="total_gain")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        report.pr_curve(d / "pr_curve.png", y, {"xgboost": p, "baseline": base_p["test"]})
+        report.reliability(d / "calibration.png", reliability_table)
+        report.importance(d / "feature_importance.png", gains)
+        (d / "model_card.md").write_text(report.model_card(
+            name=spec.registered_name, dataset=name, run_date=run_date, windows=windows, lineage=lineage,
+            metrics=overall, baseline=baseline, slices=slices, threshold=threshold, costs=spec.costs,
+            params=params, features=prep.features, maturity_days=spec.label_maturity_days, code_version=code,
+            config_hash=hashed))
+        (d / "metrics.json").write_text(json.dumps(
+            {"test": overall, "baseline": baseline, "slices": slices, "calibration": reliability_table,
+             "search": [t.__dict__ for t in trials]}, indent=2, default=str))
+        mlflow.log_artifacts(str(d), artifact_path="report")
+
+    tags = {"features_table": feats.table, "features_version": str(lineage[feats.table]),
+            "training_table": spec.training_table, "training_version": str(lineage[spec.training_table]),
+            "labels_versions": json.dumps(label_versions),
+            "train_start": str(plan.train.start), "train_end": str(plan.train.end),
+            "test_start": str(plan.test.start), "test_end": str(plan.test.end),
+            "test_metrics": json.dumps(M.contract(overall)), "cutoff_date": str(run_date), "dataset": name,
+            "config_hash": hashed, "code_version": code}
+    example = test[prep.features].head(5).astype("float32")
+    mv = store.log_and_register(config, spec.registered_name, booster, prep.features, threshold, tags,
+                                input_example=example)
+    log.info("train %s %s: version %s, test PR-AUC %.4f (baseline %.4f), ROC-AUC %.4f, threshold %.4f",
+             name, run_date, mv.version, overall["pr_auc"], baseline["pr_auc"], overall["roc_auc"], threshold)
+    return _Logged(mv.version, overall)
+
+
+def _baseline_scores(prep, plan, spec: ModelSpec, validation, test) -> dict[str, np.ndarray]:
+    """A logistic regression on a seeded sample of the training window: the bar xgboost must clear."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from pyspark.sql import functions as F
+
+    rows, _ = prep.counts(plan.train)
+    frame = prep.frame.where(plan.train.column_filter(fitting.DATE))
+    if rows > spec.baseline_sample_rows:  # a hash sample: the same rows whatever the partitioning
+        keep = int(spec.baseline_sample_rows / rows * 1_000_000)
+        bucket = F.pmod(F.xxhash64(F.lit(spec.seed), *prep.features, fitting.LABEL, fitting.DATE), F.lit(1_000_000))
+        frame = frame.where(bucket < keep)
+    sample = frame.select(*prep.features, fitting.LABEL).toArrow().to_pandas()
+    model = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
+                          LogisticRegression(max_iter=500, class_weight="balanced"))
+    model.fit(sample[prep.features].to_numpy(dtype=float, na_value=np.nan), sample[fitting.LABEL].to_numpy())
+
+    def score(df):
+        return model.predict_proba(df[prep.features].to_numpy(dtype=float, na_value=np.nan))[:, 1]
+
+    return {"validation": score(validation), "test": score(test)}
