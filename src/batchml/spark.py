@@ -8,8 +8,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchml.config import Config
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class JavaNotFound(RuntimeError):
@@ -169,6 +173,17 @@ def freeze_worker_imports() -> None:
     import gc
 
     gc.freeze()
+
+
+def arrow_schema(schema) -> "pa.Schema":
+    """A Spark schema as Arrow, timestamps in UTC: pyspark 4.1+ takes ``timezone=``, 4.0 is UTC by default."""
+    import inspect
+
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    if "timezone" in inspect.signature(to_arrow_schema).parameters:
+        return to_arrow_schema(schema, timezone="UTC")
+    return to_arrow_schema(schema)
 
 
 def register(spark) -> None:

@@ -55,13 +55,13 @@ def measure(lake: Lake, spec: MonitoringSpec, id_column: str, run_date: dt.date)
 
     if not lake.exists(spec.scores_table) or not lake.exists(spec.labels_table):
         return []
-    scores = lake.read(spec.scores_table).where(
-        F.col(spec.score_date_column).between(F.lit(run_date - dt.timedelta(days=spec.lookback_days)),
-                                              F.lit(run_date)))
+    scores = lake.read(spec.scores_table, where=[
+        (spec.score_date_column, ">=", run_date - dt.timedelta(days=spec.lookback_days)),
+        (spec.score_date_column, "<=", run_date)])
     if spec.exclude_flag_column and spec.exclude_flag_column in scores.columns:
         scores = scores.where(~F.coalesce(F.col(spec.exclude_flag_column).cast("boolean"), F.lit(False)))
-    labels = (lake.read(spec.labels_table, columns=[spec.label_key, spec.label_ingest_column])
-              .where(F.col(spec.label_ingest_column) <= F.lit(run_date))
+    labels = (lake.read(spec.labels_table, columns=[spec.label_key, spec.label_ingest_column],
+                        where=[(spec.label_ingest_column, "<=", run_date)])
               .select(F.col(spec.label_key).alias(id_column)).distinct().withColumn("_y", F.lit(1)))
     s = F.least(F.greatest(F.col(spec.score_column).cast("double"), F.lit(1e-7)), F.lit(1 - 1e-7))
     joined = (scores.join(labels, id_column, "left")

@@ -107,16 +107,16 @@ def champion_at(config: Config, at: dt.datetime, dataset: str | None = None) -> 
 # -- the evaluate and promote stages ------------------------------------------------------
 def _window_frame(config: Config, name: str, spec: ModelSpec, candidate, champion, spark):
     """The candidate's test window, from the training set it was tested on, with both models' inputs."""
-    from pyspark.sql import functions as F
 
     from batchml.training.dataset import CUTOFF, LABEL
 
     date_column = config.dataset(name).features.date_column
     t = candidate.tags
     start, end = (dt.date.fromisoformat(t[k]) for k in ("test_start", "test_end"))
-    frame = Lake(config, spark).read(t["training_table"], version=int(t["training_version"])).where(
-        (F.col(CUTOFF) == F.lit(dt.date.fromisoformat(t["cutoff_date"])))
-        & F.col(date_column).between(F.lit(start), F.lit(end)))
+    frame = Lake(config, spark).read(
+        t["training_table"], version=int(t["training_version"]),
+        where=[(CUTOFF, "=", dt.date.fromisoformat(t["cutoff_date"])), (date_column, ">=", start),
+               (date_column, "<=", end)])
     missing = [c for c in champion.feature_columns if c not in frame.columns]
     if missing:
         return None, f"the champion's inputs {missing} are not in the current training set"

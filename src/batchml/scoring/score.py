@@ -266,7 +266,7 @@ def score_rows(lake: Lake, spark, spec: ScoringSpec, features, run_date: dt.date
                chunks: int, chunk: int, model, no_model_reason: str | None):
     """The scoring pass: the feature table's read tasks score the chunk's rows of the date
     (``predict.BatchScorer``), then Spark applies the fallback rules where the model could not score."""
-    from pyspark.sql.pandas.types import to_arrow_schema
+    from batchml.spark import arrow_schema
 
     where = [(features.date_column, "=", run_date)]
     plain = lake.read(features.table, columns, version, where=where)
@@ -279,7 +279,7 @@ def score_rows(lake: Lake, spark, spec: ScoringSpec, features, run_date: dt.date
                               spec.review.below, rc.top_k, rc.method == "exact", rc.rows == "all", threads,
                               no_model_reason)
     scorer = predict.BatchScorer(args, bytes(model.booster.save_raw("ubj")) if model else None,
-                                 to_arrow_schema(plain.select(*rules).schema, timezone="UTC"), chunks, chunk)
+                                 arrow_schema(plain.select(*rules).schema), chunks, chunk)
     scored = lake.read(features.table, columns, version, where=where, transform=scorer)
     return apply_fallback_rules(scored, spec, features.id_column)
 

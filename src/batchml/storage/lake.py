@@ -132,9 +132,9 @@ class Lake:
         that transaction (or a later version of it), nothing is written. ``options`` are extra
         writer options (tests use ``batchml.testing.crashBeforeCommit``).
         """
-        from pyspark.sql.pandas.types import to_arrow_schema
+        from batchml.spark import arrow_schema
 
-        plan = self._plan(name, to_arrow_schema(df.schema, timezone="UTC"), mode, replace_where, txn, metadata)
+        plan = self._plan(name, arrow_schema(df.schema), mode, replace_where, txn, metadata)
         early = self._preflight(plan)
         if early:
             return early

@@ -19,9 +19,8 @@ import pickle
 from dataclasses import dataclass
 
 import pyarrow as pa
-from pyspark.sql.datasource import (DataSource, DataSourceArrowWriter, DataSourceReader, EqualTo,
-                                    GreaterThan, GreaterThanOrEqual, In, InputPartition, LessThan,
-                                    LessThanOrEqual, WriterCommitMessage)
+from pyspark.sql.datasource import (DataSource, DataSourceArrowWriter, DataSourceReader, InputPartition,
+                                    WriterCommitMessage)
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from batchml.spark import freeze_worker_imports
@@ -87,8 +86,14 @@ class _Split(InputPartition):
     files: list  # [(relative path, {partition column: typed value}, row groups or None for all)]
 
 
-_PUSHABLE = {EqualTo: "=", GreaterThan: ">", GreaterThanOrEqual: ">=", LessThan: "<",
-             LessThanOrEqual: "<=", In: "in"}
+try:  # Spark 4.1+ pushes filters to Python data sources; 4.0 (emr-spark-8.0.0) has no filter classes and
+    # never calls pushFilters: the reader then plans every file and Spark applies the filters itself
+    from pyspark.sql.datasource import EqualTo, GreaterThan, GreaterThanOrEqual, In, LessThan, LessThanOrEqual
+
+    _PUSHABLE = {EqualTo: "=", GreaterThan: ">", GreaterThanOrEqual: ">=", LessThan: "<",
+                 LessThanOrEqual: "<=", In: "in"}
+except ImportError:
+    _PUSHABLE = {}
 
 
 class DeltaReader(DataSourceReader):

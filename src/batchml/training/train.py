@@ -84,7 +84,7 @@ def prepare(lake: Lake, spec: ModelSpec, table: str, version: int, cutoff: dt.da
             date_column: str) -> fitting.Prepared:
     from pyspark.sql import functions as F
 
-    rows = lake.read(table, version=version).where(F.col(CUTOFF) == F.lit(cutoff))
+    rows = lake.read(table, version=version, where=[(CUTOFF, "=", cutoff)])
     features = feature_columns(rows.schema, spec, id_column, date_column)
     if not features:
         raise ValueError(f"{table} has no numeric feature columns to train on")

@@ -95,10 +95,9 @@ def validate(config: Config, run_date: dt.date, dataset: str | None = None, spar
 
 def _validate_table(lake: Lake, dataset: str, table: str, spec: TableValidation, contract: SourceConfig,
                     run_date: dt.date) -> TableOutcome:
-    from pyspark.sql import functions as F
 
     version = lake.version(table)
-    batch = lake.read(table).where(F.col(spec.batch_column) == F.lit(run_date)).cache()
+    batch = lake.read(table, where=[(spec.batch_column, "=", run_date)]).cache()
     try:
         rows = batch.count()
         results = _gx_results(batch, spec, contract, table, run_date)
@@ -151,7 +150,6 @@ def _drift_results(lake: Lake, table: str, spec: TableValidation, batch, run_dat
     d = spec.distributions
     if d is None:
         return []
-    from pyspark.sql import functions as F
 
     accepted = spec.accepted_table
     start = run_date - dt.timedelta(days=d.reference_days)
@@ -164,8 +162,7 @@ def _drift_results(lake: Lake, table: str, spec: TableValidation, batch, run_dat
         return [CheckResult(f"drift:{c}", "distribution", d.severity, True,
                             f"reference too small ({reference_rows} < {d.min_reference_rows} rows)", threshold, c,
                             status="skipped") for c in columns]
-    reference = lake.read(accepted, columns=[*columns, spec.batch_column]).where(
-        (F.col(spec.batch_column) >= F.lit(start)) & (F.col(spec.batch_column) < F.lit(run_date)))
+    reference = lake.read(accepted, columns=[*columns, spec.batch_column], where=window)
     results = []
     for drift in distributions.compare(reference, batch.select(*columns), d):
         observed = (f"{drift.test}={drift.statistic:.4g}, p={drift.p_value:.3g}, PSI={drift.psi:.4f}"

@@ -1,1 +1,0 @@
-"""Drift and realized-performance monitoring of the champion model (``batchml run monitor``)."""

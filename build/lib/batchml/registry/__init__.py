@@ -1,1 +1,0 @@
-"""The model registry: MLflow model versions, aliases, and the audited promotion history."""

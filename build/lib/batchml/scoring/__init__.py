@@ -1,1 +1,0 @@
-"""Nightly batch scoring: champion model, checkpointed chunks, reason codes, review queue, fallback rules."""

@@ -1,1 +1,0 @@
-"""Training: point-in-time training sets, time-aware splits, search, fit, metrics, MLflow logging."""

@@ -1,0 +1,1 @@
+"""Releases: ``make package`` builds one into ``dist/`` (``package``); ``make deploy`` uploads it (``deploy``)."""
