@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 
-.PHONY: demo test test-e2e setup bench clean-state chromium
+.PHONY: demo test test-e2e test-spark40 test-mwaa setup bench clean-state chromium package
 
 # Airflow demo (src/batchml/orchestration/demo.py); DEMO_ARGS e.g. "--nightly-days 8 --rows-per-day 20000".
 demo: $(VENV)/.installed
@@ -14,6 +14,32 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed $(INFRA_VENV)/.installed chromium
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(MAKE) --no-print-directory test-spark40 test-mwaa
+
+# Two CI legs in environments of their own (docs/deploy.md, "What CI checks"):
+# - Spark 4.0.2, as AWS's emr-spark-8.0.0 runs it: the storage tests and one stage chain;
+# - the DAG side as MWAA installs it: the pinned Airflow and providers, batchml[airflow], the DagBag.
+SPARK40_VENV := .venv-spark40
+MWAA_VENV := .venv-mwaa
+MWAA_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12) $(PYTHON))
+
+test-spark40: $(SPARK40_VENV)/.installed
+	$(SPARK40_VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests/storage tests/cluster/test_stage_chain.py
+
+$(SPARK40_VENV)/.installed: pyproject.toml
+	test -d $(SPARK40_VENV) || $(PYTHON) -m venv $(SPARK40_VENV)
+	$(SPARK40_VENV)/bin/pip install --quiet -e '.[spark]' 'pyspark==4.0.2' 'pytest>=8,<10' 'pytest-xdist>=3.6,<4' \
+	  'moto[server]>=5.0,<6'
+	touch $@
+
+test-mwaa: $(MWAA_VENV)/.installed
+	$(MWAA_VENV)/bin/python tests/mwaa/check_dag_side.py infra/mwaa/constraints.txt
+
+$(MWAA_VENV)/.installed: pyproject.toml infra/mwaa/constraints.txt
+	rm -rf $(MWAA_VENV) && $(MWAA_PYTHON) -m venv $(MWAA_VENV)
+	$(MWAA_VENV)/bin/pip install --quiet --upgrade pip
+	$(MWAA_VENV)/bin/pip install --quiet -c infra/mwaa/constraints.txt '.[airflow]'
+	touch $@
 
 # Only the Airflow end-to-end legs (also part of make test): three nightly dag.test() runs, a rerun, a backfill.
 test-e2e: $(VENV)/.installed
@@ -28,6 +54,13 @@ chromium:
 	    else echo "chromium is missing and cannot be installed here (not root or no apt-get): the UI test will skip"; fi; }
 
 setup: $(VENV)/.installed $(INFRA_VENV)/.installed
+
+# Everything a cluster needs, in $(DIST)/ (docs/deploy.md): the wheel, the driver's and executors' Python
+# environment for $(TARGET_PYTHON) (emr-spark-8.0.0's interpreter), jobs/, conf/, sql/, dags/, MWAA's files.
+DIST ?= dist
+TARGET_PYTHON ?= /usr/bin/python3.11
+package: $(VENV)/.installed
+	$(PY) -m batchml.release.package --out $(DIST) --python $(TARGET_PYTHON)
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_storage.py

@@ -220,7 +220,9 @@ class ConfFolder:
         self.uri = uri.rstrip("/")
         endpoint = environ.get("BATCHML_S3_ENDPOINT_URL")
         storage = StorageOptions(endpoint_url=endpoint, allow_http=bool(endpoint and endpoint.startswith("http:")),
-                                 region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+                                 region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+                                 access_key_id=environ.get("AWS_ACCESS_KEY_ID"),
+                                 secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY"))
         self.s3 = is_s3(uri)
         self.fs, self.root = storage.filesystem(self.uri) if self.s3 else (None, str(Path(uri).absolute()))
 

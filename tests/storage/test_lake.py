@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from batchml.config import TableConfig
 from batchml.storage import Lake, SchemaMismatch
+from batchml.storage.spark_source import FILTER_PUSHDOWN
 from tests.conftest import make_config
 
 TABLES = {
@@ -153,13 +154,20 @@ def test_additive_schema_evolution_only_where_config_allows(lake, spark):
         lake.write(flat.withColumn("score", F.lit(0.5)), "test.flat")
 
 
-def test_partition_pruning_and_data_skipping_avoid_other_files(lake, spark):
+@pytest.mark.parametrize("through", ["where", pytest.param("spark filter", marks=pytest.mark.skipif(
+    not FILTER_PUSHDOWN, reason="Spark 4.0 pushes no filters to Python data sources: the stages prune with where="))])
+def test_partition_pruning_and_data_skipping_avoid_other_files(lake, spark, through):
+    def read(name, column, op, value):
+        if through == "where":
+            return lake.read(name, where=[(column, op, value)])
+        return lake.read(name).where({"=": F.col(column) == value, "<=": F.col(column) <= value}[op])
+
     lake.write(events(spark), "test.events")
     root = Path(lake.uri("test.events"))
     # Remove every data file outside 2024-01-02: a read that opened them would fail.
     for path in root.glob("d=2024-01-0[13]/*.parquet"):
         path.unlink()
-    assert lake.read("test.events").where(F.col("d") == dt.date(2024, 1, 2)).count() == 1000
+    assert read("test.events", "d", "=", dt.date(2024, 1, 2)).count() == 1000
     # Data skipping on a non-partition column through min/max statistics.
     lake.write(events(spark, 3000), "test.flat")
     assert len(list(Path(lake.uri("test.flat")).glob("*.parquet"))) >= 2
@@ -168,7 +176,7 @@ def test_partition_pruning_and_data_skipping_avoid_other_files(lake, spark):
     for entry in table.to_pylist():
         if entry["path"] != lowest["path"]:
             (Path(lake.uri("test.flat")) / entry["path"]).unlink()
-    assert lake.read("test.flat").where(F.col("id") <= lowest["max.id"]).count() == lowest["num_records"]
+    assert read("test.flat", "id", "<=", lowest["max.id"]).count() == lowest["num_records"]
 
 
 def test_crash_between_writing_files_and_commit_leaves_table_unchanged(lake, spark):

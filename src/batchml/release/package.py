@@ -154,9 +154,11 @@ def write_scaffold(root: Path, target_python: str) -> None:
 def add_wheel(tar: tarfile.TarFile, wheel: Path, site: str) -> None:
     with zipfile.ZipFile(wheel) as zf:
         for info in zf.infolist():
+            if info.is_dir():  # tar creates the folders of the files below
+                continue
             entry = tarfile.TarInfo(f"{site}/{info.filename}")
             entry.size = info.file_size
-            entry.mode = 0o644
+            entry.mode = (info.external_attr >> 16) & 0o777 or 0o644
             entry.mtime = int(dt.datetime(*info.date_time).timestamp())
             tar.addfile(entry, zf.open(info))
 

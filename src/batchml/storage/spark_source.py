@@ -94,6 +94,7 @@ try:  # Spark 4.1+ pushes filters to Python data sources; 4.0 (emr-spark-8.0.0) 
                  LessThanOrEqual: "<=", In: "in"}
 except ImportError:
     _PUSHABLE = {}
+FILTER_PUSHDOWN = bool(_PUSHABLE)
 
 
 class DeltaReader(DataSourceReader):
