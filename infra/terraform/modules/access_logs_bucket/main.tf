@@ -1,6 +1,11 @@
-# Target bucket for S3 server access logs of the landing, lake and artifacts buckets.
+# Target bucket for S3 server access logs of the landing, lake and artifacts buckets, and for the MLflow
+# load balancer's access logs (under alb/).
 
 data "aws_caller_identity" "current" {}
+
+# The regional Elastic Load Balancing account that delivers ALB access logs in older regions; newer
+# regions use the logdelivery.elasticloadbalancing.amazonaws.com service principal (both allowed below).
+data "aws_elb_service_account" "this" {}
 
 resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_18:This is the access-log target bucket; logging it into itself would loop and logging it elsewhere needs yet another bucket.
@@ -89,6 +94,20 @@ resource "aws_s3_bucket_policy" "this" {
           StringEquals = { "aws:SourceAccount" = data.aws_caller_identity.current.account_id }
           ArnLike      = { "aws:SourceArn" = var.source_bucket_arns }
         }
+      },
+      {
+        Sid       = "AllowAlbAccessLogDeliveryRegionalAccount"
+        Effect    = "Allow"
+        Principal = { AWS = data.aws_elb_service_account.this.arn }
+        Action    = "s3:PutObject"
+        Resource  = "${aws_s3_bucket.this.arn}/alb/*/AWSLogs/${data.aws_caller_identity.current.account_id}/*"
+      },
+      {
+        Sid       = "AllowAlbAccessLogDeliveryService"
+        Effect    = "Allow"
+        Principal = { Service = "logdelivery.elasticloadbalancing.amazonaws.com" }
+        Action    = "s3:PutObject"
+        Resource  = "${aws_s3_bucket.this.arn}/alb/*/AWSLogs/${data.aws_caller_identity.current.account_id}/*"
       },
       {
         Sid       = "DenyInsecureTransport"
