@@ -724,7 +724,9 @@ def test_conf_prod_script_output_loads(tmp_path: Path) -> None:
     (bindir / "terraform").chmod(0o755)
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf" / "base", conf / "base")
-    env = dict(os.environ, PATH=f"{bindir}:{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
+    # the template is the repository's conf/prod; the result goes into a fresh conf folder next to conf/base
+    env = dict(os.environ, PATH=f"{bindir}:{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+               BATCHML_CONF_DIR=str(REPO / "conf"))
     res = _run(["bash", str(script), "abc1234"], cwd=tmp_path, env=env, timeout=60)
     assert res.returncode == 0, res.stderr
     (conf / "prod").mkdir()
