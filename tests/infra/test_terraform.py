@@ -683,6 +683,11 @@ def test_standard_module_structure() -> None:
     for mod in modules:
         for name in ("main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md"):
             assert (mod / name).is_file(), f"{mod.name}/{name}"
+        readme = (mod / "README.md").read_text()
+        for kind, file in (("variable", "variables.tf"), ("output", "outputs.tf")):
+            for blk in parse_hcl((mod / file).read_text()):
+                if isinstance(blk, Block) and blk.type == kind:
+                    assert f"`{blk.labels[0]}`" in readme, f"modules/{mod.name}/README.md does not document {kind} {blk.labels[0]}"
     for env in ENVIRONMENTS:
         assert (TF_ROOT / "envs" / f"{env}.tfvars").is_file(), env
     assert (TF_ROOT / "examples" / "minimal").is_dir()
