@@ -9,7 +9,7 @@ data "aws_elb_service_account" "this" {}
 
 resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_18:This is the access-log target bucket; logging it into itself would loop and logging it elsewhere needs yet another bucket.
-  #checkov:skip=CKV_AWS_145:S3 server access log delivery supports only SSE-S3 (AES256) default encryption on the target bucket, not SSE-KMS.
+  #checkov:skip=CKV_AWS_145:S3 server access logs and ALB access logs can only be delivered to a bucket with SSE-S3 (AES256) default encryption, not SSE-KMS.
   #checkov:skip=CKV_AWS_144:Access logs are audit data with a fixed retention; cross-region replication is not worth doubling their cost.
   #checkov:skip=CKV2_AWS_62:Nothing consumes events for access-log objects.
   bucket        = var.bucket_name

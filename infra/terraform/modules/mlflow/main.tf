@@ -556,51 +556,43 @@ resource "aws_ecs_service" "mlflow" {
 }
 
 # ---------------------------------------------------------------- alarms
-resource "aws_cloudwatch_metric_alarm" "unhealthy" {
-  alarm_name          = "${var.name}-mlflow-unhealthy"
-  alarm_description   = "No healthy MLflow task behind the load balancer: training, promotion and scoring cannot reach the registry."
-  namespace           = "AWS/ApplicationELB"
-  metric_name         = "HealthyHostCount"
-  dimensions          = { LoadBalancer = aws_lb.mlflow.arn_suffix, TargetGroup = aws_lb_target_group.mlflow.arn_suffix }
-  statistic           = "Minimum"
-  period              = 60
-  evaluation_periods  = 5
-  comparison_operator = "LessThanThreshold"
-  threshold           = 1
-  treat_missing_data  = "breaching"
+locals {
+  db_dimensions = { DBInstanceIdentifier = aws_db_instance.this.identifier }
+  alarms = {
+    unhealthy = {
+      description = "No healthy MLflow task behind the load balancer: training, promotion and scoring cannot reach the registry."
+      namespace   = "AWS/ApplicationELB", metric = "HealthyHostCount", statistic = "Minimum"
+      dimensions  = { LoadBalancer = aws_lb.mlflow.arn_suffix, TargetGroup = aws_lb_target_group.mlflow.arn_suffix }
+      period      = 60, periods = 5, operator = "LessThanThreshold", threshold = 1, missing = "breaching"
+    }
+    db-cpu = {
+      description = "The MLflow database has used more than 80% CPU for 15 minutes."
+      namespace   = "AWS/RDS", metric = "CPUUtilization", statistic = "Average", dimensions = local.db_dimensions
+      period      = 300, periods = 3, operator = "GreaterThanThreshold", threshold = 80, missing = "missing"
+    }
+    db-storage = {
+      description = "The MLflow database has less than 2 GiB of free storage."
+      namespace   = "AWS/RDS", metric = "FreeStorageSpace", statistic = "Minimum", dimensions = local.db_dimensions
+      period      = 300, periods = 1, operator = "LessThanThreshold", threshold = 2147483648, missing = "missing"
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "this" {
+  for_each = local.alarms
+
+  alarm_name          = "${var.name}-mlflow-${each.key}"
+  alarm_description   = each.value.description
+  namespace           = each.value.namespace
+  metric_name         = each.value.metric
+  dimensions          = each.value.dimensions
+  statistic           = each.value.statistic
+  period              = each.value.period
+  evaluation_periods  = each.value.periods
+  comparison_operator = each.value.operator
+  threshold           = each.value.threshold
+  treat_missing_data  = each.value.missing
   alarm_actions       = [var.sns_topic_arn]
   ok_actions          = [var.sns_topic_arn]
-  tags                = var.tags
-}
-
-resource "aws_cloudwatch_metric_alarm" "db_cpu" {
-  alarm_name          = "${var.name}-mlflow-db-cpu"
-  alarm_description   = "The MLflow database has used more than 80% CPU for 15 minutes."
-  namespace           = "AWS/RDS"
-  metric_name         = "CPUUtilization"
-  dimensions          = { DBInstanceIdentifier = aws_db_instance.this.identifier }
-  statistic           = "Average"
-  period              = 300
-  evaluation_periods  = 3
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = 80
-  treat_missing_data  = "missing"
-  alarm_actions       = [var.sns_topic_arn]
-  tags                = var.tags
-}
-
-resource "aws_cloudwatch_metric_alarm" "db_storage" {
-  alarm_name          = "${var.name}-mlflow-db-storage"
-  alarm_description   = "The MLflow database has less than 2 GiB of free storage."
-  namespace           = "AWS/RDS"
-  metric_name         = "FreeStorageSpace"
-  dimensions          = { DBInstanceIdentifier = aws_db_instance.this.identifier }
-  statistic           = "Minimum"
-  period              = 300
-  evaluation_periods  = 1
-  comparison_operator = "LessThanThreshold"
-  threshold           = 2147483648
-  treat_missing_data  = "missing"
-  alarm_actions       = [var.sns_topic_arn]
   tags                = var.tags
 }

@@ -45,7 +45,7 @@ output "security_group_id" {
 
 output "alarm_names" {
   description = "Alarms on the MLflow service and database."
-  value       = [aws_cloudwatch_metric_alarm.unhealthy.alarm_name, aws_cloudwatch_metric_alarm.db_cpu.alarm_name, aws_cloudwatch_metric_alarm.db_storage.alarm_name]
+  value       = [for a in aws_cloudwatch_metric_alarm.this : a.alarm_name]
 }
 
 output "wiring" {
@@ -57,6 +57,6 @@ output "wiring" {
     image            = jsondecode(aws_ecs_task_definition.mlflow.container_definitions)[0].image
     environment      = { for e in jsondecode(aws_ecs_task_definition.mlflow.container_definitions)[0].environment : e.name => e.value }
     task_role_arn    = aws_ecs_task_definition.mlflow.task_role_arn
-    alarm_actions    = { for a in [aws_cloudwatch_metric_alarm.unhealthy, aws_cloudwatch_metric_alarm.db_cpu, aws_cloudwatch_metric_alarm.db_storage] : a.alarm_name => a.alarm_actions }
+    alarm_actions    = { for a in aws_cloudwatch_metric_alarm.this : a.alarm_name => a.alarm_actions }
   }
 }
