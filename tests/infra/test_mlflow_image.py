@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import socket
+import uuid
 from pathlib import Path
+
+import boto3
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = REPO / "infra" / "mlflow"
@@ -57,3 +62,29 @@ def test_image_pins_the_mlflow_version_terraform_deploys():
                     (REPO / "infra" / "terraform" / "variables.tf").read_text(), re.S).group(1)
     assert tag.rsplit("-", 1)[0] == version, f"image tag {tag} is not a revision of MLflow {version}"
     assert f'"{tag}"' in (REPO / "infra" / "terraform" / "envs" / "prod.tfvars").read_text()
+
+
+def test_pipeline_password_is_generated_once_and_kept(monkeypatch):
+    """Against moto's Secrets Manager on loopback: the first start generates the password, later starts
+    read it, and a concurrent first start cannot store a second one (same idempotency token)."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            monkeypatch.setenv(key, value)
+        client = boto3.client("secretsmanager", region_name="eu-west-1")
+        arn = client.create_secret(Name=f"batchml/test-{uuid.uuid4().hex[:8]}/mlflow/pipeline-password")["ARN"]
+        bootstrap = _bootstrap()
+        first = bootstrap.pipeline_password(client, arn)
+        assert len(first) >= 40 and bootstrap.pipeline_password(client, arn) == first
+        with pytest.raises(client.exceptions.ResourceExistsException):
+            client.put_secret_value(SecretId=arn, SecretString="other", ClientRequestToken=str(uuid.uuid5(uuid.NAMESPACE_URL, arn)))
+        assert client.get_secret_value(SecretId=arn)["SecretString"] == first
+    finally:
+        server.stop()
