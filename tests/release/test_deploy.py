@@ -258,3 +258,4 @@ def test_pool_name_is_the_operators_pool():
     # read, not imported: importing the operators module loads Airflow (seconds) for one constant
     source = (REPO / "src" / "batchml" / "orchestration" / "operators.py").read_text()
     assert re.search(r'^SPARK_POOL = "([^"]+)"', source, re.M).group(1) == d.SPARK_POOL
+

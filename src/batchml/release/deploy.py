@@ -275,19 +275,25 @@ def _secret(secrets, name: str) -> str:
 
 
 def ensure_pool(mwaa, environment: str) -> str:
-    """Create or update the Spark pool through MWAA's Airflow REST API."""
-    from botocore.exceptions import ClientError
+    """Create or update the Spark pool through MWAA's Airflow REST API (not testable against moto, which
+    has no MWAA; docs/deploy.md lists it for the first apply)."""
+    from botocore.exceptions import BotoCoreError, ClientError
 
     body = {"name": SPARK_POOL, "slots": POOL_SLOTS, "description": "batchml Spark jobs (one writer at a time)",
             "include_deferred": False}
     try:
-        mwaa.invoke_rest_api(Name=environment, Path="/pools", Method="POST", Body=body)
-        return f"pool {SPARK_POOL} created ({POOL_SLOTS} slot)"
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "RestApiClientException" or exc.response.get("RestApiStatusCode") != 409:
-            raise
-    mwaa.invoke_rest_api(Name=environment, Path=f"/pools/{SPARK_POOL}", Method="PATCH", Body=body)
-    return f"pool {SPARK_POOL} updated ({POOL_SLOTS} slot)"
+        try:
+            mwaa.invoke_rest_api(Name=environment, Path="/pools", Method="POST", Body=body)
+            return f"pool {SPARK_POOL} created ({POOL_SLOTS} slot)"
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "RestApiClientException" or exc.response.get("RestApiStatusCode") != 409:
+                raise
+        mwaa.invoke_rest_api(Name=environment, Path=f"/pools/{SPARK_POOL}", Method="PATCH", Body=body)
+        return f"pool {SPARK_POOL} updated ({POOL_SLOTS} slot)"
+    except (ClientError, BotoCoreError) as exc:
+        raise DeployError(f"MWAA environment {environment}: cannot set pool {SPARK_POOL} through its REST API "
+                          f"({exc}). The release is uploaded; rerun when the environment is AVAILABLE, or pass "
+                          "--skip-airflow") from None
 
 
 # ---------------------------------------------------------------- the whole deploy
@@ -344,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         outputs = outputs_from_json(args.outputs.read_text()) if args.outputs else terraform_outputs(args.terraform_dir)
@@ -352,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
                         airflow=not args.skip_airflow, mlflow_tracking_uri=args.mlflow_tracking_uri, tfvars_out=tfvars)
     except DeployError as exc:
         print(f"deploy: error: {exc}", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError) as exc:  # credentials, access, network: one line, not a traceback
+        print(f"deploy: AWS error: {exc}", file=sys.stderr)
         return 1
     print(f"release {report.release_uri}: {len(report.uploaded)} uploaded, {len(report.unchanged)} unchanged, "
           f"{len(report.removed)} stale DAG file(s) removed")
