@@ -77,7 +77,7 @@ def render_conf(template: dict[str, Any], outputs: dict[str, Any], release_id: s
     storage.update(engine="delta-rs", landing_uri=landing, lake_uri=lake, artifacts_uri=artifacts)
     storage.setdefault("s3", {})["region"] = region
     mlflow = conf.setdefault("mlflow", {})
-    mlflow["tracking_uri"] = outputs.get("mlflow_tracking_uri") or mlflow_tracking_uri
+    mlflow["tracking_uri"] = mlflow_tracking_uri or outputs.get("mlflow_tracking_uri")  # an explicit URI wins
     if not mlflow["tracking_uri"]:
         raise DeployError("mlflow_tracking_uri is null (enable_mlflow_server = false): pass --mlflow-tracking-uri "
                           "with your managed MLflow's URI")
