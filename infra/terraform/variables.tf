@@ -216,7 +216,7 @@ variable "mlflow_domain_name" {
 }
 
 variable "mlflow_route53_zone_id" {
-  description = "Route 53 hosted zone of mlflow_domain_name: holds the ACM validation record and the alias to the internal load balancer (a public zone works: the alias resolves to private addresses)."
+  description = "Public Route 53 hosted zone of mlflow_domain_name: ACM validates the certificate through public DNS, and the alias to the internal load balancer resolves to private addresses only."
   type        = string
   default     = ""
 }

@@ -525,6 +525,8 @@ resource "aws_ecs_service" "mlflow" {
   task_definition = aws_ecs_task_definition.mlflow.arn
   desired_count   = var.desired_count
   launch_type     = "FARGATE"
+  # The first start creates the database user and runs MLflow's schema migrations before /health answers.
+  health_check_grace_period_seconds = 300
 
   network_configuration {
     subnets          = var.subnet_ids
