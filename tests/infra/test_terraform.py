@@ -80,6 +80,9 @@ REQUIRED_OUTPUTS = {
     "emr_serverless_application_id", "emr_job_role_arn", "mwaa_environment_name",
     "mwaa_webserver_url", "dags_bucket_path", "sns_topic_arn", "secrets_prefix",
     "mlflow_tracking_uri",
+    # what `make deploy` reads besides (batchml.release.deploy)
+    "code_uri", "emr_log_uri", "log_group_names", "airflow_emr_connection_id", "mwaa_source_files",
+    "mlflow_pipeline_username", "mlflow_pipeline_secret_name", "mwaa_active_release",
 }
 
 
