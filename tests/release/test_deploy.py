@@ -259,3 +259,11 @@ def test_pool_name_is_the_operators_pool():
     source = (REPO / "src" / "batchml" / "orchestration" / "operators.py").read_text()
     assert re.search(r'^SPARK_POOL = "([^"]+)"', source, re.M).group(1) == d.SPARK_POOL
 
+
+
+def test_the_fake_outputs_are_real_terraform_outputs():
+    """The outputs these tests feed `make deploy` exist in infra/terraform/outputs.tf under those names."""
+    import re
+
+    declared = set(re.findall(r'^output "([a-z_]+)"', (REPO / "infra" / "terraform" / "outputs.tf").read_text(), re.M))
+    assert set(OUTPUTS) <= declared, set(OUTPUTS) - declared
