@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 
-.PHONY: demo test test-e2e test-spark40 test-mwaa setup bench clean-state chromium package
+.PHONY: demo test test-e2e test-spark40 test-mwaa setup bench clean-state chromium package deploy
 
 # Airflow demo (src/batchml/orchestration/demo.py); DEMO_ARGS e.g. "--nightly-days 8 --rows-per-day 20000".
 demo: $(VENV)/.installed
@@ -78,6 +78,13 @@ $(INFRA_VENV)/.installed: infra/terraform/requirements-checkov.txt
 	test -d $(INFRA_VENV) || $(PYTHON) -m venv $(INFRA_VENV)
 	$(INFRA_VENV)/bin/pip install --quiet -r infra/terraform/requirements-checkov.txt
 	touch $@
+
+# Upload the release in dist/ (`make package`) to the stack in infra/terraform (`terraform output`):
+# release files, DAGs, MWAA requirements/plugins/startup script, then the Airflow pool. docs/deploy.md.
+ENV ?= prod
+DEPLOY_ARGS ?=
+deploy: $(VENV)/.installed
+	$(PY) -m batchml.release.deploy --env $(ENV) --dist dist --terraform-dir infra/terraform $(DEPLOY_ARGS)
 
 clean-state:
 	rm -rf .batchml

@@ -27,10 +27,35 @@ locals {
 
   secrets_prefix = "${var.project}/${var.environment}"
 
+  # S3 copies of EMR Serverless driver and executor logs (orchestration.emr_serverless.log_uri).
+  emr_log_prefix = "logs/emr"
+
   log_groups = {
     spark    = "/${var.project}/${var.environment}/emr-serverless"
     pipeline = "/${var.project}/${var.environment}/pipeline"
     mlflow   = "/${var.project}/${var.environment}/mlflow"
+  }
+
+  # What `make deploy` writes for MWAA (keys in the artifacts bucket).
+  mwaa_files = {
+    requirements   = "${local.airflow_prefix}/requirements.txt"
+    plugins        = "${local.airflow_prefix}/plugins.zip"
+    startup_script = "${local.airflow_prefix}/startup.sh"
+  }
+
+  # The DAG side's lake access, declared by batchml (batchml.orchestration.lake_state.DAG_SIDE_ACCESS) and
+  # copied to dag_side_access.json (tests/infra checks the copy). Each prefix starts with the root it lives
+  # under: "lake/..." is below storage.lake_uri, "artifacts/..." below storage.artifacts_uri.
+  dag_side_access = jsondecode(file("${path.module}/dag_side_access.json"))
+  dag_side_key_prefixes = {
+    lake      = local.lake_prefix
+    artifacts = local.artifacts_prefix
+  }
+  dag_side_keys = {
+    for mode in ["read", "write"] : mode => [
+      for p in local.dag_side_access[mode] :
+      { root = split("/", p)[0], key = join("/", [local.dag_side_key_prefixes[split("/", p)[0]], join("/", slice(split("/", p), 1, length(split("/", p))))]) }
+    ]
   }
 }
 
@@ -64,9 +89,10 @@ module "landing_bucket" {
   force_destroy                      = var.force_destroy_buckets
 }
 
-# Delta Lake keeps its own table history (the _delta_log and time travel), so S3
-# versions of lake objects are only a short safety net against accidental deletes:
-# noncurrent versions expire after a few days instead of accumulating storage cost.
+# Delta Lake keeps its own table history (the _delta_log and time travel). S3 versions are the
+# safety net below it: no role in this stack may delete an object version, so a file deleted or
+# overwritten by mistake (a VACUUM, a bad job) is restorable for the noncurrent window (>= 14 days in
+# prod), and AWS Backup (modules/backup) keeps daily recovery points beyond that.
 module "lake_bucket" {
   source = "./modules/s3_bucket"
 
@@ -93,9 +119,13 @@ module "monitoring" {
 
   name                  = local.name
   kms_key_arn           = module.kms.key_arn
-  log_group_names       = values(local.log_groups)
+  log_group_names       = local.log_groups
   log_retention_days    = var.log_retention_days
   alert_email_addresses = var.alert_email_addresses
+
+  # Alerts: EMR Serverless job runs that fail, MWAA task failures and a silent scheduler.
+  emr_application_id    = module.emr_serverless.application_id
+  mwaa_environment_name = module.mwaa.environment_name
 }
 
 # ---------------------------------------------------------------- Spark
@@ -121,9 +151,14 @@ module "emr_serverless" {
   artifacts_prefix     = local.artifacts_prefix
   code_prefix          = local.code_prefix
 
+  log_prefix = local.emr_log_prefix
+
   kms_key_arn   = module.kms.key_arn
-  log_group_arn = module.monitoring.log_group_arns[local.log_groups.spark]
+  log_group_arn = module.monitoring.log_group_arns["spark"]
   sns_topic_arn = module.monitoring.sns_topic_arn
+  # MLflow basic-auth password of the pipeline user, resolved by EMR Serverless at job start
+  # (spark conf value EMR.secret@<name>, see docs/deploy.md).
+  readable_secret_arns = var.enable_mlflow_server ? { mlflow = module.mlflow[0].pipeline_secret_arn } : {}
 }
 
 # ---------------------------------------------------------------- Airflow
@@ -141,12 +176,24 @@ module "mwaa" {
   vpc_cidr   = data.aws_vpc.this.cidr_block
   subnet_ids = var.private_subnet_ids
 
-  # DAGs, plugins and requirements live under airflow/ in the artifacts bucket.
-  source_bucket_id     = module.artifacts_bucket.bucket_id
-  source_bucket_arn    = module.artifacts_bucket.bucket_arn
-  airflow_prefix       = local.airflow_prefix
-  plugins_s3_path      = var.mwaa_plugins_s3_path
-  requirements_s3_path = var.mwaa_requirements_s3_path
+  # DAGs, plugins, requirements and the startup script live under airflow/ in the artifacts bucket;
+  # `make deploy` uploads them and records their object versions in envs/<env>.release.tfvars.json.
+  source_bucket_id  = module.artifacts_bucket.bucket_id
+  source_bucket_arn = module.artifacts_bucket.bucket_arn
+  airflow_prefix    = local.airflow_prefix
+  code_prefix       = local.code_prefix
+  files             = local.mwaa_files
+  release           = var.mwaa_release
+
+  # Exactly the lake and artifact prefixes the DAG-side tasks touch (dag_side_access.json).
+  lake_access = {
+    bucket_arns = distinct([for k in concat(local.dag_side_keys.read, local.dag_side_keys.write) : local.dag_side_bucket_arns[k.root]])
+    list_prefixes = distinct(flatten([
+      for k in concat(local.dag_side_keys.read, local.dag_side_keys.write) : [k.key, "${k.key}*"]
+    ]))
+    read_object_arns  = [for k in local.dag_side_keys.read : "${local.dag_side_bucket_arns[k.root]}/${k.key}*"]
+    write_object_arns = [for k in local.dag_side_keys.write : "${local.dag_side_bucket_arns[k.root]}/${k.key}*"]
+  }
 
   kms_key_arn                    = module.kms.key_arn
   log_retention_days             = var.log_retention_days
@@ -159,34 +206,65 @@ module "mwaa" {
   sns_topic_arn       = module.monitoring.sns_topic_arn
 }
 
+locals {
+  dag_side_bucket_arns = {
+    lake      = module.lake_bucket.bucket_arn
+    artifacts = module.artifacts_bucket.bucket_arn
+  }
+}
+
 # ---------------------------------------------------------------- MLflow (optional)
 module "mlflow" {
   source = "./modules/mlflow"
   count  = var.enable_mlflow_server ? 1 : 0
 
   name          = local.name
-  image         = var.mlflow_image
+  image_tag     = var.mlflow_image_tag
   task_cpu      = var.mlflow_task_cpu
   task_memory   = var.mlflow_task_memory
   desired_count = var.mlflow_desired_count
 
+  domain_name     = var.mlflow_domain_name
+  route53_zone_id = var.mlflow_route53_zone_id
+
   vpc_id     = var.vpc_id
   subnet_ids = var.private_subnet_ids
-  client_security_group_ids = [
-    module.emr_serverless.security_group_id,
-    module.mwaa.security_group_id,
-  ]
+  # Static keys: the security group IDs are only known after apply (for_each needs known keys).
+  client_security_group_ids = {
+    spark = module.emr_serverless.security_group_id
+  }
+  client_cidrs = var.mlflow_allowed_cidrs
 
   artifacts_bucket_id  = module.artifacts_bucket.bucket_id
   artifacts_bucket_arn = module.artifacts_bucket.bucket_arn
   artifact_prefix      = "${local.artifacts_prefix}/mlflow"
+  access_log_bucket_id = module.access_logs_bucket.bucket_id
 
-  kms_key_arn    = module.kms.key_arn
-  log_group_name = local.log_groups.mlflow
-  log_group_arn  = module.monitoring.log_group_arns[local.log_groups.mlflow]
+  kms_key_arn                    = module.kms.key_arn
+  log_group_name                 = local.log_groups.mlflow
+  log_group_arn                  = module.monitoring.log_group_arns["mlflow"]
+  secrets_prefix                 = local.secrets_prefix
+  secret_recovery_window_in_days = var.secret_recovery_window_in_days
+  sns_topic_arn                  = module.monitoring.sns_topic_arn
 
   db_instance_class        = var.mlflow_db_instance_class
   db_multi_az              = var.mlflow_db_multi_az
-  db_deletion_protection   = var.mlflow_db_deletion_protection
+  deletion_protection      = var.mlflow_db_deletion_protection
   db_backup_retention_days = var.mlflow_db_backup_retention_days
+}
+
+# ---------------------------------------------------------------- backups
+module "backup" {
+  source = "./modules/backup"
+  count  = var.enable_backup ? 1 : 0
+
+  name           = local.name
+  kms_key_arn    = module.kms.key_arn
+  retention_days = var.backup_retention_days
+  copy_vault_arn = var.backup_copy_vault_arn
+  # Static keys again: the bucket ARNs are known only after apply.
+  bucket_arns = {
+    lake      = module.lake_bucket.bucket_arn
+    artifacts = module.artifacts_bucket.bucket_arn
+  }
 }

@@ -17,8 +17,13 @@ output "artifacts_uri" {
 }
 
 output "code_uri" {
-  description = "S3 URI where the deployment uploads Spark entry points and Python archives (read-only for jobs)."
+  description = "S3 URI of code releases (read-only for jobs): `make deploy` uploads release <commit> to <code_uri>/releases/<commit> -> orchestration.emr_serverless.release_uri."
   value       = "s3://${module.artifacts_bucket.bucket_id}/${local.code_prefix}"
+}
+
+output "emr_log_uri" {
+  description = "S3 URI for copies of EMR Serverless driver and executor logs -> orchestration.emr_serverless.log_uri."
+  value       = "s3://${module.artifacts_bucket.bucket_id}/${local.emr_log_prefix}/"
 }
 
 output "aws_region" {
@@ -77,11 +82,56 @@ output "secrets_prefix" {
 }
 
 output "log_group_names" {
-  description = "CloudWatch log groups (Spark jobs, pipeline application logs, MLflow)."
+  description = "CloudWatch log groups (spark: EMR Serverless jobs -> orchestration.emr_serverless.log_group; pipeline; mlflow)."
   value       = local.log_groups
 }
 
+output "mwaa_source_files" {
+  description = "S3 URIs `make deploy` writes MWAA's requirements.txt, plugins.zip and startup script to (their object versions go back in through var.mwaa_release)."
+  value       = { for k, key in local.mwaa_files : k => "s3://${module.artifacts_bucket.bucket_id}/${key}" }
+}
+
+output "mwaa_active_release" {
+  description = "requirements.txt, plugins.zip and startup script MWAA runs with (S3 key and object version; null before the first deploy). The startup script decides which release the DAG side uses."
+  value       = module.mwaa.active_files
+}
+
+output "mwaa_dag_side_access" {
+  description = "The lake and artifact S3 prefixes the MWAA execution role may read and write (from dag_side_access.json)."
+  value       = module.mwaa.lake_access
+}
+
+output "alarm_names" {
+  description = "CloudWatch alarms that notify the alert topic (MWAA task failures and scheduler heartbeat, MLflow service and database)."
+  value       = concat(module.monitoring.alarm_names, var.enable_mlflow_server ? module.mlflow[0].alarm_names : [])
+}
+
+output "emr_failure_rule_name" {
+  description = "EventBridge rule that sends failed EMR Serverless job runs of this application to the alert topic."
+  value       = module.monitoring.emr_failure_rule_name
+}
+
+output "backup_vault_name" {
+  description = "AWS Backup vault holding the lake and artifacts recovery points; null when enable_backup is false."
+  value       = var.enable_backup ? module.backup[0].vault_name : null
+}
+
 output "mlflow_tracking_uri" {
-  description = "MLflow tracking URI (inside the VPC) -> mlflow.tracking_uri; null when enable_mlflow_server is false."
+  description = "MLflow tracking URI (HTTPS through the internal load balancer) -> mlflow.tracking_uri; null when enable_mlflow_server is false."
   value       = var.enable_mlflow_server ? module.mlflow[0].tracking_uri : null
+}
+
+output "mlflow_pipeline_username" {
+  description = "MLflow basic-auth user of the pipeline (MLFLOW_TRACKING_USERNAME); null when enable_mlflow_server is false."
+  value       = var.enable_mlflow_server ? module.mlflow[0].pipeline_username : null
+}
+
+output "mlflow_pipeline_secret_name" {
+  description = "Secrets Manager name of the pipeline user's MLflow password (EMR.secret@<name> for MLFLOW_TRACKING_PASSWORD); null when enable_mlflow_server is false."
+  value       = var.enable_mlflow_server ? module.mlflow[0].pipeline_secret_name : null
+}
+
+output "mlflow_ecr_repository_url" {
+  description = "ECR repository to push the MLflow server image to (infra/mlflow/Dockerfile); null when enable_mlflow_server is false."
+  value       = var.enable_mlflow_server ? module.mlflow[0].ecr_repository_url : null
 }

@@ -61,9 +61,14 @@ variable "landing_noncurrent_version_expiration_days" {
 }
 
 variable "lake_noncurrent_version_expiration_days" {
-  description = "Days to keep noncurrent versions of lake objects. Short on purpose: Delta Lake keeps its own history."
+  description = "Days to keep noncurrent versions of lake objects: the window in which an overwritten or deleted Delta file (including a VACUUM by mistake) can be restored from S3. Prod keeps at least 14."
   type        = number
-  default     = 3
+  default     = 14
+
+  validation {
+    condition     = var.environment != "prod" || var.lake_noncurrent_version_expiration_days >= 14
+    error_message = "prod keeps noncurrent lake versions for at least 14 days."
+  }
 }
 
 variable "artifacts_noncurrent_version_expiration_days" {
@@ -110,9 +115,14 @@ variable "secret_recovery_window_in_days" {
 
 # ---------------------------------------------------------------- EMR Serverless
 variable "emr_release_label" {
-  description = "EMR release of the Spark runtime. emr-7.x ships Spark 3.5; keep jobs compatible with it."
+  description = "EMR release of the Spark runtime. batchml needs Spark 4: emr-spark-8.0.0 runs Spark 4.0.2 and Python 3.11 (emr-7.x runs Spark 3.5 and cannot run the jobs)."
   type        = string
-  default     = "emr-7.9.0"
+  default     = "emr-spark-8.0.0"
+
+  validation {
+    condition     = !startswith(var.emr_release_label, "emr-7.") && !startswith(var.emr_release_label, "emr-6.")
+    error_message = "EMR 6.x/7.x run Spark 3.x; batchml needs a Spark 4 runtime such as emr-spark-8.0.0."
+  }
 }
 
 variable "emr_architecture" {
@@ -147,9 +157,9 @@ variable "emr_idle_timeout_minutes" {
 
 # ---------------------------------------------------------------- MWAA
 variable "mwaa_airflow_version" {
-  description = "Airflow version of the MWAA environment (one MWAA supports in the region)."
+  description = "Airflow version of the MWAA environment. Must equal the apache-airflow pin in infra/mwaa/constraints.txt (the one place it is pinned; tests/infra checks)."
   type        = string
-  default     = "3.0.6"
+  default     = "3.3.1"
 }
 
 variable "mwaa_environment_class" {
@@ -176,16 +186,14 @@ variable "mwaa_webserver_access_mode" {
   default     = "PRIVATE_ONLY"
 }
 
-variable "mwaa_plugins_s3_path" {
-  description = "Key of plugins.zip in the artifacts bucket (e.g. airflow/plugins.zip); null until uploaded."
-  type        = string
-  default     = null
-}
-
-variable "mwaa_requirements_s3_path" {
-  description = "Key of requirements.txt in the artifacts bucket (e.g. airflow/requirements.txt); null until uploaded."
-  type        = string
-  default     = null
+variable "mwaa_release" {
+  description = "S3 object versions of airflow/requirements.txt, airflow/plugins.zip and airflow/startup.sh written by `make deploy` (envs/<env>.release.tfvars.json). null on the first apply, before anything is uploaded: MWAA then starts without them."
+  type = object({
+    requirements_s3_object_version   = string
+    plugins_s3_object_version        = string
+    startup_script_s3_object_version = string
+  })
+  default = null
 }
 
 # ---------------------------------------------------------------- MLflow (optional)
@@ -195,8 +203,20 @@ variable "enable_mlflow_server" {
   default     = false
 }
 
-variable "mlflow_image" {
-  description = "MLflow server image (mlflow>=3.1 with psycopg2 and boto3), e.g. an ECR image. Required when enable_mlflow_server is true."
+variable "mlflow_image_tag" {
+  description = "Tag of the MLflow server image in the stack's ECR repository (built from infra/mlflow/Dockerfile and pushed before enabling the server)."
+  type        = string
+  default     = "3.17.2-1"
+}
+
+variable "mlflow_domain_name" {
+  description = "Host name of the MLflow server, e.g. mlflow.prod.example.com. An ACM certificate is issued for it (DNS validation in mlflow_route53_zone_id) and it points at the internal load balancer. Required when enable_mlflow_server is true."
+  type        = string
+  default     = ""
+}
+
+variable "mlflow_route53_zone_id" {
+  description = "Public Route 53 hosted zone of mlflow_domain_name: ACM validates the certificate through public DNS, and the alias to the internal load balancer resolves to private addresses only."
   type        = string
   default     = ""
 }
@@ -237,8 +257,38 @@ variable "mlflow_db_deletion_protection" {
   default     = true
 }
 
+variable "mlflow_allowed_cidrs" {
+  description = "Extra CIDR blocks (e.g. a VPN range) that may reach the MLflow load balancer on 443, besides the Spark and Airflow security groups."
+  type        = list(string)
+  default     = []
+}
+
 variable "mlflow_db_backup_retention_days" {
   description = "Days of automated backups of the MLflow database."
   type        = number
   default     = 7
+}
+
+# ---------------------------------------------------------------- backups
+variable "enable_backup" {
+  description = "Back up the lake bucket (its ops.* and audit tables cannot be rebuilt from landing) and the artifacts bucket (models, reports, releases) with AWS Backup."
+  type        = bool
+  default     = true
+}
+
+variable "backup_retention_days" {
+  description = "Days a daily recovery point is kept; continuous backups (point-in-time restore) keep min(this, 35) days."
+  type        = number
+  default     = 35
+
+  validation {
+    condition     = var.backup_retention_days >= 1
+    error_message = "backup_retention_days must be at least 1."
+  }
+}
+
+variable "backup_copy_vault_arn" {
+  description = "Optional backup vault in another region (or account) that every daily recovery point is copied to, for regional disaster recovery. null keeps recovery points in this region only."
+  type        = string
+  default     = null
 }

@@ -1,6 +1,7 @@
 terraform {
-  # 1.6+: stable `terraform test`, `check` blocks and provider-defined validation used in CI.
-  required_version = ">= 1.6"
+  # 1.10+: the S3 backend's native state locking (`use_lockfile` in envs/*.s3.tfbackend), validation
+  # conditions that refer to other variables, and `terraform test` with mock providers (tests/).
+  required_version = ">= 1.10"
 
   required_providers {
     aws = {

@@ -1,5 +1,7 @@
 """Alerts: ``alert(config, event)`` logs the event, appends it to ``{home}/alerts/alerts.jsonl``
-and sends it to every configured sink (``alerts.sinks``: webhook POST of the JSON, or email).
+and sends it to every configured sink (``alerts.sinks``: webhook POST of the JSON, email, or an SNS
+topic, which is how prod reaches people: the topic's subscribers, next to CloudWatch alarms and
+EventBridge rules that publish to the same topic).
 
 An alert is information, not a failure: a sink that cannot be reached is logged and skipped,
 so one broken webhook never stops the run or the other sinks.
@@ -30,16 +32,14 @@ def alert(config: Config, event: dict) -> list[str]:
     reached = ["log", "jsonl"]
     for sink in config.alerts.sinks:
         try:
-            _webhook(sink, body) if sink.kind == "webhook" else _email(sink, event, body)
+            SENDERS[sink.kind](sink, event, body)
             reached.append(sink.kind)
         except Exception as exc:  # noqa: BLE001 - a dead sink must not stop the run
             log.error("alert sink %s failed: %s", sink.kind, exc)
     return reached
 
 
-def _webhook(sink, body: str) -> None:
-    if not sink.url:
-        raise ValueError("webhook sink needs url")
+def _webhook(sink, event: dict, body: str) -> None:
     request = urllib.request.Request(sink.url, data=body.encode("utf-8"), method="POST",
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=sink.timeout_seconds) as response:
@@ -48,11 +48,28 @@ def _webhook(sink, body: str) -> None:
 
 
 def _email(sink, event: dict, body: str) -> None:
-    if not (sink.smtp_host and sink.sender and sink.recipients):
-        raise ValueError("email sink needs smtp_host, sender and recipients")
     msg = EmailMessage()
     msg["Subject"] = f"[batchml] {event.get('kind', 'alert')}: {event.get('message', '')}"[:200]
     msg["From"], msg["To"] = sink.sender, ", ".join(sink.recipients)
     msg.set_content(json.dumps(event, indent=2, sort_keys=True, default=str))
     with smtplib.SMTP(sink.smtp_host, sink.smtp_port, timeout=sink.timeout_seconds) as smtp:
         smtp.send_message(msg)
+
+
+def _sns(sink, event: dict, body: str) -> None:
+    """Publish the event JSON to the topic; the subject is what an e-mail subscriber sees first."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    region = sink.topic_arn.split(":")[3]
+    timeouts = BotoConfig(connect_timeout=sink.timeout_seconds, read_timeout=sink.timeout_seconds,
+                          retries={"max_attempts": 2})
+    client = boto3.client("sns", region_name=region, config=timeouts)
+    subject = f"[batchml] {event.get('kind', 'alert')}: {event.get('message', '')}"
+    # SNS subjects: at most 100 printable ASCII characters, no line breaks
+    subject = "".join(c if " " <= c <= "~" else " " for c in subject)[:100]
+    client.publish(TopicArn=sink.topic_arn, Subject=subject, Message=body,
+                   MessageAttributes={"kind": {"DataType": "String", "StringValue": str(event.get("kind", "alert"))}})
+
+
+SENDERS = {"webhook": _webhook, "email": _email, "sns": _sns}

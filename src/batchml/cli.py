@@ -1,5 +1,5 @@
 """Command line: ``batchml demo-data``, ``batchml run <stage>``, ``batchml demo``, ``batchml table``,
-``batchml model``, ``batchml spark-server``."""
+``batchml model``, ``batchml spark-server``, ``batchml conf-from-terraform``."""
 
 from __future__ import annotations
 
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("spark-server", help="a long-lived local Spark (Spark Connect) that jobs attach to")
     c.add_argument("action", choices=["start", "status", "stop"])
     c.add_argument("--port", type=int, default=15002)
+
+    t = sub.add_parser("conf-from-terraform", help="print conf/<env>/batchml.yaml filled from `terraform output -json`")
+    t.add_argument("--outputs", default="-", help="file with `terraform output -json` (default: stdin)")
+    t.add_argument("--release", required=True, help="release id (the commit `make deploy` uploads)")
+    t.add_argument("--mlflow-tracking-uri", help="when the stack runs no MLflow server: your managed MLflow URI")
     return p
 
 
@@ -94,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_noisy_loggers()
+    if args.command == "conf-from-terraform":
+        return _conf_from_terraform(args)
     try:
         config = load_config(args.env)
         return _dispatch(args, config)
@@ -138,6 +145,27 @@ def _dispatch(args, config) -> int:
     if args.command == "spark-server":
         return _spark_server(args, config)
     return _table(args, config)
+
+
+def _conf_from_terraform(args) -> int:
+    """The conf/<env> overlay for a release, from the repository's template and the stack's outputs."""
+    from pathlib import Path
+
+    import yaml
+
+    from batchml.config import default_conf_dir
+    from batchml.release.deploy import DeployError, conf_yaml, outputs_from_json, render_conf
+
+    env = args.env or "prod"
+    try:
+        text = sys.stdin.read() if args.outputs == "-" else Path(args.outputs).read_text()
+        template = yaml.safe_load(Path(default_conf_dir(), env, "batchml.yaml").read_text()) or {}
+        conf = render_conf(template, outputs_from_json(text), args.release, args.mlflow_tracking_uri)
+    except (DeployError, OSError) as exc:
+        print(f"batchml: error: {exc}", file=sys.stderr)
+        return 1
+    print(conf_yaml(conf, args.release), end="")
+    return 0
 
 
 def _spark_server(args, config) -> int:

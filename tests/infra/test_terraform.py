@@ -2,8 +2,12 @@
 
 * terraform fmt -check and terraform validate for the root module and every example,
   offline against the provider mirror in /opt/tf-plugins when it exists;
-* checkov with an explicit list of check IDs that must pass (zero failures), for the
-  dev and prod tfvars, and every skip must carry a written justification;
+* `terraform test` (infra/terraform/tests/*.tftest.hcl, mocked aws provider): the root planned and
+  applied for every envs/*.tfvars and for examples/complete, with assertions on outputs and wiring;
+* checkov: every check over the whole tree for prod (zero failures), the gated list for the other
+  envs, and every skip must carry a written justification;
+* the pins the application and the infrastructure share: the MWAA Airflow version
+  (infra/mwaa/constraints.txt) and the DAG side's lake access (dag_side_access.json);
 * a static analysis of every IAM policy document: no service-wide wildcard actions
   (s3:*, kms:*, ...), no s3/kms/iam:PassRole actions on Resource "*".
 
@@ -66,6 +70,7 @@ ALLOWED_GATED_SKIPS = {
     ("CKV_AWS_356", "modules/kms/main.tf"),
 }
 
+# Skips of any check allowed outside the gate, each justified next to the skip (see the README).
 # Actions that have no resource-level permissions in IAM and may therefore use "*".
 STAR_RESOURCE_ACTIONS = {"s3:GetAccountPublicAccessBlock", "cloudwatch:PutMetricData", "ecr:GetAuthorizationToken"}
 
@@ -75,7 +80,14 @@ REQUIRED_OUTPUTS = {
     "emr_serverless_application_id", "emr_job_role_arn", "mwaa_environment_name",
     "mwaa_webserver_url", "dags_bucket_path", "sns_topic_arn", "secrets_prefix",
     "mlflow_tracking_uri",
+    # what `make deploy` reads besides (batchml.release.deploy)
+    "code_uri", "emr_log_uri", "log_group_names", "airflow_emr_connection_id", "mwaa_source_files",
+    "mlflow_pipeline_username", "mlflow_pipeline_secret_name", "mwaa_active_release",
 }
+
+
+TFVARS = sorted(str(p.relative_to(TF_ROOT)) for p in (TF_ROOT / "envs").glob("*.tfvars"))
+COMPLETE_TFVARS = "examples/complete/complete.tfvars"
 
 
 # --------------------------------------------------------------------------- tools
@@ -133,8 +145,18 @@ def _tf_env(data_dir: Path, tmp: Path) -> dict[str, str]:
         TF_INPUT="0",
         CHECKPOINT_DISABLE="1",
         TF_CLI_CONFIG_FILE=str(cli_config),
+        # Never ask the instance metadata service for credentials: the tests use no AWS at all.
+        AWS_EC2_METADATA_DISABLED="true",
     )
     return env
+
+
+def _init(terraform: str, workdir: Path, env: dict[str, str]) -> None:
+    init = [terraform, "init", "-backend=false", "-input=false", "-no-color"]
+    if PLUGIN_MIRROR.is_dir():
+        init.append(f"-plugin-dir={PLUGIN_MIRROR}")
+    res = _run(init, cwd=workdir, env=env)
+    assert res.returncode == 0, f"terraform init failed in {workdir}:\n{res.stdout}{res.stderr}"
 
 
 # --------------------------------------------------------------------------- terraform
@@ -151,11 +173,7 @@ def test_terraform_validate(tf_copy: Path, tmp_path: Path, module_dir: str) -> N
     terraform = _terraform()
     workdir = tf_copy / module_dir
     env = _tf_env(tmp_path / "tfdata", tmp_path)
-    init = [terraform, "init", "-backend=false", "-input=false", "-no-color"]
-    if PLUGIN_MIRROR.is_dir():
-        init.append(f"-plugin-dir={PLUGIN_MIRROR}")
-    res = _run(init, cwd=workdir, env=env)
-    assert res.returncode == 0, f"terraform init failed in {module_dir}:\n{res.stdout}{res.stderr}"
+    _init(terraform, workdir, env)
     res = _run([terraform, "validate", "-no-color", "-json"], cwd=workdir, env=env)
     report = json.loads(res.stdout)
     assert res.returncode == 0 and report["valid"], f"terraform validate failed in {module_dir}:\n{res.stdout}"
@@ -163,9 +181,107 @@ def test_terraform_validate(tf_copy: Path, tmp_path: Path, module_dir: str) -> N
     assert not errors, errors
 
 
+# Each `terraform test` invocation: the test files and the var file it plans with. Every env and the
+# complete example run the same env.tftest.hcl; complete.tftest.hcl adds what only the example enables.
+PLAN_RUNS = {
+    **{Path(v).stem: (["tests/env.tftest.hcl"], v) for v in TFVARS},
+    "complete": (["tests/env.tftest.hcl", "tests/complete.tftest.hcl"], COMPLETE_TFVARS),
+}
+
+
+@pytest.fixture(scope="module")
+def plan_results(tf_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
+    """Run every `terraform test` invocation once, side by side (each plans and applies the whole stack
+    against the mocked provider: CPU-bound, a few seconds each), after one shared init."""
+    terraform = _terraform()
+    tmp = tmp_path_factory.mktemp("tftest")
+    env = _tf_env(tmp / "tfdata", tmp)
+    _init(terraform, tf_copy, env)
+    procs = {}
+    for name, (files, var_file) in PLAN_RUNS.items():
+        cmd = [terraform, "test", "-no-color", *[f"-filter={f}" for f in files], f"-var-file={var_file}"]
+        procs[name] = subprocess.Popen(cmd, cwd=tf_copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    results = {}
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=600)
+        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+    return results
+
+
+@pytest.mark.parametrize("run", sorted(PLAN_RUNS))
+def test_terraform_plan(plan_results: dict[str, subprocess.CompletedProcess], run: str) -> None:
+    """The root plans (and applies against mocks) with this var file, and every assertion holds."""
+    res = plan_results[run]
+    assert res.returncode == 0 and "Success!" in res.stdout, f"terraform test ({run}) failed:\n{res.stdout[-6000:]}"
+    expected = len(PLAN_RUNS[run][0])
+    assert f"{expected} passed, 0 failed" in res.stdout, res.stdout[-2000:]
+
+
+def test_plan_tests_cover_every_env() -> None:
+    assert {"dev", "prod"} <= set(PLAN_RUNS) and "complete" in PLAN_RUNS
+    assert (TF_ROOT / COMPLETE_TFVARS).is_file()
+    complete = (TF_ROOT / COMPLETE_TFVARS).read_text()
+    for switch in ("enable_mlflow_server   = true", "enable_backup         = true", "backup_copy_vault_arn", "mwaa_release",
+                   "alert_email_addresses", "mlflow_allowed_cidrs"):
+        assert switch in complete, f"examples/complete must switch on {switch}"
+
+
+def test_mwaa_airflow_version_matches_the_pin() -> None:
+    """The Terraform default MWAA version is the one infra/mwaa/constraints.txt pins (the only pin)."""
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (REPO / "infra" / "mwaa" / "constraints.txt").read_text(), re.M))
+    variables = {b.labels[0]: b for b in parse_hcl((TF_ROOT / "variables.tf").read_text()) if isinstance(b, Block) and b.type == "variable"}
+    default = variables["mwaa_airflow_version"].attr("default").strip('"')
+    assert default == pins["apache-airflow"], f"mwaa_airflow_version {default} != constraints.txt {pins['apache-airflow']}"
+    emr = variables["emr_release_label"].attr("default").strip('"')
+    assert emr == "emr-spark-8.0.0", emr
+
+
+def test_dag_side_access_copy_matches_the_code() -> None:
+    """The MWAA role's lake prefixes come from dag_side_access.json, which must equal batchml's declaration."""
+    from batchml.orchestration.lake_state import DAG_SIDE_ACCESS
+
+    copy = json.loads((TF_ROOT / "dag_side_access.json").read_text())
+    regenerate = ('.venv/bin/python -c "import json; from batchml.orchestration.lake_state import DAG_SIDE_ACCESS as a; '
+                  'print(json.dumps(a, indent=2))" > infra/terraform/dag_side_access.json')
+    assert copy == DAG_SIDE_ACCESS, f"infra/terraform/dag_side_access.json is stale; regenerate it with:\n{regenerate}"
+    for prefix in copy["read"] + copy["write"]:
+        assert prefix.split("/", 1)[0] in {"lake", "artifacts"}, f"{prefix}: must start with lake/ or artifacts/"
+
+
+def test_mwaa_policy_grants_only_the_dag_side_prefixes() -> None:
+    """Statically: the only lake/artifact object statements of the MWAA role use var.lake_access, whose
+    values env.tftest.hcl checks against dag_side_access.json."""
+    nodes = parse_hcl((TF_ROOT / "modules" / "mwaa" / "main.tf").read_text())
+    doc = next(b for b in _walk(nodes) if b.type == "data" and b.labels == ["aws_iam_policy_document", "execution"])
+    for st in doc.blocks("statement"):
+        actions = list_items(st.attr("actions"))
+        resources = st.attr("resources") or ""
+        s3_object = [a for a in actions if a.startswith("s3:") and a not in {"s3:GetAccountPublicAccessBlock", "s3:ListBucket",
+                                                                            "s3:GetBucketLocation", "s3:GetBucketVersioning",
+                                                                            "s3:GetBucketPublicAccessBlock", "s3:GetEncryptionConfiguration"}]
+        if not s3_object:
+            continue
+        allowed = resources.startswith("var.lake_access.") or "var.airflow_prefix" in resources or "/releases/*/conf/*" in resources
+        assert allowed, f"MWAA statement {st.attr('sid')} grants {s3_object} on {resources}"
+        if "s3:PutObject" in actions:
+            assert resources == "var.lake_access.write_object_arns", f"MWAA may write only the DAG side's prefixes: {resources}"
+
+
+def test_trust_policies_name_their_source() -> None:
+    """Confused-deputy guards: MWAA's trust names its account and environment, EMR's names its application."""
+    mwaa = (TF_ROOT / "modules" / "mwaa" / "main.tf").read_text()
+    trust = mwaa[mwaa.index('data "aws_iam_policy_document" "assume"'):mwaa.index('resource "aws_iam_role" "execution"')]
+    assert '"aws:SourceAccount"' in trust and '"aws:SourceArn"' in trust and "local.env_arn" in trust
+    emr = (TF_ROOT / "modules" / "emr_serverless" / "main.tf").read_text()
+    trust = emr[emr.index('data "aws_iam_policy_document" "assume"'):emr.index('resource "aws_iam_role" "job"')]
+    assert '"aws:SourceArn"' in trust and "values   = [aws_emrserverless_application.spark.arn]" in trust
+
+
 def test_versions_pinned() -> None:
     text = (TF_ROOT / "versions.tf").read_text()
-    assert re.search(r'required_version\s*=\s*">=\s*1\.6"', text), "terraform must be pinned to >= 1.6"
+    assert re.search(r'required_version\s*=\s*">=\s*1\.10"', text), "terraform must be pinned to >= 1.10 (use_lockfile, cross-variable validation)"
+    for versions in (TF_ROOT / "modules").glob("*/versions.tf"):
+        assert re.search(r'required_version\s*=\s*">=\s*1\.10"', versions.read_text()), versions
     assert re.search(r'version\s*=\s*">=\s*5\.80,\s*<\s*6\.0"', text), "aws provider must be pinned to >= 5.80, < 6.0"
     providers = set(re.findall(r"registry.terraform.io/hashicorp/(\w+)|source\s*=\s*\"hashicorp/(\w+)\"", "\n".join(p.read_text() for p in _tf_files())))
     names = {a or b for a, b in providers}
@@ -448,7 +564,7 @@ def iam_violations(files: dict[str, str]) -> list[str]:
                 if blk.blocks("inline_policy"):
                     problems.append(f"{rel}:{blk.line}: inline_policy blocks are not allowed; use aws_iam_role_policy")
                 expr = blk.attr(policy_attrs[blk.labels[0]])
-                m = re.fullmatch(r"data\.aws_iam_policy_document\.([A-Za-z0-9_-]+)\.json", expr or "")
+                m = re.fullmatch(r"data\.aws_iam_policy_document\.([A-Za-z0-9_-]+)(?:\[each\.key\])?\.json", expr or "")
                 if not m or (module_dir, m.group(1)) not in docs:
                     problems.append(f"{rel}:{blk.line}: {blk.labels[0]}.{blk.labels[1]} policy must be data.aws_iam_policy_document.<name>.json in the same module, got {expr!r}")
             if blk.type == "resource" and blk.labels[0] in {"aws_iam_role_policy_attachment", "aws_iam_policy_attachment"}:
@@ -488,6 +604,11 @@ def iam_violations(files: dict[str, str]) -> list[str]:
             for a in actions:
                 if a == "*" or a.endswith(":*"):
                     problems.append(f"{label}: wildcard action {a}")
+                if a == "s3:DeleteObjectVersion":
+                    problems.append(f"{label}: s3:DeleteObjectVersion would make deletes unrecoverable")
+            if any(a.startswith("ecr:") and a != "ecr:GetAuthorizationToken" for a in actions):
+                if any(r.endswith("repository/*") for r in resources):
+                    problems.append(f"{label}: ECR pull must name the repository, not repository/*")
             if "*" in resources:
                 for a in actions:
                     if a not in STAR_RESOURCE_ACTIONS:
@@ -563,8 +684,13 @@ def test_standard_module_structure() -> None:
     modules = [p for p in (TF_ROOT / "modules").iterdir() if p.is_dir()]
     assert modules
     for mod in modules:
-        for name in ("main.tf", "variables.tf", "outputs.tf", "versions.tf"):
+        for name in ("main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md"):
             assert (mod / name).is_file(), f"{mod.name}/{name}"
+        readme = (mod / "README.md").read_text()
+        for kind, file in (("variable", "variables.tf"), ("output", "outputs.tf")):
+            for blk in parse_hcl((mod / file).read_text()):
+                if isinstance(blk, Block) and blk.type == kind:
+                    assert f"`{blk.labels[0]}`" in readme, f"modules/{mod.name}/README.md does not document {kind} {blk.labels[0]}"
     for env in ENVIRONMENTS:
         assert (TF_ROOT / "envs" / f"{env}.tfvars").is_file(), env
     assert (TF_ROOT / "examples" / "minimal").is_dir()
@@ -577,7 +703,7 @@ def test_outputs_for_conf_prod() -> None:
     for name in REQUIRED_OUTPUTS:
         assert f"`{name}`" in readme, f"README must document output {name}"
     for key in ("storage.landing_uri", "storage.lake_uri", "storage.artifacts_uri", "storage.s3.region",
-                "mlflow.tracking_uri", "alerts.sns_topic_arn"):
+                "mlflow.tracking_uri", "alerts.sinks", "orchestration.emr_serverless.release_uri"):
         assert key in readme, f"README must map an output to {key}"
 
 
@@ -594,24 +720,46 @@ def test_no_secret_values_in_code_or_tfvars() -> None:
     assert "manage_master_user_password         = true" in mlflow, "RDS password must be generated and stored by RDS"
 
 
-def test_conf_prod_script(tmp_path: Path) -> None:
+def test_conf_prod_script_output_loads(tmp_path: Path) -> None:
+    """examples/conf-prod-from-outputs.sh turns `terraform output -json` into a conf/prod the loader accepts."""
+    from batchml.config import load_config
+
     script = TF_ROOT / "examples" / "conf-prod-from-outputs.sh"
     assert os.access(script, os.X_OK), "script must be executable"
-    fake = tmp_path / "terraform"
-    sample = {
-        "landing_uri": {"value": "s3://l/landing"}, "lake_uri": {"value": "s3://k/lake"},
-        "artifacts_uri": {"value": "s3://a/artifacts"}, "aws_region": {"value": "eu-west-1"},
-        "mlflow_tracking_uri": {"value": None}, "sns_topic_arn": {"value": "arn:aws:sns:eu-west-1:1:t"},
-        "emr_serverless_application_id": {"value": "00abc"}, "emr_job_role_arn": {"value": "arn:aws:iam::1:role/r"},
-    }
-    fake.write_text("#!/bin/sh\ncat <<'EOF'\n" + json.dumps(sample) + "\nEOF\n")
-    fake.chmod(0o755)
-    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ.get('PATH', '')}")
-    res = _run(["bash", str(script)], cwd=tmp_path, env=env, timeout=30)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "terraform").write_text("#!/bin/sh\ncat <<'EOF'\n" + json.dumps(FAKE_OUTPUTS) + "\nEOF\n")
+    (bindir / "terraform").chmod(0o755)
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf" / "base", conf / "base")
+    # the template is the repository's conf/prod; the result goes into a fresh conf folder next to conf/base
+    env = dict(os.environ, PATH=f"{bindir}:{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+               BATCHML_CONF_DIR=str(REPO / "conf"))
+    res = _run(["bash", str(script), "abc1234"], cwd=tmp_path, env=env, timeout=60)
     assert res.returncode == 0, res.stderr
-    for needle in ("landing_uri: s3://l/landing", "lake_uri: s3://k/lake", "artifacts_uri: s3://a/artifacts",
-                   "region: eu-west-1", "sns_topic_arn: arn:aws:sns:eu-west-1:1:t", "tracking_uri:"):
-        assert needle in res.stdout, res.stdout
+    (conf / "prod").mkdir()
+    (conf / "prod" / "batchml.yaml").write_text(res.stdout)
+    config = load_config("prod", conf, environ={})
+    assert config.storage.lake_uri == "s3://lake-b/lake" and config.storage.s3.region == "eu-west-1"
+    emr = config.orchestration.emr_serverless
+    assert config.orchestration.submit == "emr-serverless"
+    assert emr.release_uri == "s3://art-b/code/releases/abc1234" and emr.application_id == "00fabc"
+    assert [s.kind for s in config.alerts.sinks] == ["sns"] and config.alerts.sinks[0].topic_arn == FAKE_OUTPUTS["sns_topic_arn"]["value"]
+
+
+FAKE_OUTPUTS = {
+    "landing_uri": {"value": "s3://land-b/landing"}, "lake_uri": {"value": "s3://lake-b/lake"},
+    "artifacts_uri": {"value": "s3://art-b/artifacts"}, "code_uri": {"value": "s3://art-b/code"},
+    "emr_log_uri": {"value": "s3://art-b/logs/emr/"}, "aws_region": {"value": "eu-west-1"},
+    "mlflow_tracking_uri": {"value": "https://mlflow.example.com"}, "mlflow_pipeline_username": {"value": "batchml-pipeline"},
+    "mlflow_pipeline_secret_name": {"value": "batchml/prod/mlflow/pipeline-password"},
+    "sns_topic_arn": {"value": "arn:aws:sns:eu-west-1:123456789012:batchml-prod-pipeline-alerts"},
+    "emr_serverless_application_id": {"value": "00fabc"},
+    "emr_job_role_arn": {"value": "arn:aws:iam::123456789012:role/batchml-prod-emr-job"},
+    "airflow_emr_connection_id": {"value": "batchml_emr_serverless"},
+    "log_group_names": {"value": {"spark": "/batchml/prod/emr-serverless", "pipeline": "/batchml/prod/pipeline",
+                                  "mlflow": "/batchml/prod/mlflow"}},
+}
 
 
 # --------------------------------------------------------------------------- checkov
@@ -633,15 +781,17 @@ def test_every_checkov_skip_is_justified() -> None:
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_checkov_gate(tmp_path: Path, env: str) -> None:
+    """prod: every checkov check over the whole tree, zero failures. dev: the gated list (dev keeps logs
+    30 days on purpose, which CKV_AWS_338 reports)."""
     checkov = _checkov()
     cmd = [
         checkov, "--directory", str(TF_ROOT), "--framework", "terraform",
         "--var-file", str(TF_ROOT / "envs" / f"{env}.tfvars"),
         "--external-checks-dir", str(TF_ROOT / "checkov"),
-        "--check", ",".join(sorted(CHECKOV_GATE)),
-        "--skip-path", "examples", "--skip-download", "--compact",
-        "--output", "json", "--soft-fail",
+        "--skip-download", "--compact", "--output", "json", "--soft-fail",
     ]
+    if env != "prod":
+        cmd += ["--check", ",".join(sorted(CHECKOV_GATE))]
     env_vars = dict(os.environ, BC_SKIP_MAPPING="TRUE", LOG_LEVEL="ERROR")
     res = _run(cmd, cwd=tmp_path, env=env_vars, timeout=240)
     assert res.returncode == 0 and res.stdout.strip(), f"checkov crashed:\n{res.stderr[-3000:]}"

@@ -92,3 +92,61 @@ def test_a_dead_sink_does_not_stop_the_others(config, tmp_path, webhook, caplog)
     assert alert(cfg, EVENT) == ["log", "jsonl", "webhook"]
     assert len(received) == 1
     assert "alert sink webhook failed" in caplog.text
+
+
+@pytest.fixture
+def sns_topic(monkeypatch):
+    """A topic on moto's server (loopback) with an SQS queue subscribed, as an e-mail subscriber would be."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    import urllib.request  # moto's backends are process-wide: start from an empty account
+
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
+    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_ENDPOINT_URL": endpoint,
+                       "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(key, value)
+    sns, sqs = (boto3.client(name, region_name="eu-west-1") for name in ("sns", "sqs"))
+    topic = sns.create_topic(Name="batchml-prod-pipeline-alerts")["TopicArn"]
+    queue = sqs.create_queue(QueueName="oncall")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    yield topic, sqs, queue
+    server.stop()
+
+
+def test_sns_sink_publishes_the_event(config, tmp_path, sns_topic):
+    topic, sqs, queue = sns_topic
+    cfg = with_sinks(config, tmp_path, Sink(kind="sns", topic_arn=topic))
+    assert alert(cfg, EVENT) == ["log", "jsonl", "sns"]
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=2)["Messages"]
+    assert len(messages) == 1
+    envelope = json.loads(messages[0]["Body"])  # what SNS delivers to a subscriber
+    assert envelope["TopicArn"] == topic
+    assert json.loads(envelope["Message"]) == EVENT
+    assert envelope["Subject"].startswith("[batchml] monitoring: card_transactions 2024-03-10: data_drift")
+    assert len(envelope["Subject"]) <= 100
+    assert envelope["MessageAttributes"]["kind"]["Value"] == "monitoring"
+
+
+def test_sns_sink_to_a_missing_topic_is_logged_not_raised(config, tmp_path, sns_topic, caplog):
+    topic, _, _ = sns_topic
+    missing = topic.rsplit(":", 1)[0] + ":no-such-topic"
+    cfg = with_sinks(config, tmp_path, Sink(kind="sns", topic_arn=missing))
+    assert alert(cfg, EVENT) == ["log", "jsonl"]
+    assert "alert sink sns failed" in caplog.text and "NotFound" in caplog.text
+
+
+def test_a_sink_without_its_settings_is_a_config_error():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="sns sink needs topic_arn"):
+        Sink(kind="sns")
+    with pytest.raises(ValidationError, match="topic_arn"):
+        Sink(kind="sns", topic_arn="batchml-alerts")
+    with pytest.raises(ValidationError, match="webhook sink needs url"):
+        Sink(kind="webhook")

@@ -29,6 +29,9 @@ enable_mlflow_server = false
 
 alert_email_addresses = []
 
+# dev data is disposable: no AWS Backup (versioning still protects against slips).
+enable_backup = false
+
 tags = {
   CostCenter = "batchml-dev"
 }

@@ -1,4 +1,4 @@
-# Production. Replace the network IDs with your VPC's and the image with your ECR image.
+# Production. Replace the network IDs with your VPC's and the MLflow name and zone with yours.
 environment = "prod"
 aws_region  = "eu-west-1"
 
@@ -10,7 +10,7 @@ access_log_retention_days = 365
 force_destroy_buckets     = false
 
 landing_noncurrent_version_expiration_days   = 30
-lake_noncurrent_version_expiration_days      = 3
+lake_noncurrent_version_expiration_days      = 14
 artifacts_noncurrent_version_expiration_days = 90
 
 kms_deletion_window_in_days    = 30
@@ -25,13 +25,19 @@ mwaa_min_workers       = 1
 mwaa_max_workers       = 4
 
 enable_mlflow_server            = true
-mlflow_image                    = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/batchml-mlflow:3.1.0"
+mlflow_image_tag                = "3.17.2-1"
+mlflow_domain_name              = "mlflow.prod.batchml.example.com"
+mlflow_route53_zone_id          = "Z0123456789ABCDEFGHIJ"
 mlflow_db_instance_class        = "db.t4g.small"
 mlflow_db_multi_az              = true
 mlflow_db_deletion_protection   = true
 mlflow_db_backup_retention_days = 14
 
 alert_email_addresses = []
+
+enable_backup         = true
+backup_retention_days = 35
+# backup_copy_vault_arn = "arn:aws:backup:eu-central-1:123456789012:backup-vault:batchml-prod-dr"
 
 tags = {
   CostCenter = "batchml-prod"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -59,13 +59,24 @@ class MonitoringSpec(_Strict):
 class Sink(_Strict):
     """Where alerts go besides the log and the JSONL file under ``{home}/alerts/``."""
 
-    kind: Literal["webhook", "email"]
+    kind: Literal["webhook", "email", "sns"]
     url: str | None = None  # webhook: HTTP(S) endpoint receiving the event as a JSON POST
     timeout_seconds: float = Field(10, gt=0)
     smtp_host: str | None = None  # email
     smtp_port: int = 25
     sender: str | None = None
     recipients: list[str] = []
+    # sns: the alert topic (terraform output sns_topic_arn); the event JSON is the message. Credentials
+    # come from the default AWS chain (the EMR job role, the MWAA execution role); the region from the ARN.
+    topic_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]+$")
+
+    @model_validator(mode="after")
+    def _kind_has_its_settings(self) -> "Sink":
+        needed = {"webhook": ["url"], "email": ["smtp_host", "sender", "recipients"], "sns": ["topic_arn"]}[self.kind]
+        missing = [name for name in needed if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"{self.kind} sink needs {', '.join(missing)}")
+        return self
 
 
 class AlertsConfig(_Strict):

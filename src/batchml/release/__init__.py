@@ -1,1 +1,1 @@
-"""Releases: ``make package`` builds one into ``dist/`` (``package``); ``make deploy`` uploads it (``deploy``)."""
+"""Releases: ``make package`` builds one into ``dist/`` (``package``); ``make deploy`` puts it on AWS (``deploy``)."""

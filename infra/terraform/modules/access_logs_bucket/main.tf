@@ -1,10 +1,15 @@
-# Target bucket for S3 server access logs of the landing, lake and artifacts buckets.
+# Target bucket for S3 server access logs of the landing, lake and artifacts buckets, and for the MLflow
+# load balancer's access logs (under alb/).
 
 data "aws_caller_identity" "current" {}
 
+# The regional Elastic Load Balancing account that delivers ALB access logs in older regions; newer
+# regions use the logdelivery.elasticloadbalancing.amazonaws.com service principal (both allowed below).
+data "aws_elb_service_account" "this" {}
+
 resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_18:This is the access-log target bucket; logging it into itself would loop and logging it elsewhere needs yet another bucket.
-  #checkov:skip=CKV_AWS_145:S3 server access log delivery supports only SSE-S3 (AES256) default encryption on the target bucket, not SSE-KMS.
+  #checkov:skip=CKV_AWS_145:S3 server access logs and ALB access logs can only be delivered to a bucket with SSE-S3 (AES256) default encryption, not SSE-KMS.
   #checkov:skip=CKV_AWS_144:Access logs are audit data with a fixed retention; cross-region replication is not worth doubling their cost.
   #checkov:skip=CKV2_AWS_62:Nothing consumes events for access-log objects.
   bucket        = var.bucket_name
@@ -89,6 +94,20 @@ resource "aws_s3_bucket_policy" "this" {
           StringEquals = { "aws:SourceAccount" = data.aws_caller_identity.current.account_id }
           ArnLike      = { "aws:SourceArn" = var.source_bucket_arns }
         }
+      },
+      {
+        Sid       = "AllowAlbAccessLogDeliveryRegionalAccount"
+        Effect    = "Allow"
+        Principal = { AWS = data.aws_elb_service_account.this.arn }
+        Action    = "s3:PutObject"
+        Resource  = "${aws_s3_bucket.this.arn}/alb/*/AWSLogs/${data.aws_caller_identity.current.account_id}/*"
+      },
+      {
+        Sid       = "AllowAlbAccessLogDeliveryService"
+        Effect    = "Allow"
+        Principal = { Service = "logdelivery.elasticloadbalancing.amazonaws.com" }
+        Action    = "s3:PutObject"
+        Resource  = "${aws_s3_bucket.this.arn}/alb/*/AWSLogs/${data.aws_caller_identity.current.account_id}/*"
       },
       {
         Sid       = "DenyInsecureTransport"

@@ -4,10 +4,6 @@ data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
 data "aws_region" "current" {}
 
-data "aws_vpc" "this" {
-  id = var.vpc_id
-}
-
 locals {
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
@@ -17,27 +13,18 @@ locals {
 resource "aws_security_group" "spark" {
   #checkov:skip=CKV2_AWS_5:Attached through aws_emrserverless_application.network_configuration, which checkov does not model as an attachment.
   name        = "${var.name}-emr-serverless"
-  description = "EMR Serverless Spark workers: egress only (HTTPS to AWS APIs, MLflow inside the VPC)"
+  description = "EMR Serverless Spark workers: egress only (HTTPS to AWS APIs and the MLflow load balancer)"
   vpc_id      = var.vpc_id
   tags        = var.tags
 }
 
 resource "aws_vpc_security_group_egress_rule" "https" {
   security_group_id = aws_security_group.spark.id
-  description       = "HTTPS to S3, CloudWatch, KMS and other AWS APIs (via VPC endpoints or NAT)"
+  description       = "HTTPS to S3, CloudWatch, KMS, other AWS APIs (VPC endpoints or NAT) and MLflow"
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443
   cidr_ipv4         = "0.0.0.0/0"
-}
-
-resource "aws_vpc_security_group_egress_rule" "mlflow" {
-  security_group_id = aws_security_group.spark.id
-  description       = "MLflow tracking server inside the VPC"
-  ip_protocol       = "tcp"
-  from_port         = var.mlflow_port
-  to_port           = var.mlflow_port
-  cidr_ipv4         = data.aws_vpc.this.cidr_block
 }
 
 resource "aws_emrserverless_application" "spark" {
@@ -87,10 +74,11 @@ data "aws_iam_policy_document" "assume" {
       values   = [local.account_id]
     }
 
+    # Only this application's job runs may assume the role (not any application in the account).
     condition {
       test     = "ArnLike"
       variable = "aws:SourceArn"
-      values   = ["arn:${local.partition}:emr-serverless:${local.region}:${local.account_id}:/applications/*"]
+      values   = [aws_emrserverless_application.spark.arn]
     }
   }
 }
@@ -137,7 +125,9 @@ data "aws_iam_policy_document" "job" {
     resources = ["${var.artifacts_bucket_arn}/${var.code_prefix}/*"]
   }
 
-  # Delta Lake writes, rewrites (OPTIMIZE) and deletes (VACUUM) data and log files.
+  # Delta Lake writes, rewrites (OPTIMIZE) and deletes (VACUUM, expired log cleanup) data and log
+  # files. Deletes leave noncurrent versions: s3:DeleteObjectVersion is granted to no role in this
+  # stack, so anything deleted here stays restorable for the bucket's noncurrent window.
   statement {
     sid = "ReadWriteLakeAndArtifacts"
     actions = [
@@ -153,6 +143,14 @@ data "aws_iam_policy_document" "job" {
       "${var.lake_bucket_arn}/${var.lake_prefix}/*",
       "${var.artifacts_bucket_arn}/${var.artifacts_prefix}/*",
     ]
+  }
+
+  # EMR Serverless writes driver and executor logs here as the job role (monitoringConfiguration).
+  statement {
+    sid       = "WriteJobLogCopies"
+    effect    = "Allow"
+    actions   = ["s3:PutObject"]
+    resources = ["${var.artifacts_bucket_arn}/${var.log_prefix}/*"]
   }
 
   statement {
@@ -193,4 +191,25 @@ resource "aws_iam_role_policy" "job" {
   name   = "batchml-spark-job"
   role   = aws_iam_role.job.id
   policy = data.aws_iam_policy_document.job.json
+}
+
+# EMR Serverless resolves EMR.secret@<name> configuration values with the job role when a job starts
+# (the MLflow pipeline user's password). Only the named secrets; they are encrypted with the CMK above.
+data "aws_iam_policy_document" "secrets" {
+  for_each = var.readable_secret_arns
+
+  statement {
+    sid       = "ReadSecret"
+    effect    = "Allow"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [each.value]
+  }
+}
+
+resource "aws_iam_role_policy" "secrets" {
+  for_each = var.readable_secret_arns
+
+  name   = "batchml-spark-job-secret-${each.key}"
+  role   = aws_iam_role.job.id
+  policy = data.aws_iam_policy_document.secrets[each.key].json
 }

@@ -17,3 +17,8 @@ output "security_group_id" {
   description = "Security group of the Spark workers (allowed into MLflow)."
   value       = aws_security_group.spark.id
 }
+
+output "release_label" {
+  description = "EMR release of the application."
+  value       = aws_emrserverless_application.spark.release_label
+}

@@ -4,7 +4,7 @@ variable "name" {
 }
 
 variable "release_label" {
-  description = "EMR release label of the Spark runtime, e.g. emr-7.9.0."
+  description = "EMR release label of the Spark runtime, e.g. emr-spark-8.0.0 (Spark 4.0.2, Python 3.11)."
   type        = string
 }
 
@@ -50,12 +50,6 @@ variable "subnet_ids" {
   type        = list(string)
 }
 
-variable "mlflow_port" {
-  description = "TCP port of the MLflow tracking server the jobs may reach inside the VPC."
-  type        = number
-  default     = 5000
-}
-
 variable "landing_bucket_arn" {
   description = "ARN of the landing bucket (read-only for jobs)."
   type        = string
@@ -89,6 +83,17 @@ variable "artifacts_prefix" {
 variable "code_prefix" {
   description = "Key prefix (no slashes at the ends) of job code (entry points, Python archives) in the artifacts bucket."
   type        = string
+}
+
+variable "log_prefix" {
+  description = "Key prefix (no slashes at the ends) in the artifacts bucket for S3 copies of job logs."
+  type        = string
+}
+
+variable "readable_secret_arns" {
+  description = "Secrets Manager secrets the jobs may read, by a static key (EMR.secret@ values in the Spark conf)."
+  type        = map(string)
+  default     = {}
 }
 
 variable "kms_key_arn" {

@@ -3,8 +3,18 @@ variable "name" {
   type        = string
 }
 
-variable "image" {
-  description = "Container image with mlflow (>=3.1), psycopg2 and boto3, e.g. <account>.dkr.ecr.<region>.amazonaws.com/batchml-mlflow:3.1.0."
+variable "image_tag" {
+  description = "Tag of the server image in this module's ECR repository (built from infra/mlflow/Dockerfile)."
+  type        = string
+}
+
+variable "domain_name" {
+  description = "Host name of the tracking server; the ACM certificate is issued for it."
+  type        = string
+}
+
+variable "route53_zone_id" {
+  description = "Route 53 zone of domain_name: ACM DNS validation and the alias to the load balancer."
   type        = string
 }
 
@@ -37,8 +47,35 @@ variable "subnet_ids" {
 }
 
 variable "client_security_group_ids" {
-  description = "Security groups allowed to reach the tracking server (Spark, Airflow)."
+  description = "Security groups allowed to reach the load balancer, by a static key (e.g. spark = sg-...)."
+  type        = map(string)
+}
+
+variable "client_cidrs" {
+  description = "CIDR blocks (e.g. a VPN) allowed to reach the load balancer on 443."
   type        = list(string)
+  default     = []
+}
+
+variable "access_log_bucket_id" {
+  description = "Bucket receiving the load balancer's access logs (SSE-S3, allows ELB log delivery)."
+  type        = string
+}
+
+variable "secrets_prefix" {
+  description = "Secrets Manager name prefix; the pipeline password is <prefix>/mlflow/pipeline-password."
+  type        = string
+}
+
+variable "secret_recovery_window_in_days" {
+  description = "Days a deleted secret can be restored (0 deletes immediately)."
+  type        = number
+  default     = 7
+}
+
+variable "sns_topic_arn" {
+  description = "Alert topic the service and database alarms notify."
+  type        = string
 }
 
 variable "artifacts_bucket_id" {
@@ -107,8 +144,8 @@ variable "db_backup_retention_days" {
   default     = 7
 }
 
-variable "db_deletion_protection" {
-  description = "Protect the database from deletion (true in prod). When false, no final snapshot is taken on destroy."
+variable "deletion_protection" {
+  description = "Protect the database and the load balancer from deletion (true in prod). When false, no final snapshot is taken on destroy."
   type        = bool
   default     = true
 }

@@ -9,8 +9,8 @@ variable "kms_key_arn" {
 }
 
 variable "log_group_names" {
-  description = "CloudWatch log groups to create (encrypted, with retention)."
-  type        = list(string)
+  description = "CloudWatch log groups to create (encrypted, with retention), by a static key such as spark."
+  type        = map(string)
 }
 
 variable "log_retention_days" {
@@ -22,6 +22,16 @@ variable "alert_email_addresses" {
   description = "E-mail addresses subscribed to the alert topic (each must confirm)."
   type        = list(string)
   default     = []
+}
+
+variable "emr_application_id" {
+  description = "EMR Serverless application whose FAILED job runs are sent to the alert topic."
+  type        = string
+}
+
+variable "mwaa_environment_name" {
+  description = "MWAA environment whose task failures and scheduler heartbeat are watched."
+  type        = string
 }
 
 variable "tags" {

@@ -10,6 +10,7 @@ locals {
   partition   = data.aws_partition.current.partition
   region      = data.aws_region.current.name
   env_name    = "${var.name}-airflow"
+  env_arn     = "arn:${local.partition}:airflow:${local.region}:${local.account_id}:environment/${local.env_name}"
   secrets_arn = "arn:${local.partition}:secretsmanager:${local.region}:${local.account_id}:secret:${var.secrets_prefix}/airflow/*"
 
   connections_prefix = "${var.secrets_prefix}/airflow/connections"
@@ -89,10 +90,17 @@ data "aws_iam_policy_document" "assume" {
       identifiers = ["airflow.amazonaws.com", "airflow-env.amazonaws.com"]
     }
 
+    # Confused-deputy guard: only this account's environment of this name may assume the role.
     condition {
       test     = "StringEquals"
       variable = "aws:SourceAccount"
       values   = [local.account_id]
+    }
+
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = [local.env_arn]
     }
   }
 }
@@ -109,7 +117,7 @@ data "aws_iam_policy_document" "execution" {
     sid       = "PublishAirflowMetrics"
     effect    = "Allow"
     actions   = ["airflow:PublishMetrics"]
-    resources = ["arn:${local.partition}:airflow:${local.region}:${local.account_id}:environment/${local.env_name}"]
+    resources = [local.env_arn]
   }
 
   # s3:GetAccountPublicAccessBlock has no resource-level permissions; MWAA calls it
@@ -139,6 +147,58 @@ data "aws_iam_policy_document" "execution" {
     effect    = "Allow"
     actions   = ["s3:GetObject", "s3:GetObjectVersion"]
     resources = ["${var.source_bucket_arn}/${var.airflow_prefix}/*"]
+  }
+
+  # The DAG side loads its config from the active release (BATCHML_CONF_DIR=<release>/conf, set by the
+  # startup script): read-only, conf/ of any release (a rollback points back at an older one).
+  statement {
+    sid       = "ListReleaseConf"
+    effect    = "Allow"
+    actions   = ["s3:ListBucket"]
+    resources = [var.source_bucket_arn]
+
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.code_prefix}/releases/*/conf", "${var.code_prefix}/releases/*/conf/*"]
+    }
+  }
+
+  statement {
+    sid       = "ReadReleaseConf"
+    effect    = "Allow"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.source_bucket_arn}/${var.code_prefix}/releases/*/conf/*"]
+  }
+
+  # The DAG-side tasks (blocked gate, scoring fallback, overrides, retraining requests) read and append
+  # to a few Delta tables with delta-rs: exactly the prefixes in dag_side_access.json, nothing else of
+  # the lake or the artifacts. Delta commits are conditional puts, so no delete is needed.
+  statement {
+    sid       = "ListDagSidePrefixes"
+    effect    = "Allow"
+    actions   = ["s3:ListBucket"]
+    resources = var.lake_access.bucket_arns
+
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = var.lake_access.list_prefixes
+    }
+  }
+
+  statement {
+    sid       = "ReadDagSidePrefixes"
+    effect    = "Allow"
+    actions   = ["s3:GetObject"]
+    resources = var.lake_access.read_object_arns
+  }
+
+  statement {
+    sid       = "WriteDagSidePrefixes"
+    effect    = "Allow"
+    actions   = ["s3:PutObject", "s3:AbortMultipartUpload"]
+    resources = var.lake_access.write_object_arns
   }
 
   statement {
@@ -233,8 +293,6 @@ data "aws_iam_policy_document" "execution" {
       "emr-serverless:StartJobRun",
       "emr-serverless:GetJobRun",
       "emr-serverless:CancelJobRun",
-      "emr-serverless:ListJobRuns",
-      "emr-serverless:GetDashboardForJobRun",
     ]
     resources = [var.emr_application_arn, "${var.emr_application_arn}/jobruns/*"]
   }
@@ -325,10 +383,15 @@ resource "aws_mwaa_environment" "this" {
 
   source_bucket_arn = var.source_bucket_arn
   dag_s3_path       = "${var.airflow_prefix}/dags"
-  # plugins.zip / requirements.txt must exist in S3 before they are referenced:
-  # set these once the deployment uploads them (null = not used).
-  plugins_s3_path      = var.plugins_s3_path
-  requirements_s3_path = var.requirements_s3_path
+  # requirements.txt (batchml[airflow] from the wheel in plugins.zip) and the startup script (which sets
+  # BATCHML_CONF_DIR to the release) must exist before they are referenced: `make deploy` uploads them and
+  # records their object versions; until then (release = null) MWAA starts without them.
+  requirements_s3_path             = var.release == null ? null : var.files.requirements
+  requirements_s3_object_version   = var.release == null ? null : var.release.requirements_s3_object_version
+  plugins_s3_path                  = var.release == null ? null : var.files.plugins
+  plugins_s3_object_version        = var.release == null ? null : var.release.plugins_s3_object_version
+  startup_script_s3_path           = var.release == null ? null : var.files.startup_script
+  startup_script_s3_object_version = var.release == null ? null : var.release.startup_script_s3_object_version
 
   webserver_access_mode = var.webserver_access_mode
 

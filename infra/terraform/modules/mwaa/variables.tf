@@ -64,16 +64,38 @@ variable "airflow_prefix" {
   type        = string
 }
 
-variable "plugins_s3_path" {
-  description = "Key of plugins.zip relative to the bucket, e.g. airflow/plugins.zip; null until it is uploaded."
+variable "code_prefix" {
+  description = "Key prefix (no slashes at the ends) of code releases in the source bucket; the DAG side reads <prefix>/releases/<id>/conf."
   type        = string
-  default     = null
 }
 
-variable "requirements_s3_path" {
-  description = "Key of requirements.txt relative to the bucket, e.g. airflow/requirements.txt; null until it is uploaded."
-  type        = string
-  default     = null
+variable "files" {
+  description = "Keys (relative to the bucket) of requirements.txt, plugins.zip and the startup script, e.g. airflow/requirements.txt."
+  type = object({
+    requirements   = string
+    plugins        = string
+    startup_script = string
+  })
+}
+
+variable "release" {
+  description = "S3 object versions of the three files as uploaded by `make deploy`; null until the first deploy (MWAA then runs without them)."
+  type = object({
+    requirements_s3_object_version   = string
+    plugins_s3_object_version        = string
+    startup_script_s3_object_version = string
+  })
+  default = null
+}
+
+variable "lake_access" {
+  description = "What the DAG-side tasks may touch in the lake and artifacts buckets: bucket ARNs, list prefixes and object ARN patterns to read and to write."
+  type = object({
+    bucket_arns       = list(string)
+    list_prefixes     = list(string)
+    read_object_arns  = list(string)
+    write_object_arns = list(string)
+  })
 }
 
 variable "kms_key_arn" {

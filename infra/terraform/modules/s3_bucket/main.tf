@@ -1,7 +1,7 @@
 # A private, KMS-encrypted, versioned, access-logged bucket that only accepts TLS.
 
 resource "aws_s3_bucket" "this" {
-  #checkov:skip=CKV_AWS_144:Cross-region replication is a DR decision per environment (doubles storage cost); Delta tables can be rebuilt from the versioned landing bucket.
+  #checkov:skip=CKV_AWS_144:Recovery is AWS Backup's job, not replication: modules/backup keeps daily and continuous recovery points of the lake and artifacts buckets and copies them to another region when backup_copy_vault_arn is set. Landing is a short-lived inbox whose contents become bronze tables in the backed-up lake.
   #checkov:skip=CKV2_AWS_62:No consumer of S3 event notifications: batch jobs are scheduled by Airflow, not triggered by object events.
   bucket        = var.bucket_name
   force_destroy = var.force_destroy
@@ -99,6 +99,24 @@ resource "aws_s3_bucket_policy" "this" {
         Action    = "s3:*"
         Resource  = [aws_s3_bucket.this.arn, "${aws_s3_bucket.this.arn}/*"]
         Condition = { NumericLessThan = { "s3:TlsVersion" = "1.2" } }
+      },
+      # Uploads without encryption headers get the default (this bucket's key); uploads that ask for
+      # anything else (SSE-S3, another KMS key) are refused.
+      {
+        Sid       = "DenyUploadsNotUsingSseKms"
+        Effect    = "Deny"
+        Principal = "*"
+        Action    = "s3:PutObject"
+        Resource  = "${aws_s3_bucket.this.arn}/*"
+        Condition = { StringNotEqualsIfExists = { "s3:x-amz-server-side-encryption" = "aws:kms" } }
+      },
+      {
+        Sid       = "DenyUploadsWithAnotherKmsKey"
+        Effect    = "Deny"
+        Principal = "*"
+        Action    = "s3:PutObject"
+        Resource  = "${aws_s3_bucket.this.arn}/*"
+        Condition = { StringNotEqualsIfExists = { "s3:x-amz-server-side-encryption-aws-kms-key-id" = var.kms_key_arn } }
       },
     ]
   })
