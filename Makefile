@@ -84,7 +84,7 @@ $(INFRA_VENV)/.installed: infra/terraform/requirements-checkov.txt
 ENV ?= prod
 DEPLOY_ARGS ?=
 deploy: $(VENV)/.installed
-	$(PY) -m batchml.release.deploy --env $(ENV) --dist dist --terraform-dir infra/terraform $(DEPLOY_ARGS)
+	$(PY) -m batchml.release.deploy --env $(ENV) --dist $(DIST) --terraform-dir infra/terraform $(DEPLOY_ARGS)
 
 clean-state:
 	rm -rf .batchml
