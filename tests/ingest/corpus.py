@@ -44,7 +44,7 @@ class Planted:
     bad: list[Bad] = field(default_factory=list)
     file_error: str | None = None  # the file is quarantined whole with this reason
     duplicate_of: str | None = None  # same bytes as that file: recorded, not ingested again
-    changes: str | None = None  # "before_staging" | "after_staging": the landed bytes change mid-run
+    changes: str | None = None  # "before_staging" | "after_staging" | "vanishes": the landing zone changes mid-run
     later: "Planted | None" = None  # what the file holds after its change
 
 
@@ -448,11 +448,13 @@ def parquet_corpus() -> list[Planted]:
 # -- the same bytes under two names; files that change while ingest reads them ------------------------------
 
 def _duplicates_and_changes(files: list[Planted], prefix: str, make) -> list[Planted]:
-    """Two duplicates (same bytes, later names), one file replaced before staging, one after."""
+    """Two duplicates (same bytes, later names); one file replaced before staging, one after, one
+    deleted after the listing."""
     extra = []
     for original in (files[0], files[3]):
         extra.append(Planted("z-copy-of-" + original.name, original.data, duplicate_of=original.name))
-    before, after = make(700), make(701)
+    before, after, gone = make(700), make(701), make(704)
     before.changes, before.later = "before_staging", make(702)
     after.changes, after.later = "after_staging", make(703)
-    return extra + [before, after]
+    gone.changes = "vanishes"
+    return extra + [before, after, gone]

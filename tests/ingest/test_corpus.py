@@ -60,11 +60,14 @@ def test_every_planted_row_is_accounted_for_exactly_once(config, spark, monkeypa
     bronze = lake.read_arrow("bronze.card_transactions",
                              columns=["transaction_id", "_source_file", "_source_sha256", "_row_number"]).to_pylist()
     quarantine = lake.read_arrow(QUARANTINE).to_pylist()
-    assert len(manifest) == len(files)
+    gone = [f for f in files if f.changes == "vanishes"]
+    assert len(manifest) == len(files) - len(gone) and not any(str(folder / f.name) in manifest for f in gone)
     for f in files:
-        _check_file(f, str(folder / f.name), manifest, bronze, quarantine)
+        if f not in gone:
+            _check_file(f, str(folder / f.name), manifest, bronze, quarantine)
     ids = [b["transaction_id"] for b in bronze]
-    assert len(ids) == len(set(ids)) == sum(len(_landed(f).good) for f in files if not f.duplicate_of)
+    assert len(ids) == len(set(ids)) == sum(len(_landed(f).good) for f in files if not f.duplicate_of
+                                            and f not in gone)
     keys = [(q["source_sha256"], q["row_number"]) for q in quarantine]
     assert len(keys) == len(set(keys))
     assert staging.pending(lake.storage, staging.root(config.storage.lake_uri, "card_transactions", "events")) == []
@@ -79,10 +82,17 @@ def test_every_planted_row_is_accounted_for_exactly_once(config, spark, monkeypa
 
 
 def _change_files_mid_run(monkeypatch, folder: Path, files: list[corpus.Planted]) -> None:
-    """One file is rewritten between hashing and staging, one after its batch is recorded."""
+    """One file is rewritten between hashing and staging, one after its batch is recorded, one is
+    deleted after the listing."""
     before = {str(folder / f.name): f for f in files if f.changes == "before_staging"}
     after = [f for f in files if f.changes == "after_staging"]
-    real_copy, real_record = landing.copy_hashed, staging.record
+    gone = {str(folder / f.name) for f in files if f.changes == "vanishes"}
+    real_sha, real_copy, real_record = landing.sha256, landing.copy_hashed, staging.record
+
+    def sha256(storage, uri):
+        if uri in gone:
+            Path(uri).unlink()
+        return real_sha(storage, uri)
 
     def copy_hashed(storage, source_uri, folder_uri):
         if source_uri in before:
@@ -94,6 +104,7 @@ def _change_files_mid_run(monkeypatch, folder: Path, files: list[corpus.Planted]
         for f in after:
             (folder / f.name).write_bytes(f.later.data)
 
+    monkeypatch.setattr(landing, "sha256", sha256)
     monkeypatch.setattr(landing, "copy_hashed", copy_hashed)
     monkeypatch.setattr(staging, "record", record)
 

@@ -64,6 +64,7 @@ class FeedReport:
     redelivered: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     resumed_batches: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
     target_version: int | None = None
 
     def summary(self) -> str:
@@ -71,7 +72,8 @@ class FeedReport:
                 f"{self.rows_quarantined} row(s) and {len(self.files_quarantined)} file(s) quarantined"
                 + (f", {len(self.redelivered)} redelivered with new content" if self.redelivered else "")
                 + (f", {len(self.duplicates)} duplicate(s) of another file" if self.duplicates else "")
-                + (f", finished {len(self.resumed_batches)} interrupted batch(es)" if self.resumed_batches else ""))
+                + (f", finished {len(self.resumed_batches)} interrupted batch(es)" if self.resumed_batches else "")
+                + (f", {len(self.vanished)} vanished before they could be read" if self.vanished else ""))
 
 
 def ingest(config: Config, run_date: dt.date, dataset: str | None = None, spark=None) -> list[FeedReport]:
@@ -112,11 +114,16 @@ def _stage(lake: Lake, dataset: str, feed: str, root: str, run_date: dt.date, fi
     staged: dict[str, StagedFile] = {}  # sha256 -> the first file with that content
     duplicates = []
     for f in files:
-        listed = landing.sha256(storage, f.uri)
-        if listed in known:
-            log.info("skip %s: same content already ingested from %s", f.uri, known[listed])
+        try:
+            listed = landing.sha256(storage, f.uri)
+            if listed in known:
+                log.info("skip %s: same content already ingested from %s", f.uri, known[listed])
+                continue
+            digest, size = landing.copy_hashed(storage, f.uri, staging.objects(root))
+        except FileNotFoundError:  # withdrawn by its producer after the listing: nothing to ingest
+            log.warning("%s vanished between listing and reading; not ingested", f.uri)
+            report.vanished.append(f.uri)
             continue
-        digest, size = landing.copy_hashed(storage, f.uri, staging.objects(root))
         if digest != listed:  # the file changed after it was hashed: what was copied is what lands
             log.warning("%s changed while being read (sha256 %s… -> %s…); ingesting the bytes read",
                         f.uri, listed[:12], digest[:12])
