@@ -218,6 +218,11 @@ def test_compressed_files_by_suffix_and_corrupt_archives_are_unreadable():
     assert parse(gzip.compress(text), SOURCE, "day.csv.gz").table.column("id").to_pylist() == ["a"]
     assert parse(gzip.compress(text) + gzip.compress(text[len(HEADER) + 1:]), SOURCE, "x.CSV.GZ").table.num_rows == 2
     assert parse(bz2.compress(text), SOURCE, "day.csv.bz2").table.num_rows == 1
+    for codec, suffix in (("zstd", ".zst"), ("lz4", ".lz4")):
+        sink = pa.BufferOutputStream()
+        with pa.CompressedOutputStream(sink, codec) as out:
+            out.write(text)
+        assert parse(sink.getvalue().to_pybytes(), SOURCE, "day.csv" + suffix).table.num_rows == 1
     for data, name in ((gzip.compress(text)[:-12], "cut.csv.gz"), (b"\x1f\x8b\x08junk", "junk.csv.gz"),
                        (bz2.compress(text)[:20], "cut.csv.bz2")):
         with pytest.raises(UnreadableFile, match="corrupt or truncated"):

@@ -21,7 +21,7 @@ from batchml.storage import landing
 from batchml.storage.location import StorageOptions, is_s3
 
 
-class StagingError(RuntimeError):
+class StagingError(FileNotFoundError):
     """The staging area lost a file that a recorded batch needs (it was edited by hand)."""
 
 
