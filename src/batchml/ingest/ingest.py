@@ -154,10 +154,10 @@ def _land(lake: Lake, dataset: str, feed: str, source: SourceConfig, root: str, 
     """The batch's three commits, each skipped if an earlier run made it; then its staging goes."""
     txn = (f"ingest/{dataset}/{feed}/{batch.batch_id}", 1)
     meta = {"job": "ingest", "runDate": batch.run_date, "batch": batch.batch_id}
-    report.files_new += len(batch.files)
     if lake.committed(MANIFEST, txn):  # interrupted after its last commit: only the cleanup is left
         staging.finish(lake.storage, root, batch)
         return
+    report.files_new += len(batch.files)
     parsed = _parse(lake._spark(), batch, source, root, lake.storage).persist()
     try:
         counts = _per_file_counts(parsed)
