@@ -1,4 +1,4 @@
-"""The hostile corpus (tests/ingest/corpus.py, 200+ files) through the real ingest stage on Spark.
+"""The hostile corpus (tests/ingest/corpus.py, 211 files) through the real ingest stage on Spark.
 
 One run date per format. For every file and row: accepted + quarantined = read; each planted good
 row is in bronze exactly once; each bad row is in quarantine with its raw record and a reason
