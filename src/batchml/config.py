@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -87,11 +88,30 @@ ColumnType = Literal["string", "int32", "int64", "float64", "bool", "date", "tim
 
 
 class ColumnContract(Strict):
+    """One column of a landing feed's schema contract (docs/ingest.md)."""
+
     name: str
     type: ColumnType
     required: bool = False
     # Timestamps: values must carry an explicit UTC offset unless naive_timezone is set.
     naive_timezone: str | None = None
+    # Timestamps finer than the stored microseconds (Parquet ns, text with 7-9 fraction digits):
+    # quarantine the row, or round down / to nearest.
+    sub_microsecond: Literal["reject", "floor", "round"] = "reject"
+    # Accept a typed value of another type (a JSON number or boolean where a string is declared, a
+    # Parquet int column for a bool, ...) by converting its text; counted in the manifest. Off: quarantined.
+    coerce: bool = False
+
+    @model_validator(mode="after")
+    def _timestamp_options(self) -> "ColumnContract":
+        if self.type != "timestamp" and (self.naive_timezone or self.sub_microsecond != "reject"):
+            raise ValueError(f"column {self.name!r}: naive_timezone and sub_microsecond apply to timestamps only")
+        if self.naive_timezone:
+            try:
+                ZoneInfo(self.naive_timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"column {self.name!r}: unknown time zone {self.naive_timezone!r}") from None
+        return self
 
 
 class SourceConfig(Strict):

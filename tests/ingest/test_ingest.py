@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,29 @@ def test_event_times_with_offsets_are_stored_in_utc(config, spark):
     row = Lake(config, spark).read("bronze.card_transactions").where(f"transaction_id = '{first[0]}'").collect()[0]
     assert row["event_time"] == raw_time.astimezone(dt.timezone.utc).replace(tzinfo=None)
     assert row["_row_number"] == 2 and row["ingest_date"] == DAY
+
+
+@pytest.mark.parametrize("error", [RecursionError("deep"), OverflowError("far"), UnicodeEncodeError(
+    "utf-8", "\ud800", 0, 1, "surrogates not allowed"), ValueError("5,000 digits"), EOFError("cut short")])
+def test_whatever_one_file_s_bytes_raise_quarantines_that_file_only(config, tmp_path, monkeypatch, error):
+    """The file boundary in the parse task (issue 21, cases 3 and 7), without Spark."""
+    from batchml.ingest import contract
+    from batchml.ingest.ingest import StagedCopyChanged, _parse_one
+
+    source = config.dataset().events
+    schema = contract.output_schema(source)
+    staged = tmp_path / "copy"
+    staged.write_bytes(b"whatever")
+    digest = hashlib.sha256(b"whatever").hexdigest()
+
+    def explode(data, src, name):
+        raise error
+
+    monkeypatch.setattr(contract, "parse", explode)
+    storage = Lake(config).storage
+    rows = [r for b in _parse_one(str(staged), "/landing/f.csv", "f.csv", digest, source, storage, schema)
+            for r in b.to_pylist()]
+    assert len(rows) == 1 and rows[0]["_row_number"] is None and rows[0]["_source_file"] == "/landing/f.csv"
+    assert rows[0]["_error"].startswith(f"unreadable file: {type(error).__name__}: ")
+    with pytest.raises(StagedCopyChanged):  # a staged copy that no longer matches its hash is not data
+        list(_parse_one(str(staged), "/landing/f.csv", "f.csv", "0" * 64, source, storage, schema))
