@@ -29,7 +29,8 @@ Txn = committer.Txn
 
 
 class UnknownTable(KeyError):
-    pass
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0])
 
 
 class Lake:
