@@ -180,3 +180,16 @@ def test_a_timestamp_maximum_is_rounded_up_to_the_logged_millisecond(lake):
     (stats,) = logged_stats(lake, "test.flat")
     assert stats["minValues"]["ts"] == "2024-01-01T00:00:00.999Z" and stats["maxValues"]["ts"] == "2024-01-01T00:00:01.000Z"
     assert set(answers(lake, "test.flat", "ts", ts).values()) == {1}
+
+
+def test_infinities_and_nan_keep_the_file_statistics_valid(lake):
+    """JSON has no Infinity or NaN: such a token voided a file's whole statistics for delta-rs
+    (numRecords included, so Lake.count said 0)."""
+    inf = float("inf")
+    lake.write_arrow(pa.table({"id": pa.array([1, 2, 3], pa.int64()), "x": [-inf, 1.0, inf]}), "test.flat")
+    lake.write_arrow(pa.table({"id": pa.array([4], pa.int64()), "x": [float("nan")]}), "test.flat")
+    assert lake.count("test.flat") == 4
+    assert lake.read_arrow("test.flat", [("x", ">", 5.0)]).column("id").to_pylist() == [3]
+    assert lake.read_arrow("test.flat", [("x", "=", inf)]).column("id").to_pylist() == [3]
+    assert lake.read_arrow("test.flat", [("x", "<", -1e308)]).column("id").to_pylist() == [1]
+    assert DeltaTable(lake.uri("test.flat")).to_pyarrow_table(filters=[("x", ">", 5.0)]).num_rows == 1

@@ -214,7 +214,7 @@ class _Attempt:
         missed = conflicts.read_commits(plan.table_uri, plan.storage, self.checked, latest)
         for entry in missed:  # a commit that reported failure but landed (a lost response)
             if entry.info.get("batchml.writeId") == plan.write_id:
-                return self._result(entry.version)
+                return self._result(entry.version, int(entry.info.get("batchml.filesRemoved", 0)))
         if already_committed(dt, plan.txn):
             log.info("%s: transaction %s was committed concurrently; discarding %d new file(s)",
                      plan.table_uri, plan.txn, len(self.adds))
@@ -247,7 +247,9 @@ class _Attempt:
         try:
             dt.create_write_transaction(self.adds + self.rewritten + removes, mode="append", schema=plan.schema,
                                         partition_by=plan.partition_by or None, commit_properties=props)
-        except CommitFailedError as exc:  # with no retries: the next version exists already
+        except CommitFailedError as exc:  # with no retries: the next version exists already, or a real failure
+            if open_table(plan.table_uri, plan.storage).version() == self.checked:
+                raise
             raise _Lost from exc
         return self._result(self.checked + 1, len(removes))
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import sys
 import uuid
 from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote
@@ -145,11 +147,12 @@ def _bounds(meta: pq.FileMetaData, chunks: list, name: str, read_chunk: ChunkRea
                 return None
             low_high = pc.min_max(read_chunk(rg, name))
             values += [low_high["min"].as_py(), low_high["max"].as_py()]
+    values = [v for v in values if v == v]  # an all-NaN row group reports NaN bounds; no comparison matches NaN
     return (min(values), max(values)) if values else None
 
 
 def has_min_max_stats(t: pa.DataType | None) -> bool:
-    """Types whose min/max batchml records in the Delta log (booleans have none)."""
+    """Types whose min/max batchml records in the Delta log."""
     return t is not None and (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)
                               or pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_boolean(t))
 
@@ -165,6 +168,10 @@ def _json_value(value, floor: bool):
         return ms.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms.microsecond // 1000:03d}Z"
     if isinstance(value, dt.date):
         return value.isoformat()
+    if isinstance(value, float) and math.isinf(value):
+        # JSON has no infinity (an invalid token voids the file's statistics for delta-rs): log the
+        # largest double; predicates read it as unbounded.
+        return math.copysign(sys.float_info.max, value)
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, str) and len(value) > STATS_STRING_PREFIX:

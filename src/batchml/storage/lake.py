@@ -171,10 +171,11 @@ class Lake:
         needed = None if columns is None else sorted(set(columns) | {c for c, _, _ in terms})
         # The expression skips partitions and row groups; row_mask keeps SQL null semantics exact.
         # delta-rs turns a file's missing min/max into "x >= null", which matches nothing, so only
-        # partition columns and columns every file bounds may prune.
+        # partition columns and columns every file bounds may prune (and not by an infinite value:
+        # the log holds infinities as the largest double).
         partitions = set(table.metadata().partition_columns)
         bounded = _bounded_columns(table, {c for c, _, _ in terms} - partitions)
-        prunable = [t for t in terms if t[0] in partitions or t[0] in bounded]
+        prunable = [t for t in terms if t[0] in partitions or (t[0] in bounded and predicates.finite(t[2]))]
         result = dataset.to_table(columns=needed, filter=predicates.pruning_expression(prunable, dataset.schema))
         result = result.filter(predicates.row_mask(result, terms))
         return result.select(columns) if columns else result
