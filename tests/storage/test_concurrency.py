@@ -242,9 +242,11 @@ def run_history(tmp_path: Path, workers: int, writes: int, seed: int, **storage)
 
 def test_jepsen_history_on_local_disk(tmp_path):
     summary = run_history(tmp_path, workers=4, writes=30, seed=1)
-    # The run raced for real: overwrites of the hot partitions conflicted, duplicate txns were skipped.
-    assert summary["hot"].get("conflict", 0) > 0 and summary["hot"].get("committed", 0) > 0
-    assert summary["dup"]["skipped"] > 0 and summary["dup_hot"]["skipped"] > 0
+    # The writers interleaved (how many hot overwrites conflicted depends on the scheduling; the
+    # checks above hold either way), and of each duplicated txn id all but one write was skipped.
+    assert summary["raced"] > 0 and summary["hot"].get("committed", 0) > 0
+    dups = [op["txn"][0] for ops in jepsen.plan_ops(4, 30, 1) for op in ops if op["kind"] == "dup"]
+    assert summary["dup"] == {"committed": len(set(dups)), "skipped": len(dups) - len(set(dups))}
     assert summary["versions"] == sum(k.get("committed", 0) for k in summary.values() if isinstance(k, dict))
 
 
@@ -286,4 +288,4 @@ def test_jepsen_history_on_s3_with_conditional_puts(tmp_path, serial_s3):
     """The same history on S3, where the commit's put-if-absent is an etag-conditional PUT."""
     s3 = {"endpoint_url": serial_s3, "allow_http": True, "access_key_id": "test", "secret_access_key": "test"}
     summary = run_history(tmp_path, workers=3, writes=15, seed=2, s3=s3, lake_uri="s3://jepsen/lake")
-    assert summary["dup"]["skipped"] > 0 and summary["hot"].get("committed", 0) > 0
+    assert summary["raced"] > 0 and summary["dup"]["skipped"] > 0 and summary["hot"].get("committed", 0) > 0
