@@ -264,7 +264,8 @@ def serial_s3():
         port = sock.getsockname()[1]
     code = ("import sys; from werkzeug.serving import run_simple; "
             "from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app; "
-            "run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False)")
+            "run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), "
+            "threaded=False)")
     server = subprocess.Popen([sys.executable, "-c", code, str(port)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"

@@ -178,7 +178,8 @@ def test_a_timestamp_maximum_is_rounded_up_to_the_logged_millisecond(lake):
     lake.write_arrow(pa.table({"id": pa.array([1], pa.int64()), "ts": pa.array([ts], pa.timestamp("us", "UTC"))}),
                      "test.flat")
     (stats,) = logged_stats(lake, "test.flat")
-    assert stats["minValues"]["ts"] == "2024-01-01T00:00:00.999Z" and stats["maxValues"]["ts"] == "2024-01-01T00:00:01.000Z"
+    assert (stats["minValues"]["ts"], stats["maxValues"]["ts"]) == ("2024-01-01T00:00:00.999Z",
+                                                                    "2024-01-01T00:00:01.000Z")
     assert set(answers(lake, "test.flat", "ts", ts).values()) == {1}
 
 

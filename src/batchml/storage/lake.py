@@ -214,7 +214,8 @@ class Lake:
             self.spark = get_spark(self.config)
         return self.spark
 
-    def _begin(self, name, schema, mode, replace_where, txn, metadata) -> tuple[committer.WritePlan, WriteResult | None]:
+    def _begin(self, name, schema, mode, replace_where, txn,
+               metadata) -> tuple[committer.WritePlan, WriteResult | None]:
         """The plan against the table's current version, and the result if there is nothing to write."""
         table = self._delta(name)
         plan = self._plan(name, schema, mode, replace_where, txn, metadata, None if table is None else table.version())
