@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 
-from batchml.config import ConfigError, load_config
+from batchml.config import ConfigError, ensure_writable_home, load_config
 
 
 def _date(text: str) -> dt.date:
@@ -103,20 +103,34 @@ def main(argv: list[str] | None = None) -> int:
         return _conf_from_terraform(args)
     try:
         config = load_config(args.env)
+        if _writes(args):
+            ensure_writable_home(config)
         return _dispatch(args, config)
     except ConfigError as exc:
-        print(f"batchml: {exc}", file=sys.stderr)
+        print(f"batchml: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # turn known operator errors into one clear line
-        from batchml.spark import JavaNotFound, SparkServerUnreachable
-        from batchml.storage import ReplaceWhereViolation, SchemaMismatch
+    except _operator_errors() as exc:  # known, explained failures: one line, no stack trace
+        print(f"batchml: error: {exc}", file=sys.stderr)
+        return 1
 
-        known = (JavaNotFound, SparkServerUnreachable, SchemaMismatch, ReplaceWhereViolation, FileNotFoundError,
-                 ValueError)
-        if isinstance(exc, known):
-            print(f"batchml: error: {exc}", file=sys.stderr)
-            return 1
-        raise
+
+def _operator_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message tells the operator what to fix (imported only when one is raised)."""
+    from batchml.spark import JavaNotFound, SparkMasterUnreachable, SparkServerUnreachable
+    from batchml.storage import (PartiallyCommitted, ReplaceWhereViolation, SchemaMismatch, UnknownTable,
+                                 WriteConflict)
+
+    return (JavaNotFound, SparkServerUnreachable, SparkMasterUnreachable, SchemaMismatch, ReplaceWhereViolation,
+            UnknownTable, WriteConflict, PartiallyCommitted, FileNotFoundError, PermissionError, ValueError)
+
+
+# Commands that only read: they may run with a read-only home.
+READ_ONLY = {("table", "history"), ("table", "version"), ("model", "history"), ("model", "champion-at"),
+             ("spark-server", "status"), ("spark-server", "stop")}
+
+
+def _writes(args) -> bool:
+    return (args.command, getattr(args, "action", None)) not in READ_ONLY
 
 
 def _dispatch(args, config) -> int:

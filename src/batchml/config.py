@@ -7,12 +7,14 @@ or type is reported with the file that set it.
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchml.features.spec import FeatureSpec
 from batchml.monitoring.spec import AlertsConfig, MonitoringSpec
@@ -61,6 +63,12 @@ class StorageConfig(Strict):
     vacuum_min_retention_hours: int = Field(168, ge=0)
 
 
+# The master URLs Spark accepts (SparkContext.createTaskScheduler, SparkSubmit): anything else makes
+# spark-submit exit with a JVM stack trace before Python sees an error.
+SPARK_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)(\s*,\s*\d+)?\])?|local-cluster\[\s*\d+\s*,\s*\d+\s*,\s*\d+\s*\]"
+                          r"|spark://[^\s/,]+:\d+(,[^\s/,]+:\d+)*|yarn|k8s://\S+")
+
+
 class SparkConfig(Strict):
     master: str | None = "local[2]"  # null: let spark-submit / the cluster decide
     # sc://host:port of a running Spark Connect server: jobs attach to it instead of starting a JVM
@@ -71,6 +79,14 @@ class SparkConfig(Strict):
     shuffle_partitions: int = Field(8, gt=0)
     java_options: str = ""  # extra JVM flags for the driver and executors, after -Duser.timezone=UTC
     conf: dict[str, str] = {}
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, master: str | None) -> str | None:
+        if master is not None and not SPARK_MASTER.fullmatch(master):
+            raise ValueError(f"{master!r} is not a Spark master URL (local, local[N], local[*], "
+                             "spark://host:port, yarn, k8s://...)")
+        return master
 
 
 class MlflowConfig(Strict):
@@ -312,12 +328,39 @@ def load_config(env: str | None = None, conf_dir: Path | str | None = None,
             _merge(merged, _nest(key, environ[var]), f"env var {var}", (), origin)
 
     home = str(Path(merged.get("home", ".batchml")).expanduser().absolute())
+    _check_home(Path(home), origin.get(("home",), "defaults"))
     merged["home"] = home
     merged = _interpolate(merged, {"home": home})
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origin)) from None
+
+
+def _check_home(home: Path, source: str) -> None:
+    """The home (lake, landing zone, MLflow, Spark scratch by default) must be a folder or creatable as one."""
+    for path in (home, *home.parents):
+        try:
+            if not path.exists():
+                continue
+        except PermissionError as exc:
+            raise ConfigError(f"home {home} (set by {source}) is not accessible ({exc.strerror})") from None
+        if not path.is_dir():
+            where = "is a file" if path == home else f"is under {path}, which is a file"
+            raise ConfigError(f"home {home} (set by {source}) {where}; point BATCHML_HOME at a folder")
+        return
+
+
+def ensure_writable_home(config: Config) -> None:
+    """Create the home folder if needed and prove it writable, before any stage writes under it."""
+    home = Path(config.home)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as exc:  # PermissionError, a read-only file system, ...
+        raise ConfigError(f"home {home} is not writable ({exc.strerror or exc}); "
+                          "set BATCHML_HOME to a folder you can write") from None
 
 
 def _read_yaml(folder: ConfFolder, path: str) -> dict[str, Any]:
@@ -375,4 +418,6 @@ def _describe(exc: ValidationError, origin: dict[tuple[str, ...], str]) -> str:
         key = ".".join(loc) or "<root>"
         reason = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         lines.append(f"{source}: key '{key}': {reason}")
+    if len(lines) == 1:
+        return f"invalid configuration: {lines[0]}"
     return "invalid configuration:\n  " + "\n  ".join(lines)

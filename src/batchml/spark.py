@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from batchml.config import Config
 
@@ -21,6 +22,10 @@ class JavaNotFound(RuntimeError):
 
 
 class SparkServerUnreachable(RuntimeError):
+    pass
+
+
+class SparkMasterUnreachable(RuntimeError):
     pass
 
 
@@ -80,6 +85,8 @@ def get_spark(config: Config, extra_conf: dict[str, str] | None = None):
     if active is not None:
         return active
     check_java()
+    if config.spark.master:
+        _probe_master(config.spark.master)
     # Workers must run the same interpreter (the project venv) as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -120,16 +127,34 @@ def _connect(config: Config):
 
 
 def _probe(url: str) -> None:
-    import socket
-    from urllib.parse import urlparse
-
     parsed = urlparse(url.replace("sc://", "http://", 1))
     try:
-        socket.create_connection((parsed.hostname or "localhost", parsed.port or 15002), timeout=5).close()
+        _connect_once(parsed.hostname or "localhost", parsed.port or 15002)
     except OSError as exc:
         raise SparkServerUnreachable(
             f"cannot reach the Spark Connect server at {url} ({exc}). Start it with `batchml spark-server "
             "start`, or unset spark.remote / BATCHML_SPARK_REMOTE to start Spark in this process.") from None
+
+
+def _probe_master(master: str) -> None:
+    """A standalone master must answer: Spark itself would retry it for minutes, then print stack traces."""
+    if not master.startswith("spark://"):
+        return
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            _connect_once(host, int(port))
+            return
+        except OSError as exc:
+            error = exc
+    raise SparkMasterUnreachable(f"cannot reach the Spark master {master} ({error}); check spark.master / "
+                                 "BATCHML_SPARK_MASTER, or unset it to run Spark in this process (local[2])")
+
+
+def _connect_once(host: str, port: int) -> None:
+    import socket
+
+    socket.create_connection((host, port), timeout=5).close()
 
 
 def activate(spark) -> None:

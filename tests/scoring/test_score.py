@@ -22,8 +22,8 @@ from batchml.stages import run_stage
 from batchml.storage import Lake
 from tests.scoring import helpers as h
 
-DAY = {i: dt.date(2024, 2, i) for i in range(1, 9)}
-ROWS = {1: 600, 2: 600, 3: 400, 4: 400, 5: 400, 6: 400, 7: 300, 8: 300}  # chunk_rows 250 (helpers.OVERLAY)
+DAY = {i: dt.date(2024, 2, i) for i in range(1, 10)}
+ROWS = {1: 600, 2: 600, 3: 400, 4: 400, 5: 400, 6: 400, 7: 300, 8: 300, 9: 300}  # chunk_rows 250 (helpers.OVERLAY)
 SCORES, REVIEW, RUNS = "scores.card_transactions", "scores.card_transactions_review", "ops.scoring_runs"
 
 
@@ -162,14 +162,19 @@ def test_a_crash_anywhere_resumes_to_exactly_one_row_per_event(env, spark, day, 
     assert sorted(queue["transaction_id"]) == sorted(got[got["review"]]["transaction_id"])
 
 
-def test_a_killed_process_resumes(env, spark):
-    """A real ``batchml run score`` process dies (os._exit) after its first chunk; a new run finishes."""
+def killed_score(env, day, point: str, *args: str) -> None:
+    """A real ``batchml run score`` process that dies (os._exit) at ``point``."""
     root = env["root"]
     vars_ = {"BATCHML_HOME": str(root), "BATCHML_ENV": "test", "BATCHML_CONF_DIR": str(root / "conf"),
-             "BATCHML_TESTING_SCORING_CRASH_AT": "after-scores:0", "BATCHML_TESTING_HARD_CRASH": "1"}
-    proc = subprocess.run([sys.executable, "-m", "batchml.cli", "run", "score", "--run-date", str(DAY[6])],
+             "BATCHML_TESTING_SCORING_CRASH_AT": point, "BATCHML_TESTING_HARD_CRASH": "1"}
+    proc = subprocess.run([sys.executable, "-m", "batchml.cli", "run", "score", "--run-date", str(day), *args],
                           env={**os.environ, **vars_}, capture_output=True, text=True)
     assert proc.returncode == 137, proc.stderr[-2000:]
+
+
+def test_a_killed_process_resumes(env, spark):
+    """A real ``batchml run score`` process dies (os._exit) after its first chunk; a new run finishes."""
+    killed_score(env, DAY[6], "after-scores:0")
     assert 0 < len(scores(env, DAY[6])) < ROWS[6]
     resumed = score(env["config"], DAY[6], spark=spark)
     assert resumed.chunks_written == 1
@@ -232,3 +237,22 @@ def test_rescore_flag_needs_a_reason_and_the_score_stage(capsys):
     assert main(["run", "score", "--run-date", "2024-02-01", "--rescore"]) == 1
     assert main(["run", "features", "--run-date", "2024-02-01", "--rescore", "--reason", "a long enough one"]) == 1
     assert capsys.readouterr().err.count("--rescore applies to the score stage and needs --reason") == 2
+
+
+def test_a_rescore_killed_before_its_plan_is_carried_out_by_the_next_run(env, spark):
+    """The request is recorded before anything else: a plain run after the kill performs the re-score
+    instead of reporting the date "already complete"."""
+    config, reason = env["config"], "model v1 re-run after the feature fix (ticket 7)"
+    score(config, DAY[9], spark=spark)
+    killed_score(env, DAY[9], "after-request", "--rescore", "--reason", reason)
+    runs = scores(env, DAY[9], RUNS)
+    assert sorted(zip(runs["generation"], runs["event"])) == [(1, "completed"), (1, "planned"), (2, "requested")]
+    resumed = score(config, DAY[9], spark=spark)  # no --rescore
+    assert not resumed.already_done and (resumed.generation, resumed.chunks_written) == (2, 2)
+    assert_exactly_once(env, DAY[9])
+    assert set(scores(env, DAY[9])["generation"]) == {2} and set(scores(env, DAY[9], REVIEW)["generation"]) == {2}
+    runs = scores(env, DAY[9], RUNS)
+    assert set(runs[runs["generation"] == 2]["rescore_reason"]) == {reason}
+    assert sorted(runs[runs["generation"] == 2]["event"]) == ["completed", "planned", "requested"]
+    again = score(config, DAY[9], spark=spark)
+    assert again.already_done and again.generation == 2

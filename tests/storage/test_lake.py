@@ -116,17 +116,19 @@ def test_same_transaction_id_is_a_no_op(lake, spark):
 
 
 def test_a_duplicate_txn_found_only_at_commit_time_is_discarded(lake, spark, tmp_path):
-    """Two writers race with one txn id: the loser's files are deleted, not committed."""
+    """Two writers race with one txn id: the loser's files are deleted, not committed, and it reports
+    the version of the winner's commit."""
     from batchml.storage import commit as committer
     from batchml.storage.files import write_files
 
-    lake.write(events(spark, 5), "test.events", txn=("job", 1))
-    plan = lake._plan("test.events", pa.schema(DeltaTable(lake.uri("test.events")).schema().to_arrow()),
-                      "append", None, ("job", 1), None)
+    lake.write(events(spark, 5), "test.events")
+    schema = pa.schema(DeltaTable(lake.uri("test.events")).schema().to_arrow())
+    plan = lake._plan("test.events", schema, "append", None, ("job", 1), None, read_version=0)
+    winner = lake.write(events(spark, 5), "test.events", txn=("job", 1))  # commits after the plan's read
     data = DeltaTable(lake.uri("test.events")).to_pyarrow_table().select(plan.schema.names)
     files = write_files(data.to_batches(), plan.schema, plan.table_uri, ["d"], lake.storage, 100)
     result = committer.commit(plan, files)
-    assert result.skipped and lake.version("test.events") == 0
+    assert result.skipped and result.version == winner.version == 1 and lake.version("test.events") == 1
     assert not any((Path(lake.uri("test.events")) / f["path"]).exists() for f in files)
 
 
@@ -184,7 +186,7 @@ def test_crash_between_writing_files_and_commit_leaves_table_unchanged(lake, spa
 
     lake.write(events(spark, 100), "test.events")
     schema = pa.schema(DeltaTable(lake.uri("test.events")).schema().to_arrow())
-    plan = lake._plan("test.events", schema, "append", None, None, None)
+    plan = lake._plan("test.events", schema, "append", None, None, None, read_version=0)
     files_before = set(Path(lake.uri("test.events")).rglob("*.parquet"))
     with pytest.raises(Exception):
         (events(spark, 500).select(*plan.schema.names).write.format("batchml_delta").mode("append")

@@ -23,12 +23,13 @@ from batchml.config import Config
 from batchml.registry import store
 from batchml.scoring import predict
 from batchml.scoring.spec import ScoringSpec
-from batchml.spark import default_parallelism, get_spark
+from batchml.spark import default_parallelism
 from batchml.storage import Lake
 
 log = logging.getLogger(__name__)
 
-# Test hook (Spark conf or env var): "after-plan", "after-scores:<chunk>", "before-commit:<chunk>"
+# Test hook (Spark conf or env var): "after-request" (a re-score's request is recorded, its plan not yet),
+# "after-plan", "after-scores:<chunk>", "before-commit:<chunk>"
 # (the storage layer dies between writing files and committing). BATCHML_TESTING_HARD_CRASH=1 kills
 # the process (os._exit) instead of raising.
 CRASH_AT = "batchml.testing.scoring.crashAt"
@@ -103,32 +104,25 @@ def score(config: Config, run_date: dt.date, dataset: str | None = None, spark=N
         raise ValueError(f"dataset {name!r} declares no features; scoring reads the feature table")
     if rescore_reason is not None and len(rescore_reason.strip()) < 10:
         raise ValueError("a re-score needs --reason of at least 10 characters (it is recorded)")
-    spark = spark or get_spark(config)
-    lake = Lake(config, spark)
-    runs = _runs(lake, spec, name, run_date)
-    latest = max((r["generation"] for r in runs), default=0)
-    done = {r["generation"] for r in runs if r["event"] == "completed"}
+    lake = Lake(config, spark)  # Spark starts after a re-score request is recorded
+    runs = {(r["generation"], r["event"]): r for r in _runs(lake, spec, name, run_date)}
+    latest = max((generation for generation, _ in runs), default=0)
     scored_at = dt.datetime.now(dt.timezone.utc)  # audit only: never decides which rows are produced
 
-    if rescore_reason is None and latest and latest in done:
-        completed = next(r for r in runs if r["generation"] == latest and r["event"] == "completed")
+    if rescore_reason is not None:  # durable before anything else: a crash cannot lose the request
+        latest += 1
+        runs[(latest, "requested")] = _record_request(lake, spec, name, run_date, latest, rescore_reason, scored_at)
+        _maybe_crash(lake.spark, "after-request")
+    elif (latest, "completed") in runs:
+        completed = runs[(latest, "completed")]
         summary = ScoreSummary(name, run_date, latest, completed["rows"], completed["chunks"], 0,
                                completed["model_name"], completed["model_version"], completed["fallback_rows"],
                                completed["fallback_reason"], completed["review_rows"], completed["overflow_rows"],
                                already_done=True)
         log.info(summary.line())
         return summary
-    if rescore_reason is None and latest:
-        plan = _plan_from_row(next(r for r in runs if r["generation"] == latest and r["event"] == "planned"))
-        log.info("score %s %s: resuming generation %s (%s chunk(s))", name, run_date, latest, plan.chunks)
-    else:
-        first = next((r for r in runs if r["event"] == "planned"), None)
-        plan = _new_plan(lake, config, spec, features, name, run_date, latest + 1, rescore_reason,
-                         first["chunks"] if first else None)
-        _record(lake, spec, name, run_date, plan, "planned", scored_at, {})
-        log.info("score %s %s: generation %s planned: %s row(s), %s chunk(s), features v%s, model %s v%s%s",
-                 name, run_date, plan.generation, plan.rows, plan.chunks, plan.features_version, plan.model_name,
-                 plan.model_version, f", re-score: {rescore_reason}" if rescore_reason else "")
+    plan = _current_plan(lake, config, spec, name, run_date, runs, latest, scored_at)
+    spark = lake._spark()
     _maybe_crash(spark, "after-plan")
 
     present = lake.read(features.table, version=plan.features_version).columns
@@ -168,6 +162,25 @@ def _runs(lake: Lake, spec: ScoringSpec, dataset: str, run_date: dt.date) -> lis
     return lake.read_arrow(spec.runs_table, [("run_date", "=", run_date), ("dataset", "=", dataset)]).to_pylist()
 
 
+def _current_plan(lake, config, spec, dataset, run_date, runs: dict, latest: int, at: dt.datetime) -> Plan:
+    """Generation ``latest``'s plan: resumed if committed, else made and committed now (the date's first
+    run, or a requested re-score: this run's, or one that a crash interrupted before its plan)."""
+    if (latest, "planned") in runs:
+        plan = _plan_from_row(runs[(latest, "planned")])
+        log.info("score %s %s: resuming generation %s (%s chunk(s))", dataset, run_date, latest, plan.chunks)
+        return plan
+    reason = runs[(latest, "requested")]["rescore_reason"] if (latest, "requested") in runs else None
+    first = next((r for (_, event), r in sorted(runs.items()) if event == "planned"), None)
+    features = config.dataset(dataset).features
+    plan = _new_plan(lake, config, spec, features, dataset, run_date, max(latest, 1), reason,
+                     first["chunks"] if first else None)
+    _record(lake, spec, dataset, run_date, plan, "planned", at, {})
+    log.info("score %s %s: generation %s planned: %s row(s), %s chunk(s), features v%s, model %s v%s%s",
+             dataset, run_date, plan.generation, plan.rows, plan.chunks, plan.features_version, plan.model_name,
+             plan.model_version, f", re-score: {reason}" if reason else "")
+    return plan
+
+
 def _plan_from_row(row: dict) -> Plan:
     return Plan(row["generation"], row["chunks"], row["rows"], row["features_version"], row["model_name"],
                 row["model_version"], row["rescore_reason"])
@@ -205,6 +218,16 @@ def _record(lake, spec, dataset, run_date, plan: Plan, event: str, at: dt.dateti
     lake.write_arrow(pa.Table.from_pylist([row], RUNS_SCHEMA), spec.runs_table,
                      txn=(f"score-{event}/{dataset}/{run_date}/g{plan.generation}", 1),
                      metadata={"job": "score", "runDate": str(run_date)})
+
+
+def _record_request(lake, spec, dataset, run_date, generation: int, reason: str, at: dt.datetime) -> dict:
+    """A ``requested`` row: the re-score the next run of the date must carry out, whatever happens first."""
+    row = {"run_date": run_date, "dataset": dataset, "generation": generation, "event": "requested",
+           "rescore_reason": reason, "recorded_at": at}
+    lake.write_arrow(pa.Table.from_pylist([row], RUNS_SCHEMA), spec.runs_table,
+                     txn=(f"score-requested/{dataset}/{run_date}/g{generation}", 1),
+                     metadata={"job": "score", "runDate": str(run_date)})
+    return row
 
 
 def _load_model(config, plan: Plan, spec, features, present: list[str]):
@@ -381,7 +404,8 @@ def _first_fallback_reason(lake, spec, run_date) -> str | None:
 
 # -- test hook ------------------------------------------------------------------------------
 def _crash_point(spark) -> str | None:
-    return spark.conf.get(CRASH_AT, None) or os.environ.get("BATCHML_TESTING_SCORING_CRASH_AT")
+    in_conf = spark.conf.get(CRASH_AT, None) if spark is not None else None  # None: before Spark starts
+    return in_conf or os.environ.get("BATCHML_TESTING_SCORING_CRASH_AT")
 
 
 def _maybe_crash(spark, point: str) -> None:

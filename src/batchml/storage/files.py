@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import sys
 import uuid
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -93,42 +96,65 @@ def _add_action(fs, root: str, written: pads.WrittenFile, partition_by: list[str
         "size": fs.get_file_info(written.path).size,
         "partition_values": {c: partition_values.get(c) for c in partition_by},
         "modification_time": int(fs.get_file_info(written.path).mtime_ns // 1_000_000),
-        "stats": json.dumps(file_stats(written.metadata, schema)),
+        # Raw UTF-8, not \u escapes: delta-rs decodes an escaped surrogate pair (U+10000 and up) wrongly.
+        "stats": json.dumps(file_stats(written.metadata, schema, _chunk_reader(fs, written.path)), ensure_ascii=False),
     }
 
 
-def file_stats(meta: pq.FileMetaData, schema: pa.Schema) -> dict:
-    """Delta per-file statistics (numRecords, minValues, maxValues, nullCount) from the footer."""
+def _chunk_reader(fs, path: str) -> ChunkReader:
+    def read(row_group: int, column: str) -> pa.ChunkedArray:
+        return pq.ParquetFile(path, filesystem=fs).read_row_group(row_group, columns=[column]).column(0)
+
+    return read
+
+
+def file_stats(meta: pq.FileMetaData, schema: pa.Schema, read_chunk: ChunkReader | None = None) -> dict:
+    """Delta per-file statistics (numRecords, minValues, maxValues, nullCount) from the footer.
+
+    Readers skip the file when a filter value lies outside [min, max], so the bounds must hold for
+    every value of the file. The Parquet writer drops the statistics of a row group that holds a
+    value over 4 KB: ``read_chunk(row_group, column)`` then reads those values back to bound them;
+    without it the column gets no min/max (Delta's rule). Long strings are logged as a prefix
+    (the minimum as is, the maximum rounded up).
+    """
     mins: dict = {}
     maxs: dict = {}
     nulls: dict = {}
-    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
-    for i, name in enumerate(names):
-        lo = hi = None
-        null_count = 0
-        complete = True
-        for rg in range(meta.num_row_groups):
-            st = meta.row_group(rg).column(i).statistics
-            if st is None or not st.has_null_count:
-                complete = False
-                break
-            null_count += st.null_count
-            if st.has_min_max:
-                lo = st.min if lo is None else min(lo, st.min)
-                hi = st.max if hi is None else max(hi, st.max)
-        if not complete:
+    for i in range(meta.num_columns):
+        name = meta.schema.column(i).name
+        chunks = [meta.row_group(rg).column(i).statistics for rg in range(meta.num_row_groups)]
+        if any(st is None or not st.has_null_count for st in chunks):
             continue
-        nulls[name] = null_count
+        nulls[name] = sum(st.null_count for st in chunks)
         field_type = schema.field(name).type if name in schema.names else None
-        if lo is not None and has_min_max_stats(field_type):
-            mins[name], maxs[name] = _json_value(lo, floor=True), _json_value(hi, floor=False)
+        bounds = _bounds(meta, chunks, name, read_chunk) if has_min_max_stats(field_type) else None
+        if bounds is not None:
+            mins[name], maxs[name] = _json_value(bounds[0], floor=True), _json_value(bounds[1], floor=False)
     return {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
 
 
+ChunkReader = Callable[[int, str], pa.ChunkedArray]
+
+
+def _bounds(meta: pq.FileMetaData, chunks: list, name: str, read_chunk: ChunkReader | None) -> tuple | None:
+    """(min, max) over the row groups, or None when some row group's values cannot be bounded."""
+    values = []
+    for rg, st in enumerate(chunks):
+        if st.has_min_max:
+            values += [st.min, st.max]
+        elif meta.row_group(rg).num_rows > st.null_count:  # values the footer does not bound
+            if read_chunk is None:
+                return None
+            low_high = pc.min_max(read_chunk(rg, name))
+            values += [low_high["min"].as_py(), low_high["max"].as_py()]
+    values = [v for v in values if v == v]  # an all-NaN row group reports NaN bounds; no comparison matches NaN
+    return (min(values), max(values)) if values else None
+
+
 def has_min_max_stats(t: pa.DataType | None) -> bool:
-    """Types whose min/max batchml records in the Delta log (booleans have none)."""
+    """Types whose min/max batchml records in the Delta log."""
     return t is not None and (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)
-                              or pa.types.is_timestamp(t) or pa.types.is_date(t))
+                              or pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_boolean(t))
 
 
 def _json_value(value, floor: bool):
@@ -142,9 +168,32 @@ def _json_value(value, floor: bool):
         return ms.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms.microsecond // 1000:03d}Z"
     if isinstance(value, dt.date):
         return value.isoformat()
+    if isinstance(value, float) and math.isinf(value):
+        # JSON has no infinity (an invalid token voids the file's statistics for delta-rs): log the
+        # largest double; predicates read it as unbounded.
+        return math.copysign(sys.float_info.max, value)
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str) and len(value) > STATS_STRING_PREFIX:
+        if floor:
+            return value[:STATS_STRING_PREFIX]
+        return _round_up(value[:STATS_STRING_PREFIX]) or value  # no prefix rounds up: log it whole
     return value
+
+
+# Delta's default (dataSkippingStringPrefixLength): long strings are logged as a 32-character prefix.
+STATS_STRING_PREFIX = 32
+
+
+def _round_up(prefix: str) -> str | None:
+    """The smallest string above every string that starts with ``prefix`` (None: there is none)."""
+    for i in range(len(prefix) - 1, -1, -1):
+        code = ord(prefix[i]) + 1
+        if code == 0xD800:  # surrogates are not characters
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return prefix[:i] + chr(code)
+    return None
 
 
 def delete_files(table_uri: str, storage: StorageOptions, rel_paths: Iterable[str]) -> None:

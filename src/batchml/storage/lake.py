@@ -17,7 +17,7 @@ from deltalake import DeltaTable
 from batchml.config import Config, TableConfig
 from batchml.storage import commit as committer
 from batchml.storage import predicates
-from batchml.storage.files import has_min_max_stats, write_files
+from batchml.storage.files import write_files
 from batchml.storage.location import StorageOptions, join
 
 if TYPE_CHECKING:
@@ -25,10 +25,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 WriteResult = committer.WriteResult
+Txn = committer.Txn
 
 
 class UnknownTable(KeyError):
-    pass
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0])
 
 
 class Lake:
@@ -124,18 +126,19 @@ class Lake:
         return len(DeltaReader(options, pa.schema([]), predicates.check(where, names) if where else []).partitions())
 
     def write(self, df: "DataFrame", name: str, mode: str = "append", replace_where=None,
-              txn: tuple[str, int] | None = None, metadata: dict | None = None,
+              txn: Txn | list[Txn] | None = None, metadata: dict | None = None,
               options: dict[str, str] | None = None) -> WriteResult:
         """Append, overwrite, or overwrite only the rows matching ``replace_where``.
 
-        ``txn=(app_id, version)`` makes the write idempotent: if the table already recorded
-        that transaction (or a later version of it), nothing is written. ``options`` are extra
-        writer options (tests use ``batchml.testing.crashBeforeCommit``).
+        ``txn=(app_id, version)`` (or a list of them) makes the write idempotent: if the table
+        already recorded that transaction (or a later version of it), nothing is written. An
+        overwrite fails with ``WriteConflict`` when a concurrent commit changed the data it
+        replaces (docs/storage.md). ``options`` are extra writer options (tests use
+        ``batchml.testing.crashBeforeCommit``).
         """
         from batchml.spark import arrow_schema
 
-        plan = self._plan(name, arrow_schema(df.schema), mode, replace_where, txn, metadata)
-        early = self._preflight(plan)
+        plan, early = self._begin(name, arrow_schema(df.schema), mode, replace_where, txn, metadata)
         if early:
             return early
         if self._native:
@@ -143,13 +146,12 @@ class Lake:
         (df.write.format("batchml_delta").mode("overwrite" if mode == "overwrite" else "append")
          .option("plan", _encode(plan)).option("storage", _encode(self.storage)).options(**(options or {}))
          .save(plan.table_uri))
-        return self._outcome(plan)
+        return committer.commit(plan, committer.take_staged(plan))
 
     # -- driver-side I/O for small tables (manifests, results, audit rows) ------
     def write_arrow(self, data: pa.Table, name: str, mode: str = "append", replace_where=None,
-                    txn: tuple[str, int] | None = None, metadata: dict | None = None) -> WriteResult:
-        plan = self._plan(name, data.schema, mode, replace_where, txn, metadata)
-        early = self._preflight(plan)
+                    txn: Txn | list[Txn] | None = None, metadata: dict | None = None) -> WriteResult:
+        plan, early = self._begin(name, data.schema, mode, replace_where, txn, metadata)
         if early:
             return early
         files = write_files(data.to_batches(), plan.schema, plan.table_uri, plan.partition_by, plan.storage,
@@ -167,10 +169,12 @@ class Lake:
         terms = predicates.check(filters, dataset.schema.names)
         needed = None if columns is None else sorted(set(columns) | {c for c, _, _ in terms})
         # The expression skips partitions and row groups; row_mask keeps SQL null semantics exact.
-        # delta-rs turns a column without min/max statistics into "x >= null", which matches no
-        # file, so only partition columns and columns with statistics may prune.
+        # delta-rs turns a file's missing min/max into "x >= null", which matches nothing, so only
+        # partition columns and columns every file bounds may prune (and not by an infinite value:
+        # the log holds infinities as the largest double).
         partitions = set(table.metadata().partition_columns)
-        prunable = [t for t in terms if t[0] in partitions or has_min_max_stats(dataset.schema.field(t[0]).type)]
+        bounded = _bounded_columns(table, {c for c, _, _ in terms} - partitions)
+        prunable = [t for t in terms if t[0] in partitions or (t[0] in bounded and predicates.finite(t[2]))]
         result = dataset.to_table(columns=needed, filter=predicates.pruning_expression(prunable, dataset.schema))
         result = result.filter(predicates.row_mask(result, terms))
         return result.select(columns) if columns else result
@@ -209,7 +213,14 @@ class Lake:
             self.spark = get_spark(self.config)
         return self.spark
 
-    def _plan(self, name, schema, mode, replace_where, txn, metadata) -> committer.WritePlan:
+    def _begin(self, name, schema, mode, replace_where, txn,
+               metadata) -> tuple[committer.WritePlan, WriteResult | None]:
+        """The plan against the table's current version, and the result if there is nothing to write."""
+        table = self._delta(name)
+        plan = self._plan(name, schema, mode, replace_where, txn, metadata, None if table is None else table.version())
+        return plan, self._preflight(plan, table)
+
+    def _plan(self, name, schema, mode, replace_where, txn, metadata, read_version: int | None) -> committer.WritePlan:
         if mode not in ("append", "overwrite"):
             raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
         if replace_where is not None and mode != "overwrite":
@@ -224,30 +235,26 @@ class Lake:
             table_uri=self.uri(name), mode=mode, schema=schema, partition_by=list(cfg.partition_by),
             storage=self.storage, target_file_rows=self.config.storage.target_file_rows,
             replace_where=replace_where, txn=txn, allow_schema_evolution=cfg.allow_schema_evolution,
-            metadata={"table": name, "writeId": uuid.uuid4().hex, **(metadata or {})})
+            metadata={"table": name, "writeId": uuid.uuid4().hex, **(metadata or {})}, read_version=read_version)
 
-    def _preflight(self, plan: committer.WritePlan) -> WriteResult | None:
+    def _preflight(self, plan: committer.WritePlan, table: DeltaTable | None) -> WriteResult | None:
         missing = [c for c in plan.partition_by if c not in plan.schema.names]
         if missing:
             raise committer.SchemaMismatch(f"write to {plan.table_uri} lacks partition columns {missing}")
-        table = committer.open_table(plan.table_uri, self.storage)
         if committer.already_committed(table, plan.txn):
             log.info("%s: transaction %s already committed; nothing to do", plan.table_uri, plan.txn)
-            return WriteResult(plan.table_uri, committer.version_of_txn(table, plan.txn), skipped=True)
+            return WriteResult(plan.table_uri, committer.version_of_txn(table, plan.txn, self.storage), skipped=True)
         committer.check_schema(plan, table)
         return None
 
-    def _outcome(self, plan: committer.WritePlan) -> WriteResult:
-        table = committer.open_table(plan.table_uri, self.storage)
-        write_id = plan.metadata["writeId"]
-        for entry in table.history(50):
-            if entry.get("batchml.writeId") == write_id:
-                return WriteResult(plan.table_uri, entry["version"], False,
-                                   int(entry.get("batchml.filesAdded", 0)), int(entry.get("batchml.filesRemoved", 0)),
-                                   int(entry.get("batchml.rows", 0)))
-        if committer.already_committed(table, plan.txn):  # lost a race with an identical write
-            return WriteResult(plan.table_uri, committer.version_of_txn(table, plan.txn), skipped=True)
-        raise RuntimeError(f"write {write_id} to {plan.table_uri} finished but its commit is not in the log")
+
+def _bounded_columns(table: DeltaTable, columns: set[str]) -> set[str]:
+    """The columns among ``columns`` that have min/max statistics in every file holding a value."""
+    if not columns:
+        return set()
+    entries = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    return {c for c in columns if all(e.get(f"min.{c}") is not None or e.get(f"null_count.{c}") == e["num_records"]
+                                      for e in entries)}
 
 
 def _encode(obj) -> str:

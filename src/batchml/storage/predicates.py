@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import sys
 from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
@@ -89,6 +91,7 @@ def row_mask(table: pa.Table | pa.RecordBatch, predicate: Predicate) -> pa.Chunk
 
 def _compare(op: str, lo: Any, hi: Any, value: Any) -> bool:
     """Can some value v with lo <= v <= hi satisfy ``v op value``? Unknown bounds mean yes."""
+    lo, hi = (None if _infinite(lo) else lo), (None if _infinite(hi) else hi)
     if isinstance(hi, dt.datetime):
         hi = hi + _STATS_SLACK
     if isinstance(lo, dt.datetime):
@@ -109,6 +112,18 @@ def _compare(op: str, lo: Any, hi: Any, value: Any) -> bool:
     except TypeError:  # incomparable stats (e.g. mixed types): keep the file
         return True
     return True  # "!=", "not in": statistics cannot rule a file out safely
+
+
+def _infinite(bound: Any) -> bool:
+    """The statistics log an infinity as the largest double (JSON has no infinity): an open bound."""
+    return isinstance(bound, float) and abs(bound) == sys.float_info.max
+
+
+def finite(value: Any) -> bool:
+    """False for a NaN or infinite filter value (or list of values): statistics cannot judge those."""
+    if isinstance(value, list):
+        return all(finite(v) for v in value)
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def file_may_match(entry: dict, predicate: Predicate, partition_columns: set[str]) -> bool:

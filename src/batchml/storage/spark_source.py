@@ -4,8 +4,9 @@
   min/max data skipping from pushed filters and the ``where`` option); executors read Parquet
   with pyarrow. An optional ``transform`` maps each batch inside the read task, so only its
   output crosses into Spark (scoring: 30 feature columns in, the scored columns out).
-* Write: executors write Parquet (``files.write_files``); the driver's ``commit()`` turns
-  them into one Delta version (``commit.commit``); ``abort()`` deletes them.
+* Write: executors write Parquet (``files.write_files``); the driver's ``commit()`` stages their
+  list for the process that called ``Lake.write``, which makes them one Delta version
+  (``commit.commit``); ``abort()`` deletes them.
 
 Options are strings; the ``plan`` option carries a pickled :class:`WritePlan` from the
 storage facade so the workers see exactly what the driver validated.
@@ -17,6 +18,7 @@ import base64
 import os
 import pickle
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import pyarrow as pa
 from pyspark.sql.datasource import (DataSource, DataSourceArrowWriter, DataSourceReader, InputPartition,
@@ -109,10 +111,12 @@ class DeltaReader(DataSourceReader):
 
     def pushFilters(self, filters):
         # Used only to skip files; every filter is still applied by Spark afterwards. After a
-        # transform, Spark's columns are the transform's output, not the files' columns.
+        # transform, Spark's columns are the transform's output, not the files' columns. Not on
+        # floats: Spark orders NaN above every number, Parquet statistics leave NaN out.
         for f in filters if self.transform is None else ():
             op = _PUSHABLE.get(type(f))
-            if op and len(f.attribute) == 1 and f.attribute[0] in self.schema.names:
+            if (op and len(f.attribute) == 1 and f.attribute[0] in self.schema.names
+                    and not pa.types.is_floating(self.schema.field(f.attribute[0]).type)):
                 value = list(f.value) if op == "in" else f.value
                 self.predicate.append((f.attribute[0], op, value))
         return filters
@@ -124,6 +128,7 @@ class DeltaReader(DataSourceReader):
                    if predicates.file_may_match(e, self.predicate, partition_columns)]
         splits, current, size = [], [], 0
         for e in entries:
+            e["path"] = unquote(e["path"])  # the log holds paths URI-encoded
             pv = {c: e[f"partition.{c}"] for c in partition_columns}
             if e["size_bytes"] > 2 * TARGET_SPLIT_BYTES:
                 splits += [_Split([(e["path"], pv, groups)]) for groups in self._row_group_splits(storage, e["path"])]
@@ -203,10 +208,10 @@ class DeltaWriter(DataSourceArrowWriter):
                                     p.target_file_rows, p.replace_where))
 
     def commit(self, messages):
+        """Hand the files to the process that called ``Lake.write``: it commits them (``commit.commit``)."""
         if self.crash_before_commit:  # test hook: die like a killed driver after files are written
             os._exit(137)
-        files = [f for m in messages if m is not None for f in m.files]
-        committer.commit(self.plan, files)  # the facade reads the outcome back from the log
+        committer.stage(self.plan, [f for m in messages if m is not None for f in m.files])
 
     def abort(self, messages):
         from batchml.storage.files import delete_files
