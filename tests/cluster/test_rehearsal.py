@@ -165,7 +165,10 @@ class Driver:
 
     def run(self, stage: str, day: dt.date) -> None:
         code = self.stage(stage, day).wait(900)
-        assert code == 0, f"{stage} {day} exited {code}; see {self.root / 'driver.log'}"
+        assert code == 0, f"{stage} {day} exited {code}:\n{self.tail()}"
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join((self.root / "driver.log").read_text().splitlines()[-lines:])
 
 
 PROBE = '''
@@ -200,7 +203,7 @@ def rehearsal(tmp_path_factory, release, cluster, s3, registry) -> dict:
     probe = root / "probe" / "probe.py"
     probe.parent.mkdir()
     probe.write_text(PROBE)
-    assert driver.submit(probe).wait(600) == 0, f"probe failed; see {root / 'driver.log'}"
+    assert driver.submit(probe).wait(600) == 0, f"probe failed:\n{driver.tail()}"
     report = json.loads(next(line for line in (root / "driver.log").read_text().splitlines()
                              if line.startswith("PROBE "))[len("PROBE "):])
     started = time.monotonic()

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
 
 from batchml.config import TableConfig
 from batchml.storage import Lake, PartiallyCommitted, WriteConflict
