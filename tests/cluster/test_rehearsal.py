@@ -5,8 +5,8 @@ Processes share nothing but the network and object storage:
   outside the development venv (tests/cluster/standalone.py);
 - a loopback S3 endpoint (moto's server) holding the landing zone, the lake and the release that
   ``make package`` built, uploaded the way ``make deploy`` lays it out;
-- for each stage of two demo days, ``spark-submit --master spark://...`` from an empty working directory:
-  the driver runs the environment archive unpacked (as EMR does), the executors get the same archive
+- for each stage of two demo days, ``spark-submit --master spark://...`` from a working directory that holds
+  only the environment archive, unpacked (as an EMR driver container's): the executors get the same archive
   through ``spark.archives``, and the config is read from the release on S3 (``BATCHML_CONF_DIR=s3://``).
 The scored table, the features table and the manifest must equal a local run of the same two days, and
 a worker killed mid-stage must be survived. MLflow is the driver's: a registry both runs read.
@@ -91,7 +91,7 @@ def release(tmp_path_factory, s3) -> dict:
                          "java_options": "-XX:CompileThresholdScaling=12"}}
     s3["client"].put_object(Bucket="code", Key=f"{prefix}/conf/rehearsal/batchml.yaml", Body=json.dumps(overlay))
     archive = s3["client"].generate_presigned_url(
-        "get_object", Params={"Bucket": "code", "Key": f"{prefix}/environment.tar.gz"}, ExpiresIn=7200)
+        "get_object", Params={"Bucket": "code", "Key": f"{prefix}/environment.tar"}, ExpiresIn=7200)
     return {"dist": dist, "manifest": manifest, "conf": f"s3://code/{prefix}/conf", "archive": archive}
 
 
@@ -127,15 +127,16 @@ def local_run(tmp_path_factory, registry, spark) -> Lake:
 
 
 class Driver:
-    """The driver's host: an empty working directory and the release's environment, unpacked."""
+    """The driver's host: a working directory holding only the release's environment, unpacked."""
 
     def __init__(self, root: Path, release: dict, cluster: StandaloneCluster, s3: dict, registry: str):
         self.root, self.release, self.cluster = root, release, cluster
+        # The working directory holds only the unpacked environment, as an EMR driver container's does:
+        # the driver JVM runs Python data source code with the same ./environment/bin/python as executors.
         self.work = root / "work"
-        self.work.mkdir(parents=True)
-        self.python = root / "environment" / "bin" / "python"
-        with tarfile.open(release["dist"] / "environment.tar.gz") as tar:
-            tar.extractall(root / "environment", filter="tar")
+        self.python = self.work / "environment" / "bin" / "python"
+        with tarfile.open(release["dist"] / "environment.tar") as tar:
+            tar.extractall(self.work / "environment", filter="tar")
         self.jobs = root / "jobs"  # fetched from the release, as EMR fetches the entryPoint
         self.jobs.mkdir()
         for entry in release["manifest"]["files"]:
@@ -168,7 +169,11 @@ class Driver:
         assert code == 0, f"{stage} {day} exited {code}:\n{self.tail()}"
 
     def tail(self, lines: int = 40) -> str:
-        return "\n".join((self.root / "driver.log").read_text().splitlines()[-lines:])
+        """The log's last lines, without Spark's JVM chatter (INFO/WARN lines and Java stack frames)."""
+        text = (self.root / "driver.log").read_text().splitlines()
+        python = [line for line in text if not line.lstrip().startswith("at ") and " INFO " not in line
+                  and " WARN " not in line]
+        return "\n".join(python[-lines:])
 
 
 PROBE = '''
@@ -218,7 +223,7 @@ def rehearsal(tmp_path_factory, release, cluster, s3, registry) -> dict:
     keys = config.storage.s3.model_copy(update={"access_key_id": "test", "secret_access_key": "test"})
     config = config.model_copy(update={"storage": config.storage.model_copy(update={"s3": keys})})
     return {"probe": report, "kill": kill, "lake": Lake(config), "seconds": time.monotonic() - started,
-            "root": root}
+            "root": root, "work": sorted(p.name for p in driver.work.iterdir())}
 
 
 def kill_a_worker_mid_stage(driver: Driver, cluster: StandaloneCluster, stage: str, day: dt.date) -> dict:
@@ -267,6 +272,7 @@ def test_executors_and_driver_run_only_the_release(rehearsal):
         leaks = [p for p in paths if p and p.startswith(forbidden)]
         assert not leaks, f"{place['executable']} reaches the repository or the dev venv: {leaks}"
         assert all("/environment/lib/python3.11/site-packages/" in m for m in place["modules"])
+    assert rehearsal["work"] == ["environment"], "the jobs must not write into their working directory"
     executors = {json.loads(e)["executable"] for e in rehearsal["probe"]["executors"]}
     assert len(executors) == 2 and all(e.endswith("/environment/bin/python") for e in executors)
 
