@@ -166,7 +166,7 @@ class EmrServerlessConfig(Strict):
 
     application_id: str
     execution_role_arn: str
-    # One release uploaded by `make deploy`: the wheel, environment.tar, jobs/, conf/ and sql/
+    # One release uploaded by `make deploy`: the wheel, environment.tar.gz, jobs/, conf/ and sql/
     release_uri: str
     log_uri: str | None = None  # S3 prefix for driver and executor logs
     log_group: str | None = None  # CloudWatch Logs group

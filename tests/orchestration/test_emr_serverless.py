@@ -58,7 +58,7 @@ def test_the_request_carries_release_entrypoint_arguments_and_logging(tmp_path):
     assert submit["entryPointArguments"] == ["--env", "emr", "--run-date", "2024-03-01", "--dataset",
                                              "card_transactions"]
     confs = dict(shlex.split(w)[0].split("=", 1) for w in submit["sparkSubmitParameters"].split("--conf ")[1:])
-    assert confs["spark.archives"] == f"{RELEASE}/environment.tar#environment"
+    assert confs["spark.archives"] == f"{RELEASE}/environment.tar.gz#environment"
     assert confs["spark.emr-serverless.driverEnv.PYSPARK_PYTHON"] == "./environment/bin/python"
     assert confs["spark.executorEnv.PYSPARK_PYTHON"] == "./environment/bin/python"
     assert confs["spark.emr-serverless.driverEnv.BATCHML_CONF_DIR"] == f"{RELEASE}/conf"
@@ -142,7 +142,7 @@ def test_a_run_whose_gate_blocked_fails_without_retries(emr):
         in log
     submit = validate[0]["jobDriver"]["sparkSubmit"]
     assert submit["entryPoint"] == f"{RELEASE}/jobs/validate.py"
-    assert f"spark.archives={RELEASE}/environment.tar#environment" in submit["sparkSubmitParameters"]
+    assert f"spark.archives={RELEASE}/environment.tar.gz#environment" in submit["sparkSubmitParameters"]
 
 
 def test_a_failed_job_run_fails_the_task_with_its_state_detail(emr):

@@ -94,7 +94,7 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 def _tar(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -108,7 +108,7 @@ def make_dist(root: Path, commit: str = COMMIT) -> Path:
     wheel = "batchml-0.4.0-py3-none-any.whl"
     files = {
         wheel: _zip({"batchml/__init__.py": b"__version__ = '0.4.0'\n"}),
-        "environment.tar": _tar({"bin/python": b"#!/bin/sh\n"}),
+        "environment.tar.gz": _tar({"bin/python": b"#!/bin/sh\n"}),
         "jobs/ingest.py": b"import sys\nfrom batchml.cli import run_job\nsys.exit(run_job('ingest', sys.argv[1:]))\n",
         "jobs/score.py": b"# score entrypoint\n",
         "sql/features/card_transactions.sql": b"select 1\n",
@@ -151,7 +151,7 @@ def test_deploy_puts_everything_where_aws_reads_it(aws, tmp_path, monkeypatch):
     release = f"code/releases/{COMMIT}"
     assert report.release_uri == f"s3://{ART}/{release}"
     assert _keys(s3, release + "/") >= {
-        f"{release}/manifest.json", f"{release}/batchml-0.4.0-py3-none-any.whl", f"{release}/environment.tar",
+        f"{release}/manifest.json", f"{release}/batchml-0.4.0-py3-none-any.whl", f"{release}/environment.tar.gz",
         f"{release}/jobs/ingest.py", f"{release}/jobs/score.py", f"{release}/conf/base/batchml.yaml",
         f"{release}/conf/prod/batchml.yaml", f"{release}/sql/features/card_transactions.sql",
         f"{release}/dags/batchml_nightly.py", f"{release}/deploy/mwaa_release.tfvars.json"}

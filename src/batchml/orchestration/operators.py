@@ -126,7 +126,7 @@ def emr_job_request(config, stage: str, spec: RunSpec) -> dict:
     emr = config.orchestration.emr_serverless
     release = emr.release_uri.rstrip("/")
     conf = {
-        "spark.archives": f"{release}/environment.tar#environment",
+        "spark.archives": f"{release}/environment.tar.gz#environment",
         "spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON": ENV_PYTHON,
         "spark.emr-serverless.driverEnv.PYSPARK_PYTHON": ENV_PYTHON,
         "spark.executorEnv.PYSPARK_PYTHON": ENV_PYTHON,

@@ -2,7 +2,7 @@
 
 From ``terraform output -json`` and ``dist/``:
 
-* the release (wheel, ``environment.tar``, ``jobs/``, ``conf/`` with a generated
+* the release (wheel, ``environment.tar.gz``, ``jobs/``, ``conf/`` with a generated
   ``conf/<env>/batchml.yaml``, ``sql/``, ``dags/`` and ``manifest.json``) goes to
   ``<code_uri>/releases/<commit>/``, where EMR Serverless jobs read it;
 * the DAG files go to ``dags_bucket_path`` (DAG files no longer in the release are removed);
@@ -173,7 +173,7 @@ def plan_uploads(dist: Path, manifest: dict[str, Any], outputs: dict[str, Any], 
     files = {e["path"]: e["sha256"] for e in manifest["files"]}
     uploads = [Upload(f"{release_key}/manifest.json", code_bucket, sha256_of(dist / "manifest.json"), dist / "manifest.json")]
     for rel, digest in sorted(files.items()):
-        in_release = rel.endswith(".whl") or rel == "environment.tar" or rel.split("/", 1)[0] in RELEASE_DIRS
+        in_release = rel.endswith(".whl") or rel == "environment.tar.gz" or rel.split("/", 1)[0] in RELEASE_DIRS
         if in_release and rel != generated:
             uploads.append(Upload(f"{release_key}/{rel}", code_bucket, digest, dist / rel))
     data = conf_text.encode()

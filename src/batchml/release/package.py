@@ -6,7 +6,7 @@ Layout (what ``make deploy`` uploads, docs/deploy.md)::
 
     manifest.json            every file below with its SHA-256 and size, the version and the git commit
     batchml-<v>-py3-none-any.whl
-    environment.tar       the driver's and executors' Python environment (spark.archives=...#environment)
+    environment.tar.gz       the driver's and executors' Python environment (spark.archives=...#environment)
     environment.lock         what it holds, one `name==version` a line
     jobs/ conf/ sql/ dags/   the entrypoints, config, feature SQL and DAG files
     mwaa/requirements.txt    for MWAA: the constraints of its Airflow version plus batchml[airflow]
@@ -62,7 +62,7 @@ def build(source: Path, out: Path, target_python: str = TARGET_PYTHON) -> dict:
     out.mkdir(parents=True)
     wheel = build_wheel(source, out)
     log.info("wheel %s", wheel.name)
-    lock = build_environment(wheel, out / "environment.tar", target_python)
+    lock = build_environment(wheel, out / "environment.tar.gz", target_python)
     (out / "environment.lock").write_text("".join(f"{name}=={version}\n" for name, version in lock))
     for kind in ("jobs", "conf", "sql", "dags"):
         shutil.copytree(source / kind, out / kind, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -92,7 +92,7 @@ def build_environment(wheel: Path, archive: Path, target_python: str) -> list[tu
     dists = requirement_closure("batchml", {"spark"})
     site = "lib/python3.11/site-packages"
     with tempfile.TemporaryDirectory(prefix="batchml-env-") as tmp, \
-            tarfile.open(archive, "w") as tar:  # uncompressed: S3 moves 1 GB faster than a core inflates 400 MB
+            tarfile.open(archive, "w:gz", compresslevel=1) as tar:  # gzip: Spark refuses its links in a plain .tar
         scaffold = Path(tmp) / "scaffold"
         write_scaffold(scaffold, target_python)
         for path in sorted(scaffold.rglob("*")):
