@@ -211,9 +211,13 @@ def _load_model(config, plan: Plan, spec, features, present: list[str]):
     """(ModelVersion, None), or (None, why not) when the fallback rules must score the run."""
     if plan.model_version is None:
         return None, f"no version of model {plan.model_name!r} under alias {spec.alias!r}"
-    try:
+    from mlflow.exceptions import MlflowException
+
+    try:  # a version that cannot serve means: use the rules; an MLflow outage fails the run (retried later)
         model = store.load(config, plan.model_name, version=plan.model_version)
-    except Exception as exc:  # noqa: BLE001 - any failure to load means: use the rules
+    except (store.ModelUnusable, MlflowException) as exc:
+        if isinstance(exc, MlflowException) and not store.not_found(exc):
+            raise
         return None, f"loading {plan.model_name} v{plan.model_version} failed: {type(exc).__name__}: {exc}"
     missing = [c for c in model.feature_columns if c not in present]
     if missing:
