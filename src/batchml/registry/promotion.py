@@ -3,7 +3,7 @@
 ``evaluate`` scores the run date's new model version and the current champion on the same, most
 recent window (the new model's test window) and records a decision; ``promote`` applies it by
 moving MLflow aliases. A version becomes ``champion`` only if it beats the champion's metric by
-``promotion.margin`` and no slice with enough fraud drops more than ``promotion.slice_tolerance``;
+``promotion.margin`` and no slice with enough positives drops more than ``promotion.slice_tolerance``;
 otherwise it becomes ``challenger``. The first model ever becomes champion. Every decision and
 every alias change, manual ones included, is a row of the audit table, which answers "which
 version was champion at time T".
@@ -49,7 +49,7 @@ def decide(candidate: dict, champion: dict, candidate_slices: dict, champion_sli
     """Pure promotion rule over two models' metrics on the same window."""
     m, new, old = rules.metric, candidate.get(rules.metric, math.nan), champion.get(rules.metric, math.nan)
     if math.isnan(new):
-        return Decision(CHALLENGER, f"candidate {m} is undefined on the window (no fraud in it?)")
+        return Decision(CHALLENGER, f"candidate {m} is undefined on the window (no positives in it?)")
     regressions = []
     for column, values in candidate_slices.items():
         for value, cm in values.items():

@@ -63,6 +63,13 @@ class ModelVersion:
     def test_metrics(self) -> dict[str, float]:
         return json.loads(self.tags.get("test_metrics", "{}"))
 
+    @property
+    def review_band(self):
+        """The ``ReviewBand`` the version was trained with, or None (it sends nothing to review)."""
+        from batchml.training.review import ReviewBand
+
+        return ReviewBand.from_tag(self.tags.get("review_band"))
+
 
 def experiment_name(dataset: str) -> str:
     return f"batchml/{dataset}"
