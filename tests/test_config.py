@@ -140,3 +140,11 @@ def test_the_old_absolute_review_band_is_explained(conf):
     _edit(conf, "flight_delays", "  review: {share_below: 0.05, share_above: 0.05,", "  review: {below: 0.05, above: 0.05,")
     with pytest.raises(ConfigError, match="review.below / review.above were absolute score distances"):
         load_config("test", conf, environ={})
+
+
+def test_environments_do_not_declare_tables(conf):
+    (conf / "test" / "datasets").mkdir()
+    path = conf / "test" / "datasets" / "flight_delays.yaml"
+    path.write_text("tables:\n  scores.flights: {partition_by: [run_date, chunk], allow_schema_evolution: true}\n")
+    with pytest.raises(ConfigError, match=rf"{path}: key 'tables': tables are declared in conf/base"):
+        load_config("test", conf, environ={})

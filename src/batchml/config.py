@@ -324,9 +324,9 @@ def load_config(env: str | None = None, conf_dir: Path | str | None = None,
     origin: dict[tuple[str, ...], str] = {("env",): "BATCHML_ENV"}
     for layer in ("base", env) if env != "base" else ("base",):
         for path in folder.yaml_files(layer):
-            _merge(merged, _read_yaml(folder, path), path, (), origin)
+            _merge(merged, _layer_doc(folder, path, layer), path, (), origin)
         for path in folder.yaml_files(layer, "datasets"):
-            doc = {"datasets": {path.rsplit("/", 1)[1].removesuffix(".yaml"): _read_yaml(folder, path)}}
+            doc = {"datasets": {path.rsplit("/", 1)[1].removesuffix(".yaml"): _layer_doc(folder, path, layer)}}
             _merge(merged, doc, path, (), origin)
     for var, key in ENV_OVERRIDES.items():
         if environ.get(var):
@@ -355,6 +355,15 @@ def _check_contracts(config: Config, origin: dict[tuple[str, ...], str]) -> None
 
 def _origin(loc: tuple[str, ...], origin: dict[tuple[str, ...], str]) -> str:
     return next((origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), "defaults")
+
+
+def _layer_doc(folder: ConfFolder, path: str, layer: str) -> dict[str, Any]:
+    """A config file's mapping; an environment's files may not declare tables (only where storage lives)."""
+    doc = _read_yaml(folder, path)
+    if layer != "base" and "tables" in doc:
+        raise ConfigError(f"{path}: key 'tables': tables are declared in conf/base (a dataset's in its own file "
+                          "under conf/base/datasets/); an environment overrides only storage: (where tables live)")
+    return doc
 
 
 def _read_yaml(folder: ConfFolder, path: str) -> dict[str, Any]:

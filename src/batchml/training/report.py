@@ -64,7 +64,7 @@ def _fmt(x) -> str:
 
 def model_card(*, name: str, dataset: str, run_date, windows: dict, lineage: dict, metrics: dict, baseline: dict,
                slices: dict, threshold: float, costs, params: dict, features: list[str], maturity_days: int,
-               code_version: str, config_hash: str, contract: "CardContract", band=None, decisions: dict | None = None,
+               code_version: str, config_hash: str, contract: "CardContext", band=None, decisions: dict | None = None,
                capacity_warning: str | None = None) -> str:
     cols = ["rows", "positives", "pr_auc", "roc_auc", "precision", "recall", "f1", "fbeta", "brier"]
     lines = [
@@ -101,7 +101,7 @@ def model_card(*, name: str, dataset: str, run_date, windows: dict, lineage: dic
 
 
 @dataclass(frozen=True)
-class CardContract:
+class CardContext:
     """What the card says about the dataset, from its config: description, label, decision names."""
 
     description: str
@@ -111,7 +111,7 @@ class CardContract:
     decisions: dict  # positive / negative / review -> the scoring decision names
 
 
-def _intended_use(dataset: str, c: CardContract) -> list[str]:
+def _intended_use(dataset: str, c: CardContext) -> list[str]:
     about = c.description.strip() or f"Events of the `{dataset}` dataset."
     flow = (f"In the nightly batch scoring, events scoring at or above the threshold get `{c.decisions['positive']}`, "
             f"the others `{c.decisions['negative']}`; the events nearest the threshold go to human review "
@@ -121,7 +121,7 @@ def _intended_use(dataset: str, c: CardContract) -> list[str]:
             "Not for decisions about individual people without human review."]
 
 
-def _label_rule(c: CardContract, run_date, maturity_days: int) -> str:
+def _label_rule(c: CardContext, run_date, maturity_days: int) -> str:
     if c.label_kind == "presence":
         return (f"A label counts when it was ingested and known by the cut-off {run_date}; an event without one is "
                 f"a negative once it is {_days(maturity_days)} old (label maturity).")
@@ -134,7 +134,7 @@ def _days(n: int) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
-def _decisions(c: CardContract, threshold: float, band, d: dict, warning: str | None) -> list[str]:
+def _decisions(c: CardContext, threshold: float, band, d: dict, warning: str | None) -> list[str]:
     if not d:
         return []
     names = c.decisions or {"positive": "positive", "review": "review"}
@@ -155,7 +155,7 @@ def _decisions(c: CardContract, threshold: float, band, d: dict, warning: str | 
     return text
 
 
-def _limits(c: CardContract, maturity_days: int) -> list[str]:
+def _limits(c: CardContext, maturity_days: int) -> list[str]:
     late = ("labels can still arrive after that, so recent positives are under-counted and recall is slightly "
             "pessimistic" if c.label_kind == "presence" else
             "events whose outcome had not arrived by the cut-off are left out of training and test")

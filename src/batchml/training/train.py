@@ -194,7 +194,7 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
             name=spec.registered_name, dataset=name, run_date=run_date, windows=windows, lineage=lineage,
             metrics=overall, baseline=baseline, slices=slices, threshold=threshold, costs=spec.costs,
             params=params, features=prep.features, maturity_days=spec.label_maturity_days, code_version=code,
-            config_hash=hashed, contract=card_contract(config, name), band=band, decisions=decisions,
+            config_hash=hashed, contract=card_context(config, name), band=band, decisions=decisions,
             capacity_warning=warning))
         (d / "metrics.json").write_text(json.dumps(
             {"test": overall, "baseline": baseline, "slices": slices, "calibration": reliability_table,
@@ -218,10 +218,10 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
     return _Logged(mv.version, overall)
 
 
-def card_contract(config: Config, name: str) -> report.CardContract:
+def card_context(config: Config, name: str) -> report.CardContext:
     """The dataset's own words for the model card: its description, its label and its decision names."""
     ds = config.dataset(name)
-    return report.CardContract(ds.description, ds.label.description, ds.label.definition(ds.label.table),
+    return report.CardContext(ds.description, ds.label.description, ds.label.definition(ds.label.table),
                                ds.label.kind, dict(ds.scoring.decisions) if ds.scoring else {})
 
 
