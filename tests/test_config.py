@@ -121,7 +121,7 @@ def test_tables_are_the_datasets_own_and_partitioned_as_written(conf):
 def test_a_table_is_declared_once(conf):
     (conf / "base" / "batchml.yaml").write_text((conf / "base" / "batchml.yaml").read_text()
                                                 + "  scores.flights:\n    partition_by: [run_date]\n")
-    with pytest.raises(ConfigError, match="table 'scores.flights' of dataset 'flight_delays' is declared more than once"):
+    with pytest.raises(ConfigError, match="table 'scores.flights' of dataset 'flight_delays' is declared more"):
         load_config("test", conf, environ={})
 
 
@@ -129,7 +129,7 @@ def test_a_model_needs_one_kind_of_label(conf):
     path = conf / "base" / "datasets" / "flight_delays.yaml"
     text = path.read_text()
     path.write_text(re.sub(r"\nlabel:\n(  .*\n)+", "\n", text))
-    with pytest.raises(ConfigError, match=r"flight_delays.yaml: key 'datasets.flight_delays': .*needs a label: section"):
+    with pytest.raises(ConfigError, match=r"flight_delays.yaml: key 'datasets.flight_delays': .*needs a label:"):
         load_config("test", conf, environ={})
     path.write_text(text.replace("  value: ", "  presence: true\n  value: "))
     with pytest.raises(ConfigError, match="give either presence: true"):
@@ -137,7 +137,8 @@ def test_a_model_needs_one_kind_of_label(conf):
 
 
 def test_the_old_absolute_review_band_is_explained(conf):
-    _edit(conf, "flight_delays", "  review: {share_below: 0.05, share_above: 0.05,", "  review: {below: 0.05, above: 0.05,")
+    _edit(conf, "flight_delays", "  review: {share_below: 0.05, share_above: 0.05,",
+          "  review: {below: 0.05, above: 0.05,")
     with pytest.raises(ConfigError, match="review.below / review.above were absolute score distances"):
         load_config("test", conf, environ={})
 

@@ -47,7 +47,13 @@ class LabelSpec(BaseModel):
         """The rule in one clause, for people (model cards, docs)."""
         if self.presence:
             return f"an event is positive when `{table}` holds a row for it (matched on `{self.key}`)"
-        return f"an event is positive when `{self.value}` holds on its outcome row in `{table}` (matched on `{self.key}`)"
+        return (f"an event is positive when `{self.value}` holds on its outcome row in `{table}` "
+                f"(matched on `{self.key}`)")
+
+
+def read_columns(spec: LabelSpec, ingest_column: str) -> list[str] | None:
+    """The label table's columns the rules need: presence needs three; a value expression may use any."""
+    return [spec.key, spec.time_column, ingest_column] if spec.presence else None
 
 
 def known_labels(labels, spec: LabelSpec, id_column: str, ingest_column: str, as_of: dt.date):

@@ -2,8 +2,9 @@
 one outcome row per flight (CSV, local Berlin time without an offset).
 
 Disruptions grow with congestion: the number of flights that left the same airport in the three
-hours before, which is exactly the ``origin_count_3h`` feature. Planted: one flight whose origin is its destination (the gate quarantines it)
-and one flight whose outcome never arrives (it has no label, so training leaves it out).
+hours before, which is exactly the ``origin_count_3h`` feature. Planted: one flight whose origin is
+its destination (the gate quarantines it) and one flight whose outcome never arrives (it has no
+label, so training leaves it out).
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ def measure(lake: Lake, spec: MonitoringSpec, label: LabelSpec, id_column: str, 
         (spec.score_date_column, "<=", run_date)])
     if spec.exclude_flag_column and spec.exclude_flag_column in scores.columns:
         scores = scores.where(~F.coalesce(F.col(spec.exclude_flag_column).cast("boolean"), F.lit(False)))
-    delivered = lake.read(label.table, where=[(ingest_column, "<=", run_date)])
+    delivered = lake.read(label.table, labels.read_columns(label, ingest_column),
+                          where=[(ingest_column, "<=", run_date)])
     joined = scores.join(labels.known_labels(delivered, label, id_column, ingest_column, run_date), id_column, "left")
     y = F.coalesce(F.col(LABEL), F.lit(0)) if label.presence else F.col(LABEL)  # value: null is unlabelled
     s = F.least(F.greatest(F.col(spec.score_column).cast("double"), F.lit(1e-7)), F.lit(1 - 1e-7))

@@ -149,7 +149,8 @@ def _decisions(c: CardContext, threshold: float, band, d: dict, warning: str | N
              f"| `{names['positive']}` (automatic, score >= {threshold:.4g}) | {d['positive_rate']:.2%} |",
              f"| `{names['review']}` (queued for people) | {d['review_rate']:.2%} |",
              f"| in the band, over the daily capacity (model decision kept) | {d['overflow_rate']:.2%} |", "",
-             f"About {d['rows_per_day']:.0f} events a day, {d['band_rows_per_day']:.0f} of them in the review band.", ""]
+             f"About {d['rows_per_day']:.0f} events a day, {d['band_rows_per_day']:.0f} of them in the review "
+             "band.", ""]
     if warning:
         text += [f"**Warning:** {warning}.", ""]
     return text
