@@ -114,8 +114,8 @@ def log_and_register(config: Config, registered_name: str, booster, feature_colu
     signature = None
     if input_example is not None:
         signature = infer_signature(input_example, booster.inplace_predict(input_example))
-    info = mlflow.xgboost.log_model(booster, name="model", signature=signature,
-                                    input_example=input_example, model_format="ubj")
+    info = mlflow.xgboost.log_model(booster, name="model", signature=signature, input_example=input_example,
+                                    model_format="ubj", pip_requirements=_requirements())
     c = client(config)
     if _registered_model(c, registered_name) is None:
         c.create_registered_model(registered_name)
@@ -127,6 +127,14 @@ def log_and_register(config: Config, registered_name: str, booster, feature_colu
     log.info("registered %s version %s (run %s)", registered_name, mv.version, run.info.run_id)
     return ModelVersion(registered_name, int(mv.version), run.info.run_id, booster, tuple(feature_columns),
                         float(threshold), {k: str(v) for k, v in full.items()})
+
+
+def _requirements() -> list[str]:
+    """The booster's runtime, pinned to what trained it. Given explicitly: MLflow's inference would load the
+    model in a subprocess per registration (10 s and more on a busy 2-core machine) to find the same."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("xgboost", "numpy", "scipy")]
 
 
 def _registered_model(c, registered_name: str):
