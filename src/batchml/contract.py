@@ -21,8 +21,7 @@ SCORE_PARTITIONS = ["run_date", "chunk"]
 
 def problems(name: str, ds: DatasetConfig, tables: dict[str, TableConfig]) -> list[Problem]:
     at = ("datasets", name)
-    found = [*_partitions(at, ds, tables), *_features(at, ds), *_label(at, ds), *_validation(at, ds)]
-    return found
+    return [*_partitions(at, ds, tables), *_features(at, ds), *_label(at, ds), *_validation(at, ds)]
 
 
 def _columns(feed: SourceConfig) -> dict[str, str]:
