@@ -78,9 +78,15 @@ class MlflowServer:
         self._signal(signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """Kill the whole process group, also when the server process itself already exited."""
+        if self.proc is None:
+            return
+        try:
             self.resume()
-            self.kill()
+            self._signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
 
 @contextmanager

@@ -55,22 +55,22 @@ def worlds(base_config, tmp_path_factory, spark):
     H.load(config, *H.synthetic())
     build_training_set(config, D1, spark=spark)
     server = MlflowServer(root / "server")
-    server.start()
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in FAST_CLIENT.items():
-            mp.setenv(key, value)
-        outage = config.model_copy(update={"mlflow": config.mlflow.model_copy(update={"tracking_uri": server.uri})})
-        reference = _with(config, model={"audit_table": REFERENCE["audit"]},
-                          scoring={"table": REFERENCE["scores"], "review_table": REFERENCE["review"],
-                                   "runs_table": REFERENCE["runs"]})
-        for world in (outage, reference):  # the same two models, numbered alike, in both registries
-            assert [register(world, D1, WEAK), register(world, D2, STRONG)] == [1, 2]
-            P.evaluate(world, D1, spark=spark)
-            P.promote(world, D1, spark=spark)
-        try:
+    try:
+        server.start()
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in FAST_CLIENT.items():
+                mp.setenv(key, value)
+            outage = config.model_copy(update={"mlflow": config.mlflow.model_copy(update={"tracking_uri": server.uri})})
+            reference = _with(config, model={"audit_table": REFERENCE["audit"]},
+                              scoring={"table": REFERENCE["scores"], "review_table": REFERENCE["review"],
+                                       "runs_table": REFERENCE["runs"]})
+            for world in (outage, reference):  # the same two models, numbered alike, in both registries
+                assert [register(world, D1, WEAK), register(world, D2, STRONG)] == [1, 2]
+                P.evaluate(world, D1, spark=spark)
+                P.promote(world, D1, spark=spark)
             yield {"outage": outage, "reference": reference, "server": server, "lake": Lake(config, spark)}
-        finally:
-            server.stop()
+    finally:
+        server.stop()  # also when the setup failed: no server outlives the module
 
 
 def _rows(lake, table, day, drop=VOLATILE) -> list[dict]:
