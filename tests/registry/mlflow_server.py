@@ -90,18 +90,19 @@ class MlflowServer:
 
 
 @contextmanager
-def outage_at(server: MlflowServer, endpoint: str, how: str = "pause"):
-    """Stop ``server`` (``pause`` or ``kill``) just before the first request to an endpoint ending in
-    ``endpoint``; yields the list of endpoints that triggered it (one, when it fired). A paused server
-    is resumed on exit; a killed one stays dead."""
+def outage_at(server: MlflowServer, calls: set[tuple[str, str]], how: str = "pause"):
+    """Stop ``server`` (``pause`` or ``kill``) just before the first request matching one of ``calls``
+    (HTTP method, endpoint suffix); yields the list of requests that triggered it (one, when it fired).
+    A paused server is resumed on exit; a killed one stays dead."""
     from mlflow.utils import rest_utils
 
     real, fired = rest_utils.http_request, []
 
     def request(*args, **kwargs):
         target = kwargs.get("endpoint", args[1] if len(args) > 1 else "")
-        if not fired and target.endswith(endpoint):
-            fired.append(target)
+        method = kwargs.get("method", args[2] if len(args) > 2 else "")
+        if not fired and any(method == m and target.endswith(suffix) for m, suffix in calls):
+            fired.append(f"{method} {target}")
             server.pause() if how == "pause" else server.kill()
         return real(*args, **kwargs)
 

@@ -31,8 +31,11 @@ from tests.training import helpers as H
 SCORE_DAY = H.START + dt.timedelta(days=14)
 REFERENCE = {"audit": "ops.model_audit_reference", "scores": "scores.reference",
              "review": "scores.reference_review", "runs": "ops.scoring_runs_reference"}
-# REST endpoints each step calls: the champion lookup, loading a version, moving an alias
-RESOLVE, LOAD, SET_ALIAS = "/registered-models/get", "/model-versions/get", "/registered-models/alias"
+# The REST calls of each step: the champion lookup (by the registered model or by the alias, whichever the
+# code uses), loading a version, moving an alias
+RESOLVE = {("GET", "/registered-models/get"), ("GET", "/registered-models/alias")}
+LOAD = {("GET", "/model-versions/get")}
+SET_ALIAS = {("POST", "/registered-models/alias")}
 VOLATILE = {"recorded_at", "scored_at", "queued_at"}
 
 
@@ -84,10 +87,10 @@ def _audit(world, day, event) -> list[dict]:
 
 def test_evaluate_records_nothing_during_an_outage_and_the_same_decision_after(worlds, spark):
     outage, reference, server = worlds["outage"], worlds["reference"], worlds["server"]
-    for endpoint in (RESOLVE, LOAD):  # the champion lookup (once "no champion: promote"), then loading
-        with outage_at(server, endpoint) as fired, pytest.raises(MlflowException):
+    for calls in (RESOLVE, LOAD):  # the champion lookup (once "no champion: promote"), then loading
+        with outage_at(server, calls) as fired, pytest.raises(MlflowException):
             P.evaluate(outage, D2, spark=spark)
-        assert fired and _audit(outage, D2, "decision") == [], f"a decision was recorded at {endpoint}"
+        assert fired and _audit(outage, D2, "decision") == [], f"a decision was recorded at {fired}"
     P.evaluate(outage, D2, spark=spark)
     P.evaluate(reference, D2, spark=spark)
     decided = _audit(outage, D2, "decision")
