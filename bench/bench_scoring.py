@@ -75,19 +75,25 @@ def main() -> None:
     from batchml.scoring.score import needed_columns, score, score_rows, scoring_spec
     from batchml.spark import get_spark
     from batchml.storage import Lake
+    from batchml.training import review
 
     config, home = bench_config()
     spark = get_spark(config)
     lake = Lake(config, spark)
     table = config.dataset(DATASET).features.table
     warm, day = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
-    lake.write_arrow(feature_partition(warm, 20_000, 1), table)
+    warm_rows = feature_partition(warm, 20_000, 1)
+    lake.write_arrow(warm_rows, table)
     lake.write_arrow(feature_partition(day, args.rows, 2), table)
 
     booster, threshold = train()
     name = config.dataset(DATASET).model.registered_name
+    review_rules = scoring_spec(config, DATASET).review  # the band training would record, from the warm-up day
+    warm_scores = booster.inplace_predict(np.column_stack([warm_rows.column(c).to_numpy(zero_copy_only=False)
+                                                           for c in FEATURES]).astype(np.float32))
+    band = review.band(warm_scores, threshold, review_rules.share_below, review_rules.share_above)
     tags = {"features_table": table, "features_version": "1", "train_start": "2020-01-01", "train_end": "2020-01-01",
-            "test_start": "2020-01-02", "test_end": "2020-01-02", "test_metrics": "{}"}
+            "test_start": "2020-01-02", "test_end": "2020-01-02", "test_metrics": "{}", "review_band": band.tag()}
     with mlflow.start_run(experiment_id=store.experiment_id(config, DATASET)):
         mv = store.log_and_register(config, name, booster, FEATURES, threshold, tags)
     store.client(config).set_registered_model_alias(name, "champion", str(mv.version))
@@ -134,7 +140,7 @@ def main() -> None:
         stage_ratio_vs_floor_with_read=round(rate["stage"] / rate["floor_with_read"], 3),
         model="xgboost 100 trees, depth 6, 28 float features",
         reason_codes=f"top {spec.reason_codes.top_k}, {spec.reason_codes.method}, rows: {spec.reason_codes.rows}",
-        flagged_rows=int((booster.inplace_predict(X) >= threshold - spec.review.below).sum()),
+        flagged_rows=int((booster.inplace_predict(X) >= band.low).sum()),
         chunks=summary.chunks, spark_master=config.spark.master)
     spark.stop()
     import shutil

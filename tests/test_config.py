@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -78,3 +79,73 @@ def test_java_options_follow_the_utc_flag_on_driver_and_executors(conf):
     assert flags["spark.driver.extraJavaOptions"] == f"-Duser.timezone=UTC {demo.spark.java_options}"
     assert flags["spark.executor.extraJavaOptions"] == flags["spark.driver.extraJavaOptions"]
     assert "-XX:CompileThresholdScaling" in demo.spark.java_options
+
+
+# -- the dataset contract, checked at load ---------------------------------------------------------------
+def _edit(conf, dataset: str, old: str, new: str) -> Path:
+    path = conf / "base" / "datasets" / f"{dataset}.yaml"
+    assert old in path.read_text(), old
+    path.write_text(path.read_text().replace(old, new, 1))
+    return path
+
+
+def test_a_missing_key_column_names_the_file_and_key(conf):
+    path = _edit(conf, "flight_delays", "  id_column: flight_id\n", "")
+    with pytest.raises(ConfigError, match=rf"{path}: key 'datasets.flight_delays.features.id_column': Field required"):
+        load_config("test", conf, environ={})
+
+
+@pytest.mark.parametrize("old, new, key, column", [
+    ("  id_column: flight_id", "  id_column: flight_no", "features.id_column", "flight_no"),
+    ("      keys: [origin]", "      keys: [airport]", "features.entities.origin.keys.0", "airport"),
+    ("  key: flight_id\n  time_column: known_at", "  key: flight\n  time_column: known_at", "label.key", "flight"),
+    ("column: distance_km, min: 50", "column: distance, min: 50", "validation.bronze.flights.row_checks.1.column",
+     "distance"),
+])
+def test_keys_must_name_columns_of_the_feed_they_read(conf, old, new, key, column):
+    path = _edit(conf, "flight_delays", old, new)
+    with pytest.raises(ConfigError, match=rf"{path}: key 'datasets.flight_delays.{key}': '{column}' is not a column"):
+        load_config("test", conf, environ={})
+
+
+def test_tables_are_the_datasets_own_and_partitioned_as_written(conf):
+    cfg = load_config("test", conf, environ={})
+    assert cfg.tables["features.flights"].partition_by == ["departure_date"]  # declared in the dataset file only
+    assert "features.flights" not in (conf / "base" / "batchml.yaml").read_text()
+    path = _edit(conf, "flight_delays", "    partition_by: [departure_date]", "    partition_by: [run_date]")
+    with pytest.raises(ConfigError, match=rf"{path}: key 'datasets.flight_delays.features.table': table "
+                                          r"'features.flights' must be partitioned by \['departure_date'\]"):
+        load_config("test", conf, environ={})
+
+
+def test_a_table_is_declared_once(conf):
+    (conf / "base" / "batchml.yaml").write_text((conf / "base" / "batchml.yaml").read_text()
+                                                + "  scores.flights:\n    partition_by: [run_date]\n")
+    with pytest.raises(ConfigError, match="table 'scores.flights' of dataset 'flight_delays' is declared more"):
+        load_config("test", conf, environ={})
+
+
+def test_a_model_needs_one_kind_of_label(conf):
+    path = conf / "base" / "datasets" / "flight_delays.yaml"
+    text = path.read_text()
+    path.write_text(re.sub(r"\nlabel:\n(  .*\n)+", "\n", text))
+    with pytest.raises(ConfigError, match=r"flight_delays.yaml: key 'datasets.flight_delays': .*needs a label:"):
+        load_config("test", conf, environ={})
+    path.write_text(text.replace("  value: ", "  presence: true\n  value: "))
+    with pytest.raises(ConfigError, match="give either presence: true"):
+        load_config("test", conf, environ={})
+
+
+def test_the_old_absolute_review_band_is_explained(conf):
+    _edit(conf, "flight_delays", "  review: {share_below: 0.05, share_above: 0.05,",
+          "  review: {below: 0.05, above: 0.05,")
+    with pytest.raises(ConfigError, match="review.below / review.above were absolute score distances"):
+        load_config("test", conf, environ={})
+
+
+def test_environments_do_not_declare_tables(conf):
+    (conf / "test" / "datasets").mkdir()
+    path = conf / "test" / "datasets" / "flight_delays.yaml"
+    path.write_text("tables:\n  scores.flights: {partition_by: [run_date, chunk], allow_schema_evolution: true}\n")
+    with pytest.raises(ConfigError, match=rf"{path}: key 'tables': tables are declared in conf/base"):
+        load_config("test", conf, environ={})

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchml.features.spec import FeatureSpec
+from batchml.labels import LabelSpec
 from batchml.monitoring.spec import AlertsConfig, MonitoringSpec
 from batchml.scoring.spec import ScoringSpec
 from batchml.training.spec import ModelSpec
@@ -100,6 +101,10 @@ class TableConfig(Strict):
     allow_schema_evolution: bool = False
 
 
+# The column ingest writes on every landed row: the run date it arrived. Bronze tables are partitioned by
+# it, and every "known by date D" rule (features, labels) filters on it.
+INGEST_COLUMN = "ingest_date"
+
 ColumnType = Literal["string", "int32", "int64", "float64", "bool", "date", "timestamp"]
 
 
@@ -151,14 +156,35 @@ class SourceConfig(Strict):
 
 
 class DatasetConfig(Strict):
-    description: str = ""
+    description: str = ""  # what the events are and what is predicted: the model card's opening
     events: SourceConfig
     labels: SourceConfig | None = None
+    tables: dict[str, TableConfig] = {}  # this dataset's tables (the shared ops.* tables live in conf/base)
+    label: LabelSpec | None = None  # what the model learns: the label contract (docs/adding-a-dataset.md)
     validation: dict[str, TableValidation] = {}  # table name -> the gate's checks for it
     features: FeatureSpec | None = None
     model: ModelSpec | None = None  # training, evaluation and promotion (docs/training.md)
     monitoring: MonitoringSpec | None = None  # drift and realized performance (docs/monitoring.md)
     scoring: ScoringSpec | None = None  # nightly batch scoring (docs/scoring.md)
+
+    @property
+    def ingest_column(self) -> str:
+        return INGEST_COLUMN
+
+    @model_validator(mode="after")
+    def _label_contract(self) -> "DatasetConfig":
+        """A model or monitoring needs a label; its table defaults to the labels feed's accepted table."""
+        if self.label is None:
+            if self.model or self.monitoring:
+                raise ValueError("a dataset with model: or monitoring: needs a label: section")
+            return self
+        if self.label.table is not None:
+            return self
+        if self.labels is None:
+            raise ValueError("label.table is required when the dataset has no labels feed")
+        gate = self.validation.get(self.labels.table)
+        table = gate.accepted_table if gate else self.labels.table
+        return self.model_copy(update={"label": self.label.model_copy(update={"table": table})})
 
 
 class EmrServerlessConfig(Strict):
@@ -210,6 +236,21 @@ class Config(Strict):
     default_dataset: str
     alerts: AlertsConfig = AlertsConfig()  # extra alert sinks: webhook, email
     orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_tables(cls, data):
+        """Tables a dataset file declares join the shared ``tables:``; a name may be declared only once."""
+        if not isinstance(data, dict):
+            return data
+        tables = dict(data.get("tables") or {})
+        for name, ds in (data.get("datasets") or {}).items():
+            own = ds.get("tables") if isinstance(ds, dict) else getattr(ds, "tables", None)
+            for table, spec in (own or {}).items():
+                if table in tables and tables[table] != spec:
+                    raise ValueError(f"table {table!r} of dataset {name!r} is declared more than once")
+                tables[table] = spec
+        return {**data, "tables": tables}
 
     @model_validator(mode="after")
     def _references_resolve(self) -> "Config":
@@ -319,9 +360,9 @@ def load_config(env: str | None = None, conf_dir: Path | str | None = None,
     origin: dict[tuple[str, ...], str] = {("env",): "BATCHML_ENV"}
     for layer in ("base", env) if env != "base" else ("base",):
         for path in folder.yaml_files(layer):
-            _merge(merged, _read_yaml(folder, path), path, (), origin)
+            _merge(merged, _layer_doc(folder, path, layer), path, (), origin)
         for path in folder.yaml_files(layer, "datasets"):
-            doc = {"datasets": {path.rsplit("/", 1)[1].removesuffix(".yaml"): _read_yaml(folder, path)}}
+            doc = {"datasets": {path.rsplit("/", 1)[1].removesuffix(".yaml"): _layer_doc(folder, path, layer)}}
             _merge(merged, doc, path, (), origin)
     for var, key in ENV_OVERRIDES.items():
         if environ.get(var):
@@ -332,9 +373,34 @@ def load_config(env: str | None = None, conf_dir: Path | str | None = None,
     merged["home"] = home
     merged = _interpolate(merged, {"home": home})
     try:
-        return Config.model_validate(merged)
+        config = Config.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origin)) from None
+    _check_contracts(config, origin)
+    return config
+
+
+def _check_contracts(config: Config, origin: dict[tuple[str, ...], str]) -> None:
+    """Every dataset's keys against its own feeds' columns and tables (``batchml.contract``)."""
+    from batchml.contract import problems
+
+    found = [p for name, ds in config.datasets.items() for p in problems(name, ds, config.tables)]
+    if found:
+        lines = [f"{_origin(loc, origin)}: key '{'.'.join(loc)}': {reason}" for loc, reason in found]
+        raise ConfigError("dataset config does not match its contract:\n  " + "\n  ".join(lines))
+
+
+def _origin(loc: tuple[str, ...], origin: dict[tuple[str, ...], str]) -> str:
+    return next((origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), "defaults")
+
+
+def _layer_doc(folder: ConfFolder, path: str, layer: str) -> dict[str, Any]:
+    """A config file's mapping; an environment's files may not declare tables (only where storage lives)."""
+    doc = _read_yaml(folder, path)
+    if layer != "base" and "tables" in doc:
+        raise ConfigError(f"{path}: key 'tables': tables are declared in conf/base (a dataset's in its own file "
+                          "under conf/base/datasets/); an environment overrides only storage: (where tables live)")
+    return doc
 
 
 def _check_home(home: Path, source: str) -> None:

@@ -13,7 +13,8 @@ from tests.features.helpers import at, bronze_frame, event, random_events, refer
 D = dt.date(2024, 3, 1)
 NEXT = D + dt.timedelta(days=1)
 SPEC = FeatureSpec.model_validate({
-    "table": "features.test", "passthrough": ["customer_id", "amount"],
+    "table": "features.test", "id_column": "transaction_id", "event_time_column": "event_time",
+    "passthrough": ["customer_id", "amount"],
     "entities": {
         "customer": {"keys": ["customer_id"], "time_since_last": True, "aggregations": [
             {"function": "count"}, {"function": "sum", "column": "amount"}, {"function": "mean", "column": "amount"},

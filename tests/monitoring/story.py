@@ -61,7 +61,7 @@ def build(config: Config, root: str, rows_per_day: int = 3000) -> dict:
     lake = Lake(config)
     spec = config.dataset().monitoring
     lake.write_arrow(feats, "features.card_transactions")
-    lake.write_arrow(cb, spec.labels_table)
+    lake.write_arrow(cb, config.dataset().label.table)
 
     fraud = set(cb.column("transaction_id").to_pylist())
     y = np.array([t in fraud for t in feats.column("transaction_id").to_pylist()], dtype=np.float32)

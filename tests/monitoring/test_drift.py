@@ -52,7 +52,7 @@ def test_excluded_columns_are_never_compared():
     from batchml.registry.store import ModelVersion
 
     model = ModelVersion("m", 1, "run", None, ("amount", "day_of_week", "hour_of_day"), 0.5)
-    tables = dict(scores_table="s.t", drift_table="d.t", performance_table="p.t", labels_table="l.t")
+    tables = dict(scores_table="s.t", drift_table="d.t", performance_table="p.t")
     spec = MonitoringSpec(**tables, exclude_columns=["day_of_week"])
     assert monitored_columns(spec, model) == (["amount", "hour_of_day"], [])
     explicit = MonitoringSpec(**tables, numeric=["amount", "day_of_week"], categorical=["channel"],

@@ -14,6 +14,7 @@ import xgboost as xgb
 from batchml.config import Config, load_config
 from batchml.registry import store
 from batchml.storage import Lake
+from batchml.training.review import ReviewBand
 
 REPO = Path(__file__).resolve().parents[2]
 DATASET = "card_transactions"
@@ -22,8 +23,9 @@ FEATURES = ["amount", "is_foreign", "card_present_flag", "amount_to_customer_mea
 OVERLAY = """
 scoring:
   chunk_rows: 250
-  review: {below: 0.1, above: 0.1, daily_capacity: 12}
+  review: {share_below: 0.1, share_above: 0.1, daily_capacity: 12}
 """
+BAND = 0.1  # register() records the review band [threshold - 0.1, threshold + 0.1), as training would a band
 
 
 def scoring_config(root: Path) -> Config:
@@ -82,9 +84,10 @@ def train(seed: int, rounds: int = 20) -> xgb.Booster:
 def register(config: Config, booster: xgb.Booster, threshold: float, name: str | None = None,
              columns=FEATURES, alias: str | None = "champion") -> int:
     name = name or config.dataset(DATASET).model.registered_name
+    band = ReviewBand(threshold - BAND, threshold + BAND, 0.1, 0.1)
     tags = {"features_table": "features.card_transactions", "features_version": "0", "train_start": "2023-12-01",
             "train_end": "2023-12-20", "test_start": "2023-12-21", "test_end": "2023-12-31",
-            "test_metrics": '{"pr_auc": 0.5}'}
+            "test_metrics": '{"pr_auc": 0.5}', "review_band": band.tag()}
     with mlflow.start_run(experiment_id=store.experiment_id(config, DATASET)):
         mv = store.log_and_register(config, name, booster, list(columns), threshold, tags)
     if alias:

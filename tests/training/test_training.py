@@ -110,11 +110,19 @@ def test_splits_are_ordered_in_time():
         plan_splits(first, first + 6 * DAY, s)
 
 
+def test_old_cost_names_load_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="missed_fraud is deprecated; call it false_negative"):
+        costs = Costs.model_validate({"missed_fraud": 20, "false_alarm": 2})
+    assert (costs.false_negative, costs.false_positive) == (20, 2)
+    with pytest.raises(ValueError, match="give false_negative only"):
+        Costs.model_validate({"missed_fraud": 20, "false_negative": 20})
+
+
 def test_cost_threshold_follows_the_costs():
     y = np.array([0, 0, 0, 0, 1, 0, 1, 1])
     p = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9])
-    assert M.cost_threshold(y, p, Costs(missed_fraud=100, false_alarm=1)) == 0.5  # catch all three
-    assert M.cost_threshold(y, p, Costs(missed_fraud=1, false_alarm=100)) == 0.7  # no false alarm at all
+    assert M.cost_threshold(y, p, Costs(false_negative=100, false_positive=1)) == 0.5  # catch all three
+    assert M.cost_threshold(y, p, Costs(false_negative=1, false_positive=100)) == 0.7  # no false positive at all
     m = M.at_threshold(y, p, 0.5, beta=2)
     assert (m["precision"], m["recall"]) == (0.75, 1.0)
 
@@ -135,8 +143,8 @@ def test_train_registers_model_with_contract_lineage_and_card(world):
     assert len(run.data.tags["batchml.config_hash"]) == 64 and run.data.tags["batchml.code_version"]
     metrics = run.data.metrics
     assert metrics["search_trials"] == 2
-    fraud_rate = metrics["test_positives"] / metrics["test_rows"]
-    assert metrics["test_pr_auc"] > 2 * fraud_rate and metrics["test_roc_auc"] > 0.7  # it learned the signal
+    positive_rate = metrics["test_positives"] / metrics["test_rows"]
+    assert metrics["test_pr_auc"] > 2 * positive_rate and metrics["test_roc_auc"] > 0.7  # it learned the signal
     for key in ("baseline_test_pr_auc", "test_brier", "test_fbeta", "slice_channel_ecom_pr_auc",
                 "slice_merchant_category_travel_roc_auc"):
         assert key in metrics
@@ -145,8 +153,15 @@ def test_train_registers_model_with_contract_lineage_and_card(world):
             "report/feature_importance.png"} <= artifacts
     card = open(store.client(config).download_artifacts(mv.run_id, "report/model_card.md")).read()
     for section in ("## Intended use", "## Threshold and costs", "### channel", "## Known limits",
-                    f"| `{spec.training_table}` |"):
+                    f"| `{spec.training_table}` |", "## Decisions at the threshold (test window, expected)",
+                    config.dataset().description, config.dataset().label.description):
         assert section in card
+    band = mv.review_band  # by rank on the validation window: 1% of events on each side of the threshold
+    assert band.low < mv.threshold <= band.high and (band.below_share, band.above_share) == (0.01, 0.01)
+    expected = {k.removeprefix("test_expected_"): v for k, v in metrics.items() if k.startswith("test_expected_")}
+    assert 0 < expected["band_rate"] < 0.05 and expected["overflow_rate"] == 0  # 300 rows a day, capacity 500
+    assert expected["review_rate"] == expected["band_rate"]
+    assert f"| `decline` (automatic, score >= {mv.threshold:.4g}) | {expected['positive_rate']:.2%} |" in card
     assert list(mv.feature_columns) == ["amount", "risk_signal", "noise", "customer_count_24h", "channel_ecom"]
 
 

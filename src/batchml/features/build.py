@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from batchml.config import Config
+from batchml.config import INGEST_COLUMN, Config
 from batchml.features.compute import DEDUPE_ORDER, compute_features, load_sql, lookback_filter
 from batchml.features.spec import FeatureSpec
 from batchml.storage import Lake
@@ -38,10 +38,10 @@ def read_events(lake: Lake, table: str, spec: FeatureSpec, start: dt.date, end: 
     """Event rows a build of ``[start, end)`` needs: only the lookback, only what was ingested by then."""
     from pyspark.sql import functions as F
 
-    columns = spec.source_columns() + ["ingest_date", *[c for c in DEDUPE_ORDER if c != "ingest_date"]]
+    columns = spec.source_columns() + [INGEST_COLUMN, *[c for c in DEDUPE_ORDER if c != INGEST_COLUMN]]
     return (lake.read(table, columns=list(dict.fromkeys(columns)))
             .where(lookback_filter(spec, start, end))
-            .where(F.col("ingest_date") <= F.lit(end - dt.timedelta(days=1))))
+            .where(F.col(INGEST_COLUMN) <= F.lit(end - dt.timedelta(days=1))))
 
 
 def build_features(config: Config, run_date: dt.date, dataset: str | None = None, spark=None,

@@ -58,8 +58,8 @@ class Entity(_Strict):
 
 class FeatureSpec(_Strict):
     table: str  # the feature table, declared under tables: and partitioned by date_column
-    id_column: str = "transaction_id"
-    event_time_column: str = "event_time"
+    id_column: str  # the events' unique id (one feature row per id)
+    event_time_column: str  # the events' timestamp: windows look back from it
     date_column: str = "event_date"
     windows: list[str] = ["1h", "24h", "7d", "30d"]
     lookback_days: int | None = Field(None, ge=1)  # default: the longest window, in whole days

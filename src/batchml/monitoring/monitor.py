@@ -43,6 +43,8 @@ PERF_SCHEMA = pa.schema([
     ("scoring_date", pa.date32()), ("age_days", pa.int32()), ("matured", pa.bool_()), ("rows", pa.int64()),
     ("positives", pa.int64()), ("predicted_positives", pa.int64()), ("true_positives", pa.int64()),
     ("precision", pa.float64()), ("recall", pa.float64()), ("f1", pa.float64()), ("pr_auc", pa.float64()),
+    ("labelled_rows", pa.int64()), ("positive_decision_rate", pa.float64()), ("review_rate", pa.float64()),
+    ("overflow_rate", pa.float64()),
 ])
 REQUEST_SCHEMA = pa.schema([
     ("run_date", pa.date32()), ("dataset", pa.string()), ("model_name", pa.string()), ("model_version", pa.int64()),
@@ -82,7 +84,7 @@ def monitor(config: Config, run_date: dt.date, dataset: str | None = None, spark
              model.tags["features_table"], model.tags["features_version"], model.tags["train_start"],
              model.tags["train_end"])
     drifts = drift.measure(lake, spec, model, fs.table, fs.id_column, fs.date_column, run_date)
-    dates = performance.measure(lake, spec, fs.id_column, run_date)
+    dates = performance.measure(lake, spec, ds.label, fs.id_column, ds.ingest_column, run_date)
     verdict = performance.judge(dates, model.test_metrics, spec)
     key = [("run_date", "=", run_date)]
     lake.write_arrow(_drift_rows(drifts, spec, name, model, run_date), spec.drift_table, mode="overwrite",

@@ -1,10 +1,13 @@
-"""Realized performance from late labels: past scores joined to the labels delivered so far.
+"""Realized performance from late labels: past scores joined to the labels known so far.
 
-A scored event is positive when a label for it was delivered (ingested) by the run date. Per
-scoring date: rows, positives, precision / recall / F1 at the decision threshold, and PR-AUC
-(average precision over score bins of 1/50 logit: ties within a bin count as one threshold). A
-date's labels have *matured* when it is at least ``maturity_days`` old; younger dates are shown
-but never alerted on, because their missing labels would read as negatives.
+A scored event's label is the dataset's label contract (``batchml.labels``) as known at the run
+date: with ``presence`` labels an event without a delivered row counts as negative, with ``value``
+labels it is unlabelled and left out of the metrics. Per scoring date: rows, labelled rows,
+positives, precision / recall / F1 at the decision threshold, PR-AUC (average precision over score
+bins of 1/50 logit: ties within a bin count as one threshold), and the realized decision rates
+(automatic positive decisions, review, review overflow) over all model-scored rows. A date's labels
+have *matured* when it is at least ``maturity_days`` old; younger dates are shown but never alerted
+on, because their missing labels would read as negatives.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 from scipy import stats
 
+from batchml import labels
+from batchml.labels import LABEL, LabelSpec
 from batchml.monitoring.spec import MonitoringSpec
 from batchml.storage import Lake
 
@@ -33,6 +38,10 @@ class DatePerformance:
     recall: float | None
     f1: float | None
     pr_auc: float | None
+    labelled_rows: int = 0
+    positive_decision_rate: float | None = None  # automatic positive decisions (not sent to review) per row
+    review_rate: float | None = None  # rows queued for review per row
+    overflow_rate: float | None = None  # rows in the review band over the capacity per row
 
 
 @dataclass(frozen=True)
@@ -50,27 +59,32 @@ class Verdict:
         return asdict(self)
 
 
-def measure(lake: Lake, spec: MonitoringSpec, id_column: str, run_date: dt.date) -> list[DatePerformance]:
+def measure(lake: Lake, spec: MonitoringSpec, label: LabelSpec, id_column: str, ingest_column: str,
+            run_date: dt.date) -> list[DatePerformance]:
     from pyspark.sql import functions as F
 
-    if not lake.exists(spec.scores_table) or not lake.exists(spec.labels_table):
+    if not lake.exists(spec.scores_table) or not lake.exists(label.table):
         return []
     scores = lake.read(spec.scores_table, where=[
         (spec.score_date_column, ">=", run_date - dt.timedelta(days=spec.lookback_days)),
         (spec.score_date_column, "<=", run_date)])
     if spec.exclude_flag_column and spec.exclude_flag_column in scores.columns:
         scores = scores.where(~F.coalesce(F.col(spec.exclude_flag_column).cast("boolean"), F.lit(False)))
-    labels = (lake.read(spec.labels_table, columns=[spec.label_key, spec.label_ingest_column],
-                        where=[(spec.label_ingest_column, "<=", run_date)])
-              .select(F.col(spec.label_key).alias(id_column)).distinct().withColumn("_y", F.lit(1)))
+    delivered = lake.read(label.table, labels.read_columns(label, ingest_column),
+                          where=[(ingest_column, "<=", run_date)])
+    joined = scores.join(labels.known_labels(delivered, label, id_column, ingest_column, run_date), id_column, "left")
+    y = F.coalesce(F.col(LABEL), F.lit(0)) if label.presence else F.col(LABEL)  # value: null is unlabelled
     s = F.least(F.greatest(F.col(spec.score_column).cast("double"), F.lit(1e-7)), F.lit(1 - 1e-7))
-    joined = (scores.join(labels, id_column, "left")
-              .select(F.col(spec.score_date_column).alias("d"), F.coalesce("_y", F.lit(0)).alias("y"),
-                      (F.col(spec.score_column) >= F.col(spec.threshold_column)).cast("int").alias("p"),
-                      F.floor(F.log(s / (1 - s)) * _LOGIT_STEPS).cast("int").alias("b")))
-    bins = (joined.groupBy("d", "b")
-            .agg(F.count(F.lit(1)).alias("n"), F.sum("y").alias("pos"), F.sum("p").alias("pred"),
-                 F.sum(F.col("p") * F.col("y")).alias("tp"))
+    flagged = (F.col(spec.score_column) >= F.col(spec.threshold_column)).cast("int")
+    review, overflow = (_flag(scores, c) for c in (spec.review_column, spec.overflow_column))
+    bins = (joined.select(F.col(spec.score_date_column).alias("d"), y.alias("y"), flagged.alias("p"),
+                          F.floor(F.log(s / (1 - s)) * _LOGIT_STEPS).cast("int").alias("b"),
+                          review.alias("rev"), overflow.alias("ovf"))
+            .groupBy("d", "b")
+            .agg(F.count(F.lit(1)).alias("n"), F.count("y").alias("nl"), F.sum("y").alias("pos"),
+                 F.sum(F.when(F.col("y").isNotNull(), F.col("p"))).alias("pred"),
+                 F.sum(F.col("p") * F.col("y")).alias("tp"), F.sum("rev").alias("rev"), F.sum("ovf").alias("ovf"),
+                 F.sum(F.col("p") * (1 - F.coalesce("rev", F.lit(0)))).alias("auto"))
             .collect())
     by_date: dict[dt.date, list] = {}
     for r in bins:
@@ -78,15 +92,27 @@ def measure(lake: Lake, spec: MonitoringSpec, id_column: str, run_date: dt.date)
     return [_date(d, rows, run_date, spec.maturity_days) for d, rows in sorted(by_date.items())]
 
 
+def _flag(scores, column: str | None):
+    """A decision flag of the scores table as 0/1, or null when the table has no such column."""
+    from pyspark.sql import functions as F
+
+    if column and column in scores.columns:
+        return F.coalesce(F.col(column).cast("int"), F.lit(0))
+    return F.lit(None).cast("int")
+
+
 def _date(day: dt.date, rows: list, run_date: dt.date, maturity_days: int) -> DatePerformance:
-    n = sum(r["n"] for r in rows)
-    pos = sum(r["pos"] for r in rows)
-    pred = sum(r["pred"] for r in rows)
-    tp = sum(r["tp"] for r in rows)
+    n, labelled = sum(r["n"] for r in rows), sum(r["nl"] for r in rows)
+    pos, pred, tp = (sum(r[k] or 0 for r in rows) for k in ("pos", "pred", "tp"))
     precision, recall, f1 = _prf(tp, pos, pred)
     age = (run_date - day).days
+    flags = rows[0]["rev"] is not None
+
+    def rate(key: str) -> float | None:
+        return sum(r[key] or 0 for r in rows) / n if flags and n else None
+
     return DatePerformance(day, age, age >= maturity_days, n, pos, pred, tp, precision, recall, f1,
-                           _average_precision(rows, pos))
+                           _average_precision(rows, pos), labelled, rate("auto"), rate("rev"), rate("ovf"))
 
 
 def _prf(tp: int, pos: int, pred: int) -> tuple[float | None, float | None, float | None]:
@@ -102,8 +128,10 @@ def _average_precision(rows: list, positives: int) -> float | None:
         return None
     ap, seen, hits = 0.0, 0, 0
     for r in sorted(rows, key=lambda r: r["b"], reverse=True):
-        seen, hits = seen + r["n"], hits + r["pos"]
-        ap += r["pos"] / positives * (hits / seen)
+        if not r["nl"]:
+            continue
+        seen, hits = seen + r["nl"], hits + (r["pos"] or 0)
+        ap += (r["pos"] or 0) / positives * (hits / seen)
     return ap
 
 

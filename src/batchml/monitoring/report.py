@@ -26,7 +26,8 @@ def render(outcome, history: list[dict], spec) -> str:
     perf = "".join(
         f"<tr><td>{p.scoring_date}</td><td>{p.age_days}</td><td>{'yes' if p.matured else 'no'}</td><td>{p.rows}</td>"
         f"<td>{p.positives}</td><td>{_f(p.precision)}</td><td>{_f(p.recall)}</td><td>{_f(p.f1)}</td>"
-        f"<td>{_f(p.pr_auc)}</td></tr>" for p in outcome.performance)
+        f"<td>{_f(p.pr_auc)}</td><td>{_pct(p.positive_decision_rate)}</td><td>{_pct(p.review_rate)}</td>"
+        f"<td>{_pct(p.overflow_rate)}</td></tr>" for p in outcome.performance)
     verdict_text = (f"{verdict.metric} on {len(verdict.dates)} matured dates: {_f(verdict.value)} vs champion "
                     f"{_f(verdict.baseline)} (drop {_f(verdict.relative_drop)}, p {_f(verdict.p_value)}, "
                     f"{verdict.positives} positives) - {verdict.status}")
@@ -43,7 +44,8 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}.ALERT{{color:#b00}
 <h2>Drift, this run</h2><table><tr><th>column</th><th>test</th><th>statistic</th><th>p</th><th>PSI</th>
 <th>reference rows</th><th>batch rows</th></tr>{rows}</table>
 <h2>Performance, this run</h2><table><tr><th>scoring date</th><th>age (days)</th><th>matured</th><th>rows</th>
-<th>positives</th><th>precision</th><th>recall</th><th>F1</th><th>PR-AUC</th></tr>{perf}</table>
+<th>positives</th><th>precision</th><th>recall</th><th>F1</th><th>PR-AUC</th><th>positive decisions</th>
+<th>review</th><th>review overflow</th></tr>{perf}</table>
 </body></html>"""
 
 
@@ -55,6 +57,10 @@ def _reason(r: dict) -> str:
 
 def _f(x) -> str:
     return "-" if x is None else f"{x:.3f}"
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.2%}"
 
 
 def _svg(body: str, y_max: float, x_labels: list[str]) -> str:

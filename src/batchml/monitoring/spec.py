@@ -32,13 +32,13 @@ class MonitoringSpec(_Strict):
     drift_table: str  # one row per monitored column per run date
     performance_table: str  # one row per scoring date per run date
     requests_table: str = "ops.retraining_requests"
-    labels_table: str  # accepted label deliveries; a row means "this event was positive"
-    label_key: str = "transaction_id"
-    label_ingest_column: str = "ingest_date"  # labels delivered by the run date count
+    # labels: the dataset's label contract (label:); a date's labels are those known by the run date
     score_column: str = "score"
     threshold_column: str = "threshold"
     score_date_column: str = "run_date"
     exclude_flag_column: str | None = "fallback"  # rows scored by fallback rules are not model scores
+    review_column: str | None = "review"  # decision flags of the scores table: realized decision rates
+    overflow_column: str | None = "review_overflow"
     numeric: list[str] = []  # monitored columns; both empty: the champion's feature columns
     exclude_columns: list[str] = []  # never compared: features that differ by design from day to day (calendar)
     categorical: list[str] = []

@@ -3,7 +3,7 @@
 ``evaluate`` scores the run date's new model version and the current champion on the same, most
 recent window (the new model's test window) and records a decision; ``promote`` applies it by
 moving MLflow aliases. A version becomes ``champion`` only if it beats the champion's metric by
-``promotion.margin`` and no slice with enough fraud drops more than ``promotion.slice_tolerance``;
+``promotion.margin`` and no slice with enough positives drops more than ``promotion.slice_tolerance``;
 otherwise it becomes ``challenger``. The first model ever becomes champion. Every decision and
 every alias change, manual ones included, is a row of the audit table, which answers "which
 version was champion at time T".
@@ -49,7 +49,7 @@ def decide(candidate: dict, champion: dict, candidate_slices: dict, champion_sli
     """Pure promotion rule over two models' metrics on the same window."""
     m, new, old = rules.metric, candidate.get(rules.metric, math.nan), champion.get(rules.metric, math.nan)
     if math.isnan(new):
-        return Decision(CHALLENGER, f"candidate {m} is undefined on the window (no fraud in it?)")
+        return Decision(CHALLENGER, f"candidate {m} is undefined on the window (no positives in it?)")
     regressions = []
     for column, values in candidate_slices.items():
         for value, cm in values.items():
@@ -207,7 +207,7 @@ def promote(config: Config, run_date: dt.date, dataset: str | None = None, spark
         log.info("promote %s %s: nothing to change (%s)", name, run_date, row["reason"])
         return "keep"
     alias = CHAMPION if row["action"] == "promote" else CHALLENGER
-    before = row["from_version"] if alias == CHAMPION else store.resolve(config, spec.registered_name, CHALLENGER)
+    before = row["from_version"] if alias == CHAMPION else _last_holder(config, name, CHALLENGER)
     store.client(config).set_registered_model_alias(spec.registered_name, alias, str(row["to_version"]))
     write_audit(lake, spec, [{
         "run_date": run_date, "dataset": name, "model_name": spec.registered_name, "event": "alias",
@@ -216,6 +216,13 @@ def promote(config: Config, run_date: dt.date, dataset: str | None = None, spark
         "decided_by": f"batchml promote (decision of evaluate {run_date})", "reason": row["reason"]}], txn=txn)
     log.info("promote %s %s: %s @%s %s -> %s", name, run_date, spec.registered_name, alias, before, row["to_version"])
     return row["action"]
+
+
+def _last_holder(config: Config, dataset: str, alias: str) -> int | None:
+    """The version the audit last gave ``alias``: unlike asking MLflow, the same answer when a promote is
+    re-run after an outage in which MLflow applied an alias change the client never heard back about."""
+    changes = [r for r in history(config, dataset) if r["event"] == "alias" and r["alias"] == alias]
+    return changes[-1]["to_version"] if changes else None
 
 
 # -- manual commands -----------------------------------------------------------------------
@@ -228,10 +235,7 @@ def set_champion(config: Config, version: int, by: str, reason: str, dataset: st
     if not by.strip() or not reason.strip():
         raise ValueError("a manual alias change needs --by and --reason")
     c = store.client(config)
-    try:
-        c.get_model_version(spec.registered_name, str(version))
-    except Exception:  # noqa: BLE001 - MLflow raises RestException for "not found"
-        raise ValueError(f"{spec.registered_name} has no version {version}") from None
+    _require_version(c, spec.registered_name, version)
     before = store.resolve(config, spec.registered_name, CHAMPION)
     c.set_registered_model_alias(spec.registered_name, CHAMPION, str(version))
     write_audit(Lake(config), spec, [{
@@ -240,6 +244,18 @@ def set_champion(config: Config, version: int, by: str, reason: str, dataset: st
         "decided_by": by, "reason": reason}])
     log.info("%s: %s @champion %s -> %s by %s (%s)", action, spec.registered_name, before, version, by, reason)
     return before
+
+
+def _require_version(c, registered_name: str, version: int) -> None:
+    """A clear error when MLflow says the version does not exist; an outage propagates as it is."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_model_version(registered_name, str(version))
+    except MlflowException as exc:
+        if store.not_found(exc):
+            raise ValueError(f"{registered_name} has no version {version}") from None
+        raise
 
 
 def rollback(config: Config, by: str, reason: str, to_version: int | None = None,

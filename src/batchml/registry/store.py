@@ -13,7 +13,13 @@ namespace (the contract every stage relies on):
 
 The train stage adds (optional for other writers): ``batchml.cutoff_date``, ``batchml.training_table`` /
 ``batchml.training_version`` (the pinned training set; promotion re-scores its test window from it),
-``batchml.labels_versions``, ``batchml.dataset``, ``batchml.config_hash`` and ``batchml.code_version``.
+``batchml.labels_versions``, ``batchml.dataset``, ``batchml.config_hash`` and ``batchml.code_version``, and
+``batchml.review_band`` (JSON ``{"low", "high", "below_share", "above_share"}``: the score interval whose
+events go to human review, see docs/scoring.md).
+
+Only MLflow's ``RESOURCE_DOES_NOT_EXIST`` means "not found" here. Any other MLflow error (connection
+refused, a 5xx, a timeout after MLflow's own retries) propagates: an outage must fail the task, never
+read as "no model" (which would promote a first model or score a day with the fallback rules).
 """
 
 from __future__ import annotations
@@ -32,6 +38,17 @@ REQUIRED_TAGS = ("feature_columns", "threshold", "features_table", "features_ver
                  "train_start", "train_end", "test_start", "test_end", "test_metrics")
 
 
+class ModelUnusable(ValueError):
+    """A registered version exists but cannot serve: its batchml tags are missing or its booster does not load."""
+
+
+def not_found(exc: Exception) -> bool:
+    """True only for MLflow's RESOURCE_DOES_NOT_EXIST (a ``RestException`` from a server carries the same code)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     name: str
@@ -45,6 +62,13 @@ class ModelVersion:
     @property
     def test_metrics(self) -> dict[str, float]:
         return json.loads(self.tags.get("test_metrics", "{}"))
+
+    @property
+    def review_band(self):
+        """The ``ReviewBand`` the version was trained with, or None (it sends nothing to review)."""
+        from batchml.training.review import ReviewBand
+
+        return ReviewBand.from_tag(self.tags.get("review_band"))
 
 
 def experiment_name(dataset: str) -> str:
@@ -90,14 +114,13 @@ def log_and_register(config: Config, registered_name: str, booster, feature_colu
     signature = None
     if input_example is not None:
         signature = infer_signature(input_example, booster.inplace_predict(input_example))
-    info = mlflow.xgboost.log_model(booster, name="model", signature=signature,
-                                    input_example=input_example, model_format="ubj")
+    info = mlflow.xgboost.log_model(booster, name="model", signature=signature, input_example=input_example,
+                                    model_format="ubj", pip_requirements=_requirements())
     c = client(config)
-    try:
-        c.get_registered_model(registered_name)
-    except Exception:  # noqa: BLE001 - MLflow raises RestException for "not found"
+    if _registered_model(c, registered_name) is None:
         c.create_registered_model(registered_name)
-    mv = c.create_model_version(registered_name, info.model_uri, run_id=run.info.run_id)
+    # model_id: a tracking server (unlike a local store) rejects a models:/m-... source without it
+    mv = c.create_model_version(registered_name, info.model_uri, run_id=run.info.run_id, model_id=info.model_id)
     full = {"feature_columns": json.dumps(list(feature_columns)), "threshold": repr(float(threshold)), **tags}
     for key, value in full.items():
         c.set_model_version_tag(registered_name, mv.version, TAG + key, str(value))
@@ -106,19 +129,43 @@ def log_and_register(config: Config, registered_name: str, booster, feature_colu
                         float(threshold), {k: str(v) for k, v in full.items()})
 
 
-def resolve(config: Config, registered_name: str, alias: str = "champion") -> int | None:
-    """The version ``alias`` points at, or None when the model or alias does not exist."""
+def _requirements() -> list[str]:
+    """The booster's runtime, pinned to what trained it. Given explicitly: MLflow's inference would load the
+    model in a subprocess per registration (10 s and more on a busy 2-core machine) to find the same."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("xgboost", "numpy", "scipy")]
+
+
+def _registered_model(c, registered_name: str):
+    """The registered model, or None when MLflow says it does not exist; other errors propagate."""
+    from mlflow.exceptions import MlflowException
+
     try:
-        return int(client(config).get_model_version_by_alias(registered_name, alias).version)
-    except Exception:  # noqa: BLE001 - not found
-        return None
+        return c.get_registered_model(registered_name)
+    except MlflowException as exc:
+        if not_found(exc):
+            return None
+        raise
+
+
+def resolve(config: Config, registered_name: str, alias: str = "champion") -> int | None:
+    """The version ``alias`` points at, or None when the model or alias does not exist.
+
+    Read from the registered model's aliases: MLflow reports a missing alias as INVALID_PARAMETER_VALUE,
+    a code that also means other things, so it is never caught.
+    """
+    model = _registered_model(client(config), registered_name)
+    version = None if model is None else model.aliases.get(alias)
+    return None if version is None else int(version)
 
 
 def load(config: Config, registered_name: str, alias: str | None = "champion",
          version: int | None = None) -> ModelVersion | None:
-    """Load a model version by alias (default ``champion``) or number; None if there is none."""
-    import mlflow
+    """Load a model version by alias (default ``champion``) or number; None if there is none.
 
+    Raises ``ModelUnusable`` for a version that exists but cannot serve, and MLflow's errors otherwise.
+    """
     if version is None:
         version = resolve(config, registered_name, alias or "champion")
         if version is None:
@@ -128,7 +175,18 @@ def load(config: Config, registered_name: str, alias: str | None = "champion",
     tags = {k.removeprefix(TAG): v for k, v in mv.tags.items() if k.startswith(TAG)}
     missing = [k for k in REQUIRED_TAGS if k not in tags]
     if missing:
-        raise ValueError(f"model {registered_name} version {version} lacks batchml tags {missing}")
-    booster = mlflow.xgboost.load_model(f"models:/{registered_name}/{version}")
+        raise ModelUnusable(f"model {registered_name} version {version} lacks batchml tags {missing}")
+    booster = _booster(f"models:/{registered_name}/{version}")
     return ModelVersion(registered_name, int(version), mv.run_id, booster,
                         tuple(json.loads(tags["feature_columns"])), float(tags["threshold"]), tags)
+
+
+def _booster(uri: str):
+    """The version's XGBoost booster; a file XGBoost cannot read makes the version unusable (not an outage)."""
+    import mlflow
+    from xgboost.core import XGBoostError
+
+    try:
+        return mlflow.xgboost.load_model(uri)
+    except XGBoostError as exc:
+        raise ModelUnusable(f"{uri}: the booster does not load: {exc}") from exc

@@ -127,6 +127,7 @@ def score(config: Config, run_date: dt.date, dataset: str | None = None, spark=N
 
     present = lake.read(features.table, version=plan.features_version).columns
     model, load_error = _load_model(config, plan, spec, features, present)
+    _check_band(model, spec, name, run_date)
     if load_error:
         alert(config, {"kind": "scoring_fallback", "dataset": name, "run_date": str(run_date),
                        "generation": plan.generation, "reason": load_error,
@@ -234,14 +235,30 @@ def _load_model(config, plan: Plan, spec, features, present: list[str]):
     """(ModelVersion, None), or (None, why not) when the fallback rules must score the run."""
     if plan.model_version is None:
         return None, f"no version of model {plan.model_name!r} under alias {spec.alias!r}"
-    try:
+    from mlflow.exceptions import MlflowException
+
+    try:  # a version that cannot serve means: use the rules; an MLflow outage fails the run (retried later)
         model = store.load(config, plan.model_name, version=plan.model_version)
-    except Exception as exc:  # noqa: BLE001 - any failure to load means: use the rules
+    except (store.ModelUnusable, MlflowException) as exc:
+        if isinstance(exc, MlflowException) and not store.not_found(exc):
+            raise
         return None, f"loading {plan.model_name} v{plan.model_version} failed: {type(exc).__name__}: {exc}"
     missing = [c for c in model.feature_columns if c not in present]
     if missing:
         return None, f"{plan.model_name} v{plan.model_version} needs columns missing from {features.table}: {missing}"
     return model, None
+
+
+def _check_band(model, spec: ScoringSpec, dataset: str, run_date: dt.date) -> None:
+    """Say when the model's review band is missing or was trained with other shares than configured."""
+    band = model.review_band if model else None
+    if model and band is None and spec.review.daily_capacity:
+        log.warning("score %s %s: %s v%s records no review band (batchml.review_band); nothing goes to review "
+                    "until a model trained with one is champion", dataset, run_date, model.name, model.version)
+    elif band and (band.below_share, band.above_share) != (spec.review.share_below, spec.review.share_above):
+        log.warning("score %s %s: %s v%s was trained with review shares %s/%s; config says %s/%s (used from the "
+                    "next trained model)", dataset, run_date, model.name, model.version, band.below_share,
+                    band.above_share, spec.review.share_below, spec.review.share_above)
 
 
 def needed_columns(present: list[str], features, spec: ScoringSpec, model_columns) -> list[str]:
@@ -273,8 +290,10 @@ def _score_chunk(lake, spark, spec, features, dataset, run_date, plan, chunk, mo
                         model, load_error).persist()
     try:
         capacity = spec.review.daily_capacity // plan.chunks + (chunk < spec.review.daily_capacity % plan.chunks)
-        picked = review_picks(scored, spec, features.id_column, capacity)
-        final = _stamp(decide(scored, spec, features.id_column, picked), run_date, chunk, plan, model, scored_at)
+        band = model.review_band if model else None
+        picked = review_picks(scored, band, features.id_column, capacity)
+        final = _stamp(decide(scored, spec, features.id_column, picked, band), run_date, chunk, plan, model,
+                       scored_at)
         crash = _crash_point(spark) == f"before-commit:{chunk}"
         lake.write(final, spec.table, mode="overwrite", replace_where=where, txn=scores_txn, metadata=meta,
                    options={"batchml.testing.crashBeforeCommit": "true"} if crash else None)
@@ -299,7 +318,7 @@ def score_rows(lake: Lake, spark, spec: ScoringSpec, features, run_date: dt.date
     rc = spec.reason_codes
     args = predict.ScorerArgs(features.id_column, tuple(model.feature_columns if model else ()),
                               model.threshold if model else spec.fallback.threshold, spec.fallback.threshold,
-                              spec.review.below, rc.top_k, rc.method == "exact", rc.rows == "all", threads,
+                              _reason_code_reach(model), rc.top_k, rc.method == "exact", rc.rows == "all", threads,
                               no_model_reason)
     scorer = predict.BatchScorer(args, bytes(model.booster.save_raw("ubj")) if model else None,
                                  arrow_schema(plain.select(*rules).schema), chunks, chunk)
@@ -320,17 +339,17 @@ def apply_fallback_rules(scored, spec: ScoringSpec, id_column: str):
         .alias("reason_codes"))
 
 
-def review_picks(scored, spec: ScoringSpec, id_column: str, capacity: int) -> list:
+def review_picks(scored, band, id_column: str, capacity: int) -> list:
     """The ids of the band's rows closest to the threshold, at most ``capacity`` (ties: by id)."""
     from pyspark.sql import functions as F
 
-    if capacity <= 0:
+    if capacity <= 0 or band is None:
         return []
-    return [r[0] for r in scored.where(_in_band(spec)).orderBy(F.abs(F.col("score") - F.col("threshold")), id_column)
+    return [r[0] for r in scored.where(_in_band(band)).orderBy(F.abs(F.col("score") - F.col("threshold")), id_column)
             .select(id_column).limit(capacity).collect()]
 
 
-def decide(scored, spec: ScoringSpec, id_column: str, picked: list):
+def decide(scored, spec: ScoringSpec, id_column: str, picked: list, band):
     """Decisions: the ``picked`` ids go to review; the band's other rows keep the model's decision, flagged."""
     from pyspark.sql import functions as F
 
@@ -339,15 +358,26 @@ def decide(scored, spec: ScoringSpec, id_column: str, picked: list):
     decision = (F.when(review, F.lit(d["review"])).when(F.col("score") >= F.col("threshold"), F.lit(d["positive"]))
                 .otherwise(F.lit(d["negative"])))
     return scored.select(id_column, "score", "threshold", decision.alias("decision"), review.alias("review"),
-                         (_in_band(spec) & ~review).alias("review_overflow"), "fallback", "fallback_reason",
+                         (_in_band(band) & ~review).alias("review_overflow"), "fallback", "fallback_reason",
                          "fallback_rule", "reason_codes")
 
 
-def _in_band(spec: ScoringSpec):
+def _in_band(band):
+    """Model-scored rows inside the model's review band (``training.review``); rule-scored rows never are."""
     from pyspark.sql import functions as F
 
-    return ((F.col("score") >= F.col("threshold") - F.lit(spec.review.below))
-            & (F.col("score") < F.col("threshold") + F.lit(spec.review.above)))
+    if band is None:
+        return F.lit(False)
+    inside = F.col("score") >= F.lit(band.low)
+    if band.high != math.inf:
+        inside &= F.col("score") < F.lit(band.high)
+    return ~F.col("fallback") & inside
+
+
+def _reason_code_reach(model) -> float:
+    """How far below its threshold a score still gets reason codes (rows: flagged): to the band's low edge."""
+    band = model.review_band if model else None
+    return max(0.0, model.threshold - band.low) if band else 0.0
 
 
 def _stamp(df, run_date, chunk, plan: Plan, model, scored_at):

@@ -15,11 +15,29 @@ class _Strict(BaseModel):
 
 
 class ReviewSpec(_Strict):
-    """Scores within the band around the threshold go to people instead of an automatic decision."""
+    """Events whose score is among those nearest the threshold go to people instead of an automatic decision.
 
-    below: float = Field(0.05, ge=0)  # band is [threshold - below, threshold + above)
-    above: float = Field(0.05, ge=0)
+    The band is defined by rank, not by score distance: training takes the ``share_below`` of the
+    validation window's events just below the threshold and the ``share_above`` just at or above it,
+    and records the score interval they span on the model (``batchml.review_band``). Scoring sends the
+    events in that interval to review. Unlike a fixed score distance, this means the same whatever the
+    threshold and however (un)calibrated the scores are, and it is in the unit review capacity is planned
+    in: a share of the events (docs/scoring.md).
+    """
+
+    share_below: float = Field(0.01, ge=0, le=1)  # of all events, the nearest below the threshold
+    share_above: float = Field(0.01, ge=0, le=1)  # of all events, the nearest at or above it
     daily_capacity: int = Field(500, ge=0)  # most rows queued per run date; the rest keep the model decision
+    # training warns when the band's expected rows per day exceed daily_capacity by more than this factor
+    capacity_warning_factor: float = Field(1.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute_band_is_gone(cls, data):
+        if isinstance(data, dict) and {"below", "above"} & set(data):
+            raise ValueError("review.below / review.above were absolute score distances; the band is now a share "
+                             "of events by rank around the threshold: use review.share_below / review.share_above")
+        return data
 
 
 class ReasonCodeSpec(_Strict):

@@ -1,10 +1,12 @@
 """The training set: features joined point-in-time to the labels known at the cut-off.
 
-Run date D is the cut-off. A label (a chargeback) is visible only if it was ingested by D and
-reported by the end of D. An event counts only once its label had time to mature: event date
-<= D - ``label_maturity_days``; an event with no visible chargeback by then is a negative.
-The set is written to ``model.training_table``, partition ``cutoff_date = D``, idempotently; the
-commit records the Delta versions of the feature and label tables it read (lineage).
+Run date D is the cut-off. A label is visible only if it was ingested by D and known (the label
+contract's ``time_column``) by the end of D (``batchml.labels``). An event counts only once its label
+had time to mature: event date <= D - ``label_maturity_days``. With ``presence`` labels an event with
+no visible label row by then is a negative; with ``value`` labels every event needs its own known
+outcome, and events without one are left out. The set is written to ``model.training_table``,
+partition ``cutoff_date = D``, idempotently; the commit records the Delta versions of the feature and
+label tables it read (lineage).
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from batchml import labels
 from batchml.config import Config
+from batchml.labels import LABEL, LabelSpec  # noqa: F401 - LABEL: the training set's label column
 from batchml.storage import Lake
 from batchml.training.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-LABEL = "label"
 CUTOFF = "cutoff_date"
 
 
@@ -43,39 +46,27 @@ def model_spec(config: Config, dataset: str | None = None) -> tuple[str, ModelSp
         raise ValueError(f"dataset {name!r} declares no model (add a 'model:' section to its config)")
     if config.dataset(name).features is None:
         raise ValueError(f"dataset {name!r} has a model but no features section to train on")
+    if config.dataset(name).label is None:
+        raise ValueError(f"dataset {name!r} has a model but no label section to learn from")
     return name, spec
 
 
 def labels_table(config: Config, dataset: str) -> str:
-    """The gate's accepted labels table (silver), or the raw labels feed when it has no gate."""
-    spec, ds = config.dataset(dataset).model, config.dataset(dataset)
-    if spec.labels_table:
-        return spec.labels_table
-    if ds.labels is None:
-        raise ValueError(f"dataset {dataset!r} has no labels feed and its model names no labels_table")
-    gate = ds.validation.get(ds.labels.table)
-    return gate.accepted_table if gate else ds.labels.table
+    """The label contract's table (by default the labels feed's accepted table, resolved at load)."""
+    label = config.dataset(dataset).label
+    if label is None or label.table is None:
+        raise ValueError(f"dataset {dataset!r} declares no label table (add a 'label:' section to its config)")
+    return label.table
 
 
 # -- pure transforms ------------------------------------------------------------------
-def visible_labels(labels, spec: ModelSpec, cutoff: dt.date):
-    """Distinct keys of labels known at the cut-off: ingested by D and reported before D + 1."""
-    from pyspark.sql import functions as F
-
-    end = dt.datetime.combine(cutoff + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
-    return (labels.where((F.col("ingest_date") <= F.lit(cutoff)) & (F.col(spec.label_time_column) < F.lit(end)))
-            .select(spec.label_key).distinct())
-
-
-def label_events(features, visible, spec: ModelSpec, date_column: str, window: Window, cutoff: dt.date):
-    """Mature events of ``window`` with ``label`` 1 if a visible label names them, else 0."""
+def label_events(features, known, label: LabelSpec, id_column: str, date_column: str, window: Window,
+                 cutoff: dt.date):
+    """Mature events of ``window`` with their ``label`` (``batchml.labels.label_events``) and the cut-off."""
     from pyspark.sql import functions as F
 
     events = features.where(F.col(date_column).between(F.lit(window.start), F.lit(window.end)))
-    marked = visible.withColumn("_hit", F.lit(1))
-    return (events.join(marked, on=spec.label_key, how="left")
-            .withColumn(LABEL, F.coalesce(F.col("_hit"), F.lit(0)).cast("int")).drop("_hit")
-            .withColumn(CUTOFF, F.lit(cutoff)))
+    return labels.label_events(events, known, label, id_column).withColumn(CUTOFF, F.lit(cutoff))
 
 
 # -- the stage -------------------------------------------------------------------------
@@ -97,9 +88,11 @@ def build_training_set(config: Config, cutoff: dt.date, dataset: str | None = No
     window = mature_window(spec, cutoff)
     versions = {feats.table: lake.version(feats.table), label_table: lake.version(label_table)}
     features = lake.read(feats.table, version=versions[feats.table])
-    labels = lake.read(label_table, columns=[spec.label_key, spec.label_time_column, "ingest_date"],
-                       version=versions[label_table])
-    rows = label_events(features, visible_labels(labels, spec, cutoff), spec, feats.date_column, window, cutoff)
+    label, ingest = config.dataset(name).label, config.dataset(name).ingest_column
+    delivered = lake.read(label_table, labels.read_columns(label, ingest), versions[label_table],
+                          where=[(ingest, "<=", cutoff)])
+    known = labels.known_labels(delivered, label, feats.id_column, ingest, cutoff)
+    rows = label_events(features, known, label, feats.id_column, feats.date_column, window, cutoff)
     result = lake.write(rows, spec.training_table, mode="overwrite", replace_where=[(CUTOFF, "=", cutoff)],
                         txn=txn, metadata={"job": "training-set", "runDate": str(cutoff),
                                            "windowStart": str(window.start), "windowEnd": str(window.end),

@@ -63,20 +63,25 @@ def sample_params(space: dict[str, Param], rng: random.Random) -> dict:
 
 def fit(prep: Prepared, r: Range, spec: ModelSpec, params: dict):
     """Train on date range ``r``; returns the xgboost Booster."""
-    from xgboost.spark import SparkXGBClassifier
-
     rows, pos = prep.counts(r)
     if pos == 0 or pos == rows:
-        raise ValueError(f"training window {r} has {pos} fraud out of {rows} rows; it needs both classes")
+        raise ValueError(f"training window {r} has {pos} positive(s) out of {rows} rows; it needs both classes")
     merged = {"n_estimators": 100, "tree_method": "hist", **spec.params, **params}
     merged.setdefault("scale_pos_weight", (rows - pos) / pos)  # class imbalance, from counts already known
-    est = SparkXGBClassifier(features_col=prep.features, label_col=LABEL, num_workers=spec.num_workers,
-                             random_state=spec.seed, **merged)
+    est = estimator_class(spec.estimator.objective)(features_col=prep.features, label_col=LABEL,
+                                                    num_workers=spec.num_workers, random_state=spec.seed, **merged)
     train = prep.frame.where(r.column_filter(DATE)).select(*prep.features, LABEL).repartition(spec.num_workers)
     started = time.perf_counter()
     model = est.fit(train)
-    log.info("fit on %s (%d rows, %d fraud) in %.1fs: %s", r, rows, pos, time.perf_counter() - started, params)
+    log.info("fit on %s (%d rows, %d positive) in %.1fs: %s", r, rows, pos, time.perf_counter() - started, params)
     return model.get_booster()
+
+
+def estimator_class(objective: str):
+    """The ``xgboost.spark`` estimator of a ``model.estimator.objective`` (binary so far; regression next)."""
+    from xgboost.spark import SparkXGBClassifier
+
+    return {"binary": SparkXGBClassifier}[objective]
 
 
 def predict(booster, frame, features: list[str]) -> np.ndarray:
@@ -126,5 +131,5 @@ def search(prep: Prepared, plan: SplitPlan, spec: ModelSpec) -> list[Trial]:
 def best(trials: list[Trial]) -> Trial:
     scored = [t for t in trials if not math.isnan(t.score)]
     if not scored:
-        raise ValueError("no search trial produced a score (folds without fraud?); widen the history or folds")
+        raise ValueError("no search trial produced a score (folds without positives?); widen the history or folds")
     return max(scored, key=lambda t: (t.score, -t.number))  # ties: the earlier trial

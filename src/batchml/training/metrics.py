@@ -10,7 +10,7 @@ from batchml.training.spec import Costs
 
 
 def cost_threshold(y: np.ndarray, p: np.ndarray, costs: Costs) -> float:
-    """The score cut-off with the least expected cost ``missed_fraud * FN + false_alarm * FP``."""
+    """The score cut-off with the least expected cost ``false_negative * FN + false_positive * FP``."""
     if len(p) == 0 or y.sum() == 0:
         return 1.0  # nothing to catch: flag nothing
     order = np.argsort(-p, kind="stable")
@@ -18,11 +18,11 @@ def cost_threshold(y: np.ndarray, p: np.ndarray, costs: Costs) -> float:
     tp = np.cumsum(ys)  # flagging the top k scores
     fp = np.cumsum(1 - ys)
     fn = ys.sum() - tp
-    cost = costs.missed_fraud * fn + costs.false_alarm * fp
+    cost = costs.false_negative * fn + costs.false_positive * fp
     last_of_tie = np.r_[ps[1:] != ps[:-1], True]  # a threshold cannot split tied scores
     cost = np.where(last_of_tie, cost, np.inf)
     k = int(np.argmin(cost))
-    flag_none = costs.missed_fraud * ys.sum()
+    flag_none = costs.false_negative * ys.sum()
     if flag_none <= cost[k]:
         return 1.0
     return float(ps[k])
@@ -58,7 +58,7 @@ def calibration(y: np.ndarray, p: np.ndarray, bins: int) -> tuple[dict[str, floa
             mean_p, frac = float(p[sel].mean()), float(y[sel].mean())
             ece += n / len(p) * abs(mean_p - frac)
             table.append({"bin": b, "lo": b / bins, "hi": (b + 1) / bins, "n": n,
-                          "mean_score": mean_p, "fraud_rate": frac})
+                          "mean_score": mean_p, "positive_rate": frac})
     return {"brier": float(np.mean((p - y) ** 2)), "ece": ece}, table
 
 
@@ -79,7 +79,7 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float, costs: Costs, bins:
            **at_threshold(y, p, threshold, costs.beta), **calibration(y, p, bins)[0]}
     flagged = p >= threshold
     missed, alarms = np.sum(~flagged & (y == 1)), np.sum(flagged & (y == 0))
-    out["cost"] = float(costs.missed_fraud * missed + costs.false_alarm * alarms)
+    out["cost"] = float(costs.false_negative * missed + costs.false_positive * alarms)
     return out
 
 

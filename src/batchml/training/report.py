@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,8 @@ def reliability(path: Path, table: list[dict]) -> Path:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    ax.plot([b["mean_score"] for b in table], [b["fraud_rate"] for b in table], marker="o")
-    ax.set(xlabel="mean score", ylabel="observed fraud rate", title="Calibration, test window")
+    ax.plot([b["mean_score"] for b in table], [b["positive_rate"] for b in table], marker="o")
+    ax.set(xlabel="mean score", ylabel="observed positive rate", title="Calibration, test window")
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -63,25 +64,24 @@ def _fmt(x) -> str:
 
 def model_card(*, name: str, dataset: str, run_date, windows: dict, lineage: dict, metrics: dict, baseline: dict,
                slices: dict, threshold: float, costs, params: dict, features: list[str], maturity_days: int,
-               code_version: str, config_hash: str) -> str:
+               code_version: str, config_hash: str, contract: "CardContext", band=None, decisions: dict | None = None,
+               capacity_warning: str | None = None) -> str:
     cols = ["rows", "positives", "pr_auc", "roc_auc", "precision", "recall", "f1", "fbeta", "brier"]
     lines = [
         f"# Model card: {name} (trained {run_date})", "",
-        "## Intended use",
-        f"Ranks `{dataset}` events by fraud risk in the nightly batch scoring; flags events whose score is "
-        f">= the threshold for review. Not for decisions on individual customers without human review.", "",
+        *_intended_use(dataset, contract), "",
         "## Data", "",
         "| window | event dates |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in windows.items()], "",
-        f"Labels: an event is fraud if a chargeback for it was ingested and reported by the cut-off {run_date}; "
-        f"only events at least {maturity_days} days old at the cut-off count (label maturity).", "",
+        f"Labels: {contract.label_definition}. {_label_rule(contract, run_date, maturity_days)}", "",
         "| input table | Delta version |", "|---|---|",
         *[f"| `{t}` | {v} |" for t, v in lineage.items()], "",
         f"Code version `{code_version}`, config hash `{config_hash[:16]}`.", "",
         "## Threshold and costs",
         f"Threshold **{threshold:.4f}**, chosen on the validation window to minimise "
-        f"{costs.missed_fraud:g} x missed fraud + {costs.false_alarm:g} x false alarm; "
+        f"{costs.false_negative:g} x false negative + {costs.false_positive:g} x false positive; "
         f"F-beta uses beta = {costs.beta:g}.", "",
+        *_decisions(contract, threshold, band, decisions or {}, capacity_warning),
         "## Test-window metrics", "",
         "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|",
         "| xgboost | " + " | ".join(_fmt(metrics.get(c)) for c in cols) + " |",
@@ -95,12 +95,74 @@ def model_card(*, name: str, dataset: str, run_date, windows: dict, lineage: dic
     lines += [
         "## Hyperparameters", "", "```", *[f"{k}: {v}" for k, v in sorted(params.items())], "```", "",
         f"## Inputs ({len(features)} features)", "", ", ".join(f"`{f}`" for f in features), "",
-        "## Known limits",
-        f"- Labels younger than {maturity_days} days are not final: chargebacks can arrive later, so recent "
-        "fraud is under-counted and metrics are slightly pessimistic for recall.",
-        "- The test window is short; slice metrics with few fraud cases are noisy.",
-        "- Scores are not calibrated probabilities when `scale_pos_weight` is set (see the Brier score and "
-        "reliability plot); use the threshold, not the raw score, for decisions.",
-        "- Trained on past behaviour; drift in merchants, channels or fraud patterns degrades it (see monitoring).",
+        "## Known limits", *_limits(contract, maturity_days),
     ]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class CardContext:
+    """What the card says about the dataset, from its config: description, label, decision names."""
+
+    description: str
+    label_description: str  # what a positive means, in words
+    label_definition: str  # the rule, with table and columns
+    label_kind: str  # presence | value
+    decisions: dict  # positive / negative / review -> the scoring decision names
+
+
+def _intended_use(dataset: str, c: CardContext) -> list[str]:
+    about = c.description.strip() or f"Events of the `{dataset}` dataset."
+    flow = (f"In the nightly batch scoring, events scoring at or above the threshold get `{c.decisions['positive']}`, "
+            f"the others `{c.decisions['negative']}`; the events nearest the threshold go to human review "
+            f"(`{c.decisions['review']}`).") if c.decisions else "It ranks events in the nightly batch scoring."
+    what = f" ({c.label_description})" if c.label_description else ", as the label contract below defines it"
+    return ["## Intended use", f"{about} The model scores how likely an event is positive{what}. {flow} "
+            "Not for decisions about individual people without human review."]
+
+
+def _label_rule(c: CardContext, run_date, maturity_days: int) -> str:
+    if c.label_kind == "presence":
+        return (f"A label counts when it was ingested and known by the cut-off {run_date}; an event without one is "
+                f"a negative once it is {_days(maturity_days)} old (label maturity).")
+    return (f"Every event's outcome arrives as its own row; the latest one ingested and known by the cut-off "
+            f"{run_date} is the label, and events whose outcome is not known yet are left out. Only events at "
+            f"least {_days(maturity_days)} old count.")
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
+
+
+def _decisions(c: CardContext, threshold: float, band, d: dict, warning: str | None) -> list[str]:
+    if not d:
+        return []
+    names = c.decisions or {"positive": "positive", "review": "review"}
+    text = ["## Decisions at the threshold (test window, expected)", ""]
+    if band is not None:
+        text.append(f"Review band: scores in [{band.low:.4g}, {band.high:.4g}): on the validation window, the "
+                    f"{band.below_share:.2%} of events just below the threshold and the {band.above_share:.2%} at or "
+                    "just above it (fewer where fewer scored there).")
+    else:
+        text.append("No review band: the dataset declares no scoring section.")
+    text += ["", "| decision | share of events |", "|---|---|",
+             f"| `{names['positive']}` (automatic, score >= {threshold:.4g}) | {d['positive_rate']:.2%} |",
+             f"| `{names['review']}` (queued for people) | {d['review_rate']:.2%} |",
+             f"| in the band, over the daily capacity (model decision kept) | {d['overflow_rate']:.2%} |", "",
+             f"About {d['rows_per_day']:.0f} events a day, {d['band_rows_per_day']:.0f} of them in the review "
+             "band.", ""]
+    if warning:
+        text += [f"**Warning:** {warning}.", ""]
+    return text
+
+
+def _limits(c: CardContext, maturity_days: int) -> list[str]:
+    late = ("labels can still arrive after that, so recent positives are under-counted and recall is slightly "
+            "pessimistic" if c.label_kind == "presence" else
+            "events whose outcome had not arrived by the cut-off are left out of training and test")
+    return [f"- Labels younger than {_days(maturity_days)} are not final: {late}.",
+            "- The test window is short; slice metrics with few positives are noisy.",
+            "- Scores are not calibrated probabilities when `scale_pos_weight` is set (see the Brier score and "
+            "reliability plot); use the threshold, not the raw score, for decisions.",
+            "- Trained on past behaviour; drift in the inputs or in what makes an event positive degrades it "
+            "(see monitoring)."]

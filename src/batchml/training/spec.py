@@ -5,6 +5,8 @@ Kept free of ``batchml.config`` imports (that module imports this one).
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -54,9 +56,36 @@ class Search(_Strict):
 class Costs(_Strict):
     """The cost matrix that picks the decision threshold (on the validation window)."""
 
-    missed_fraud: float = Field(50.0, gt=0)  # a false negative
-    false_alarm: float = Field(1.0, gt=0)    # a false positive
-    beta: float = Field(2.0, gt=0)           # the reported F-beta (F1 is always reported too)
+    false_negative: float = Field(50.0, gt=0)  # a positive event the model let through
+    false_positive: float = Field(1.0, gt=0)   # a negative event the model flagged
+    beta: float = Field(2.0, gt=0)             # the reported F-beta (F1 is always reported too)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data):
+        """``missed_fraud`` / ``false_alarm`` (before 2026-12) still load, with a deprecation warning."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in _RENAMED_COSTS.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(f"costs: give {new} only ({old} is its deprecated name)")
+                warnings.warn(f"model.costs.{old} is deprecated; call it {new}", DeprecationWarning, stacklevel=2)
+                logging.getLogger(__name__).warning("model.costs.%s is deprecated; call it %s", old, new)
+                data[new] = data.pop(old)
+        return data
+
+
+_RENAMED_COSTS = {"missed_fraud": "false_negative", "false_alarm": "false_positive"}
+
+
+class Estimator(_Strict):
+    """What the model learns. ``binary`` (XGBoost ``binary:logistic``, SparkXGBClassifier) is the only
+    objective so far; ``regression`` (``reg:squarederror``) is the planned next one, and with it the label
+    contract's ``value`` expression becomes numeric while costs, threshold and review band stay binary-only."""
+
+    objective: Literal["binary"] = "binary"
 
 
 class Promotion(_Strict):
@@ -70,13 +99,11 @@ class ModelSpec(_Strict):
     registered_name: str                     # MLflow registered model name (scoring loads @champion of it)
     training_table: str                      # Delta table, partitioned by cutoff_date
     audit_table: str = "ops.model_audit"     # promotion decisions and alias changes, partitioned by run_date
-    labels_table: str | None = None          # default: the gate's accepted table of the labels feed
-    label_key: str = "transaction_id"        # join key between labels and features
-    label_time_column: str = "reported_at"   # when the label became known
+    estimator: Estimator = Estimator()
     label_maturity_days: int = Field(14, ge=0)  # an event counts once this many days passed by the cut-off
     history_days: int = Field(90, ge=1)      # mature event days in a training set
     exclude_columns: list[str] = []          # numeric feature-table columns that are not model inputs
-    slices: list[str] = ["channel", "merchant_category"]
+    slices: list[str] = []                   # feature-table columns whose values get their own metrics
     num_workers: int = Field(2, ge=1)        # xgboost.spark workers (one barrier task each)
     params: dict[str, float | int | str] = {}  # fixed XGBoost parameters (n_estimators, max_bin, ...)
     splits: Splits = Splits()

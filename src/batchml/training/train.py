@@ -22,7 +22,7 @@ from batchml.registry import store
 from batchml.storage import Lake
 from batchml.training import fit as fitting
 from batchml.training import metrics as M
-from batchml.training import report
+from batchml.training import report, review
 from batchml.training.dataset import CUTOFF, build_training_set, model_spec, training_set_lineage
 from batchml.training.spec import ModelSpec
 from batchml.training.splits import plan_splits
@@ -45,7 +45,7 @@ class TrainResult:
 
 def feature_columns(schema, spec: ModelSpec, id_column: str, date_column: str) -> list[str]:
     """Numeric columns of the training set, minus keys, dates, the label and ``exclude_columns``."""
-    skip = {id_column, date_column, CUTOFF, fitting.LABEL, spec.label_key, *spec.exclude_columns}
+    skip = {id_column, date_column, CUTOFF, fitting.LABEL, *spec.exclude_columns}
     return [f.name for f in schema.fields if f.dataType.simpleString() in NUMERIC and f.name not in skip]
 
 
@@ -149,11 +149,13 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
     booster = fitting.fit(prep, plan.train, spec, chosen.params)
 
     validation = prep.collect(plan.validation)
-    threshold = M.cost_threshold(validation[fitting.LABEL].to_numpy(),
-                                 fitting.predict(booster, validation, prep.features), spec.costs)
-    test = prep.collect(plan.test, extra=spec.slices)
+    p_validation = fitting.predict(booster, validation, prep.features)
+    threshold = M.cost_threshold(validation[fitting.LABEL].to_numpy(), p_validation, spec.costs)
+    test = prep.collect(plan.test, extra=[*spec.slices, fitting.DATE])
     y = test[fitting.LABEL].to_numpy()
     p = fitting.predict(booster, test, prep.features)
+    band, decisions, warning = _review(config, name, run_date, p_validation, threshold, p,
+                                       test[fitting.DATE].to_numpy())
     overall = M.evaluate(y, p, threshold, spec.costs, spec.calibration_bins)
     slices = M.by_slice(y, p, {s: test[s].to_numpy() for s in spec.slices}, threshold, spec.costs,
                         spec.calibration_bins)
@@ -168,10 +170,12 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
     hashed, code = config_hash(config, name), code_version()
     params = {**spec.params, **chosen.params, "num_workers": spec.num_workers, "seed": spec.seed,
               "label_maturity_days": spec.label_maturity_days, "threshold": threshold,
-              "cost_missed_fraud": spec.costs.missed_fraud, "cost_false_alarm": spec.costs.false_alarm}
+              "objective": spec.estimator.objective, "cost_false_negative": spec.costs.false_negative,
+              "cost_false_positive": spec.costs.false_positive}
     mlflow.log_params({k: str(v) for k, v in params.items()})
     mlflow.log_metrics({f"test_{k}": v for k, v in overall.items() if np.isfinite(v)})
     mlflow.log_metrics({f"baseline_test_{k}": v for k, v in baseline.items() if np.isfinite(v)})
+    mlflow.log_metrics({f"test_expected_{k}": v for k, v in decisions.items() if np.isfinite(v)})
     mlflow.log_metrics({f"slice_{col}_{val}_{k}": v for col, vals in slices.items() for val, m in vals.items()
                         for k, v in m.items() if k in ("pr_auc", "roc_auc", "f1", "rows") and np.isfinite(v)})
     for t in trials:
@@ -190,9 +194,12 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
             name=spec.registered_name, dataset=name, run_date=run_date, windows=windows, lineage=lineage,
             metrics=overall, baseline=baseline, slices=slices, threshold=threshold, costs=spec.costs,
             params=params, features=prep.features, maturity_days=spec.label_maturity_days, code_version=code,
-            config_hash=hashed))
+            config_hash=hashed, contract=card_context(config, name), band=band, decisions=decisions,
+            capacity_warning=warning))
         (d / "metrics.json").write_text(json.dumps(
             {"test": overall, "baseline": baseline, "slices": slices, "calibration": reliability_table,
+             "review_band": json.loads(band.tag()) if band else None, "expected_decisions": decisions,
+             "capacity_warning": warning,
              "search": [t.__dict__ for t in trials]}, indent=2, default=str))
         mlflow.log_artifacts(str(d), artifact_path="report")
 
@@ -202,13 +209,33 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
             "train_start": str(plan.train.start), "train_end": str(plan.train.end),
             "test_start": str(plan.test.start), "test_end": str(plan.test.end),
             "test_metrics": json.dumps(M.contract(overall)), "cutoff_date": str(run_date), "dataset": name,
-            "config_hash": hashed, "code_version": code}
+            "config_hash": hashed, "code_version": code, **({"review_band": band.tag()} if band else {})}
     example = test[prep.features].head(5).astype("float32")
     mv = store.log_and_register(config, spec.registered_name, booster, prep.features, threshold, tags,
                                 input_example=example)
     log.info("train %s %s: version %s, test PR-AUC %.4f (baseline %.4f), ROC-AUC %.4f, threshold %.4f",
              name, run_date, mv.version, overall["pr_auc"], baseline["pr_auc"], overall["roc_auc"], threshold)
     return _Logged(mv.version, overall)
+
+
+def card_context(config: Config, name: str) -> report.CardContext:
+    """The dataset's own words for the model card: its description, its label and its decision names."""
+    ds = config.dataset(name)
+    return report.CardContext(ds.description, ds.label.description, ds.label.definition(ds.label.table),
+                               ds.label.kind, dict(ds.scoring.decisions) if ds.scoring else {})
+
+
+def _review(config: Config, name: str, run_date: dt.date, p_validation: np.ndarray, threshold: float,
+            p_test: np.ndarray, test_days: np.ndarray):
+    """The review band (from the validation window) and the decisions expected with it on the test window."""
+    scoring = config.dataset(name).scoring
+    rules = scoring.review if scoring else None
+    band = review.band(p_validation, threshold, rules.share_below, rules.share_above) if rules else None
+    expected = review.expected_decisions(p_test, test_days, threshold, band, rules.daily_capacity if rules else 0)
+    warning = review.capacity_warning(expected, rules.daily_capacity, rules.capacity_warning_factor) if rules else None
+    if warning:
+        log.warning("train %s %s: %s", name, run_date, warning)
+    return band, expected, warning
 
 
 def _baseline_scores(prep, plan, spec: ModelSpec, validation, test) -> dict[str, np.ndarray]:

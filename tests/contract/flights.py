@@ -1,0 +1,105 @@
+"""A tiny generator for the ``flight_delays`` dataset: flight schedules (JSON Lines) and, a day later,
+one outcome row per flight (CSV, local Berlin time without an offset).
+
+Disruptions grow with congestion: the number of flights that left the same airport in the three
+hours before, which is exactly the ``origin_count_3h`` feature. Planted: one flight whose origin is
+its destination (the gate quarantines it) and one flight whose outcome never arrives (it has no
+label, so training leaves it out).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+UTC, BERLIN = dt.timezone.utc, ZoneInfo("Europe/Berlin")
+START = dt.date(2024, 5, 6)
+AIRPORTS = {"FRA": True, "MUC": True, "BER": False, "HAM": False, "CGN": False, "STR": False}  # hub?
+CARRIERS = {"LH": 0.45, "EW": 0.25, "DE": 0.2, "XQ": 0.1}
+BANKS = (7, 8, 17, 18)  # hub departure banks (UTC hours)
+
+
+@dataclass
+class Generated:
+    flights: dict[dt.date, list[dict]] = field(default_factory=dict)  # by scheduled date
+    outcomes: dict[str, dict] = field(default_factory=dict)  # by flight id, with the truth
+    same_airport: str = ""  # quarantined by the gate
+    no_outcome: str = ""  # never labelled
+
+    def disrupted(self, flight_id: str) -> int:
+        o = self.outcomes[flight_id]
+        return int(o["status"] == "cancelled" or o["arr_delay_min"] > 15)
+
+
+def generate(landing: Path, days: int = 6, per_day: int = 500, seed: int = 5) -> Generated:
+    rng, out = random.Random(seed), Generated()
+    for d in range(days):
+        day = START + dt.timedelta(days=d)
+        flights = [_flight(rng, day, i) for i in range(per_day)]
+        out.flights[day] = flights
+        for f in flights:
+            out.outcomes[f["flight_id"]] = _outcome(rng, f, _congestion(flights, f))
+    out.same_airport = out.flights[START + dt.timedelta(days=1)][0]["flight_id"]
+    bad = out.flights[START + dt.timedelta(days=1)][0]
+    bad["dest"] = bad["origin"]
+    out.no_outcome = out.flights[START + dt.timedelta(days=2)][1]["flight_id"]
+    del out.outcomes[out.no_outcome]
+    for day, flights in out.flights.items():
+        _write_jsonl(landing / "flights" / day.isoformat() / f"flights-{day}.jsonl", flights)
+        delivered = [out.outcomes[f["flight_id"]] for f in flights if f["flight_id"] in out.outcomes]
+        next_day = day + dt.timedelta(days=1)
+        _write_csv(landing / "flight_outcomes" / next_day.isoformat() / f"outcomes-{next_day}.csv", delivered)
+    return out
+
+
+def _flight(rng: random.Random, day: dt.date, i: int) -> dict:
+    origin = rng.choice(list(AIRPORTS))
+    hub_bank = AIRPORTS[origin] and rng.random() < 0.6
+    hour = rng.choice(BANKS) if hub_bank else rng.randrange(5, 23)
+    departure = dt.datetime.combine(day, dt.time(hour, rng.randrange(0, 60, 5)), UTC)
+    carrier = rng.choices(list(CARRIERS), weights=list(CARRIERS.values()))[0]
+    return {"flight_id": f"{carrier}{day:%m%d}{i:04d}", "scheduled_departure": departure,
+            "carrier": carrier, "origin": origin, "dest": rng.choice([a for a in AIRPORTS if a != origin]),
+            "distance_km": round(rng.uniform(200, 900) if rng.random() < 0.9 else rng.uniform(3000, 9000), 1),
+            "seats": rng.choice([150, 180, 220, None])}
+
+
+def _congestion(flights: list[dict], f: dict) -> int:
+    """Flights from the same airport in the 3 hours before (none fly before 05:00: one day is enough)."""
+    t = f["scheduled_departure"]
+    return sum(1 for o in flights if o["origin"] == f["origin"]
+               and t - dt.timedelta(hours=3) <= o["scheduled_departure"] < t)
+
+
+def _outcome(rng: random.Random, f: dict, congestion: int) -> dict:
+    p = 1 / (1 + math.exp(-(-3.0 + 0.2 * congestion + 0.5 * (f["carrier"] == "XQ"))))
+    cancelled = rng.random() < 0.03
+    delay = None if cancelled else (16 + rng.expovariate(1 / 30) if rng.random() < p else rng.uniform(-10, 14))
+    duration = dt.timedelta(hours=f["distance_km"] / 750 + 0.5, minutes=delay or 0)
+    known = (f["scheduled_departure"] + (dt.timedelta(hours=1) if cancelled else duration)).replace(microsecond=0)
+    return {"flight_id": f["flight_id"], "known_at": known, "status": "cancelled" if cancelled else "arrived",
+            "arr_delay_min": None if delay is None else round(delay, 1)}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for r in rows:
+            f.write(json.dumps({**r, "scheduled_departure": r["scheduled_departure"].strftime("%Y-%m-%dT%H:%M:%SZ")})
+                    + "\n")
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["flight_id", "known_at", "status", "arr_delay_min"])
+        for r in rows:  # the ops log writes Berlin wall-clock time, no offset (the contract's naive_timezone)
+            local = r["known_at"].astimezone(BERLIN).strftime("%Y-%m-%d %H:%M:%S")
+            w.writerow([r["flight_id"], local, r["status"], "" if r["arr_delay_min"] is None else r["arr_delay_min"]])

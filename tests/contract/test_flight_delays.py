@@ -1,0 +1,136 @@
+"""The second built-in dataset, ``flight_delays``, through every stage from landing files to monitoring.
+
+It differs from the demo on every axis of the dataset contract: other key and time columns, JSON Lines
+events and CSV outcomes in local time without an offset, an outcome row with a value for every event
+(explicit negatives, ``label.value``), its own tables in its own file, another date column, decision
+names and cost structure. Six days of about 500 flights: ingest, validate and features each day;
+training-set, train, evaluate and promote on day 5; score days 5 and 6; monitor day 6.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow.compute as pc
+import pytest
+
+from batchml.registry import promotion as P
+from batchml.registry import store
+from batchml.stages import run_stage
+from batchml.storage import Lake
+from tests.conftest import make_config
+from tests.contract import flights as G
+
+DATASET = "flight_delays"
+DAYS = [G.START + dt.timedelta(days=i) for i in range(6)]
+CUTOFF, LAST = DAYS[4], DAYS[5]
+
+
+@pytest.fixture(scope="module")
+def run(base_config, tmp_path_factory, spark):
+    root = tmp_path_factory.mktemp("flights")
+    config = make_config(base_config, root)
+    data = G.generate(root / "landing", days=len(DAYS))
+    codes = {}
+    for day in DAYS:
+        for stage in ("ingest", "validate", "features"):
+            codes[stage, day] = run_stage(stage, config, day, DATASET, spark)
+        if day == CUTOFF:
+            for stage in ("training-set", "train", "evaluate", "promote"):
+                codes[stage, day] = run_stage(stage, config, day, DATASET, spark)
+        if day >= CUTOFF:
+            codes["score", day] = run_stage("score", config, day, DATASET, spark)
+    codes["monitor", LAST] = run_stage("monitor", config, LAST, DATASET, spark)
+    return {"config": config, "data": data, "codes": codes, "lake": Lake(config, spark),
+            "ds": config.dataset(DATASET)}
+
+
+def _table(run, name, where=None):
+    return run["lake"].read_arrow(name, where or [])
+
+
+def test_every_stage_succeeds(run):
+    assert set(run["codes"].values()) == {0}, run["codes"]
+
+
+def test_ingest_and_the_gate_follow_this_datasets_contract(run):
+    data = run["data"]
+    outcomes = _table(run, "bronze.flight_outcomes")
+    assert outcomes.num_rows == sum(len(f) for d, f in data.flights.items() if d < LAST) - 1  # one never delivered
+    known = dict(zip(outcomes.column("flight_id").to_pylist(), outcomes.column("known_at").to_pylist()))
+    sample = next(iter(data.flights[DAYS[0]]))["flight_id"]
+    assert known[sample] == data.outcomes[sample]["known_at"]  # Berlin wall-clock time, read as UTC
+    quarantine = _table(run, "ops.quarantine", [("run_date", "=", DAYS[1])]).to_pylist()
+    assert [(r["dataset"], r["target_table"], r["reason"]) for r in quarantine] == [
+        (DATASET, "bronze.flights", "validation: airports_differ")]
+    assert data.same_airport in quarantine[0]["raw_record"]
+    assert _table(run, "silver.flights").num_rows == sum(len(f) for f in data.flights.values()) - 1
+
+
+def test_features_are_keyed_by_this_datasets_columns(run):
+    spec = run["ds"].features
+    feats = _table(run, spec.table)
+    assert {"flight_id", "departure_date", "origin_count_3h", "origin_mean_distance_km_24h", "carrier_count_2d",
+            "carrier_seconds_since_last"} <= set(feats.column_names)
+    assert sorted(set(feats.column("departure_date").to_pylist())) == DAYS
+
+
+def test_training_set_labels_are_the_outcome_expression(run):
+    data, spec = run["data"], run["ds"].model
+    rows = _table(run, spec.training_table, [("cutoff_date", "=", CUTOFF)]).select(["flight_id", "label"]).to_pylist()
+    labels = {r["flight_id"]: r["label"] for r in rows}
+    assert data.no_outcome not in labels  # value labels: no outcome known, no label (not a negative)
+    mature = [f["flight_id"] for d in DAYS[:4] for f in data.flights[d]
+              if f["flight_id"] not in (data.no_outcome, data.same_airport)]
+    assert sorted(labels) == sorted(mature)
+    assert labels == {i: data.disrupted(i) for i in mature}
+    assert 0.1 < sum(labels.values()) / len(labels) < 0.6  # explicit negatives and positives, not 0.5% fraud
+
+
+def test_model_card_speaks_of_this_dataset(run):
+    config, ds = run["config"], run["ds"]
+    model = store.load(config, ds.model.registered_name)
+    assert model is not None and model.version == 1  # evaluate + promote made the first model champion
+    run_id = model.run_id
+    card = open(store.client(config).download_artifacts(run_id, "report/model_card.md")).read()
+    assert ds.description in card and ds.label.description in card
+    assert "status = 'cancelled' OR arr_delay_min > 15" in card and "`rebook`" in card and "`check`" in card
+    assert "1 x false negative + 3 x false positive" in card
+    assert "fraud" not in card.lower() and "chargeback" not in card.lower()
+    expected = store.client(config).get_run(run_id).data.metrics
+    capacity = ds.scoring.review
+    warned = expected["test_expected_band_rows_per_day"] > capacity.daily_capacity * capacity.capacity_warning_factor
+    assert ("**Warning:** the review band holds" in card) == warned
+    band = model.review_band
+    assert (band.below_share, band.above_share) == (0.05, 0.05) and band.low < model.threshold <= band.high
+    audit = [(r["event"], r["action"], r["to_version"]) for r in P.history(config, DATASET)]
+    assert audit == [("decision", "promote", 1), ("alias", "promote", 1)]
+
+
+def test_scores_use_this_datasets_decisions_and_band(run):
+    spec = run["ds"].scoring
+    for day in (CUTOFF, LAST):
+        scores = _table(run, spec.table, [("run_date", "=", day)]).to_pandas()
+        assert len(scores) == len(run["data"].flights[day]) - (day == DAYS[1])
+        assert set(scores["decision"]) <= {"rebook", "keep", "check"} and not scores["fallback"].any()
+        assert scores["review"].sum() <= spec.review.daily_capacity and set(scores["model_version"]) == {1}
+        band = scores["review"] | scores["review_overflow"]
+        assert band.mean() < 0.2  # about 10% of flights, by rank on the validation window
+
+
+def test_monitoring_judges_value_labels_and_tracks_decision_rates(run):
+    ds = run["ds"]
+    perf = {r["scoring_date"]: r for r in _table(run, ds.monitoring.performance_table,
+                                                 [("run_date", "=", LAST)]).to_pylist()}
+    assert set(perf) == {CUTOFF, LAST}
+    scored = _table(run, ds.scoring.table, [("run_date", "=", CUTOFF)])
+    assert perf[CUTOFF]["matured"] and perf[CUTOFF]["labelled_rows"] == perf[CUTOFF]["rows"] == scored.num_rows
+    assert perf[LAST]["labelled_rows"] == 0 and perf[LAST]["positives"] == 0  # outcomes not delivered yet
+    positives = sum(run["data"].disrupted(i) for i in scored.column("flight_id").to_pylist())
+    assert perf[CUTOFF]["positives"] == positives
+    review = pc.mean(pc.cast(scored.column("review"), "int64")).as_py()
+    assert perf[CUTOFF]["review_rate"] == pytest.approx(review)
+    decided = pc.mean(pc.cast(pc.equal(scored.column("decision"), "rebook"), "int64")).as_py()
+    assert perf[CUTOFF]["positive_decision_rate"] == pytest.approx(decided)
+    drift = _table(run, ds.monitoring.drift_table, [("run_date", "=", LAST)])
+    assert "origin_count_3h" in drift.column("column").to_pylist()
