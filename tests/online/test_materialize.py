@@ -47,7 +47,8 @@ def source_rows() -> list[dict]:
     rows = [r for r in random_events(day(-33), 35, 25, seed=27, customers=8, merchants=4)
             if not (r["ingest_date"] == day(1) and r["event_time"] < at(day(1)))]
     late = event("late_1", at(D, 23.5), "c1", "m1", 77.25, ingest=day(1), device_id="d1", country="FR")
-    return rows + [late]
+    new = [event(f"new_{i}", at(day(1), 5 + i), "c_new", f"m{i}", 12.5 * i, device_id="d_new") for i in (1, 2)]
+    return rows + [late] + new  # c_new and d_new have no state as of D
 
 
 @pytest.fixture(scope="module")
