@@ -60,7 +60,7 @@ def built(base_config, spark, tmp_path_factory):
     rows = source_rows()
     for ingest in sorted({r["ingest_date"] for r in rows}):
         lake.write_arrow(pa.Table.from_pylist([r for r in rows if r["ingest_date"] == ingest], BRONZE_SCHEMA), SILVER)
-    build_features(config, day(-1), spark=spark, end=day(1))
+    build_features(config, D, spark=spark, end=day(1))
     assert run_stage("materialize", config, D, spark=spark) == 0  # the registered stage: batchml run materialize
     return {"config": config, "lake": lake, "rows": rows, "store": OnlineStore(config)}
 
@@ -146,7 +146,8 @@ def test_rematerializing_a_date_writes_the_same_records(built):
     assert _records(config) == before
     backend = SqliteBackend(config.online.sqlite.path)  # forget that D was done: everything is rewritten
     backend.delete([R.meta_key("card_transactions", f"run/{D}"), R.meta_key("card_transactions", "state")])
-    rewritten = materialize(config, D, spark=lake.spark, backend=backend)
+    backend.close()
+    rewritten = materialize(config, D, spark=lake.spark)
     assert rewritten.events == len(offline(lake, D)) and sum(rewritten.entities.values()) > 20
     assert _records(config) == before
     entity = [json.loads(v) for k, v, _ in before if "/entity/" in k][0]
@@ -157,14 +158,14 @@ def test_rematerializing_a_date_writes_the_same_records(built):
 def test_a_backfill_goes_in_date_order_and_states_only_move_forward(built, tmp_path):
     config = with_online(built["config"], tmp_path / "backfill.sqlite")
     spark = built["lake"].spark
-    done = materialize(config, day(-1), spark=spark, end=day(1))
-    assert done.state_as_of == day(1) and done.events == sum(len(offline(built["lake"], day(n))) for n in (-1, 0, 1))
+    done = materialize(config, D, spark=spark, end=day(1))
+    assert done.state_as_of == day(1) and done.events == sum(len(offline(built["lake"], day(n))) for n in (0, 1))
     daily = {k: v for k, v, _ in _records(built["config"]) if "/event/" in k}
     backfill = {k: v for k, v, _ in _records(config) if "/event/" in k}
     assert {k: backfill[k] for k in daily} == daily  # D's records: the same bytes as the daily run's
     states_before = [r for r in _records(config) if "/entity/" in r[0] or r[0].endswith("/meta/state")]
-    older = materialize(config, day(-1), spark=spark)  # an older date again: events kept, states untouched
-    assert older.skipped_days == [day(-1)] and older.state_as_of == day(1) and not older.entities
+    older = materialize(config, D, spark=spark)  # an older date again: events kept, states untouched
+    assert older.skipped_days == [D] and older.state_as_of == day(1) and not older.entities
     assert [r for r in _records(config) if "/entity/" in r[0] or r[0].endswith("/meta/state")] == states_before
     store = OnlineStore(config)
     assert store.status()["latest_run_date"] == str(day(1)) and store.status()["state_as_of"] == str(day(1))

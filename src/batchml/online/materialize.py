@@ -27,7 +27,8 @@ from batchml.features.compute import DEDUPE_ORDER
 from batchml.features.spec import FeatureSpec
 from batchml.online import records as R
 from batchml.online.backends import Backend, Record, open_backend
-from batchml.online.state import entity_states, fingerprint
+from batchml.online.state import fingerprint
+from batchml.online.state import states as entity_states
 from batchml.storage import Lake
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Materialized:
 
 
 def materialize(config: Config, run_date: dt.date, dataset: str | None = None, spark=None,
-                end: dt.date | None = None, backend: Backend | None = None) -> Materialized:
+                end: dt.date | None = None) -> Materialized:
     """Materialize ``run_date`` (or ``run_date .. end`` inclusive, in date order) and return what was written."""
     name, spec = feature_spec(config, dataset)
     last = end or run_date
@@ -64,7 +65,7 @@ def materialize(config: Config, run_date: dt.date, dataset: str | None = None, s
     if not lake.exists(spec.table):
         raise FileNotFoundError(f"feature table {spec.table} does not exist: run `batchml run features` first")
     days = [run_date + dt.timedelta(days=i) for i in range((last - run_date).days + 1)]
-    store = backend or open_backend(config, create=True)
+    store = open_backend(config, create=True)
     done = Materialized(name, days)
     try:
         for day in days:
@@ -79,8 +80,7 @@ def materialize(config: Config, run_date: dt.date, dataset: str | None = None, s
                      current["as_of"], last)
         done.purged = store.purge(R.end_of(last))
     finally:
-        if backend is None:
-            store.close()
+        store.close()
     log.info("%s", done.line())
     return done
 
@@ -138,6 +138,8 @@ def _event_keys(lake: Lake, dataset: str, spec: FeatureSpec, day: dt.date, versi
 
 def _states(lake: Lake, store: Backend, config: Config, dataset: str, spec: FeatureSpec, day: dt.date,
             done: Materialized) -> None:
+    from pyspark.sql import functions as F
+
     source = source_table(config, dataset)
     version = lake.last_change(source, [("ingest_date", "<=", day)])
     state = {"as_of": str(day), "table": source, "table_version": version, "spec": fingerprint(spec)}
@@ -147,35 +149,51 @@ def _states(lake: Lake, store: Backend, config: Config, dataset: str, spec: Feat
         log.info("materialize %s: entity states as of %s already written from %s version %s", dataset, day,
                  source, version)
         return
-    events = history(lake, source, spec, day, version).persist()  # read once, used by every entity
+    events = history(lake, source, spec, day, version).persist()  # read and deduplicated once
     try:
-        for name in spec.entities:
-            done.entities[name] = _entity(store, config, dataset, spec, name, day, events, source, version)
+        header = {"run_date": str(day), "table": source, "table_version": version}
+        writer = StateWriter(config, dataset, {n: e.keys for n, e in spec.entities.items()}, header,
+                             R.expiry(day, config.online.ttl_days))
+        written = entity_states(events, spec, day).mapInArrow(writer, "entity string, records long")
+        counts = {r["entity"]: r["n"] for r in written.groupBy("entity").agg(F.sum("records").alias("n")).collect()}
     finally:
         events.unpersist()
+    done.entities = {name: counts.get(name, 0) for name in spec.entities}
     state["entities"] = done.entities
     store.put([Record(R.meta_key(dataset, "state"), json.dumps(state).encode(), R.NEVER)])
     done.state_as_of = day
 
 
-def _entity(store: Backend, config: Config, dataset: str, spec: FeatureSpec, name: str, day: dt.date, events,
-            source: str, version: int) -> int:
-    """Write entity ``name``'s states; how many."""
-    entity, expires = spec.entities[name], R.expiry(day, config.online.ttl_days)
-    header = {"run_date": str(day), "table": source, "table_version": version, "entity": name}
-    prefix = json.dumps(header, separators=(",", ":"))[:-1]
-    batch: list[Record] = []
-    count = 0
-    for row in entity_states(events, spec, name, day).toLocalIterator(prefetchPartitions=True):
-        values = [row[k] for k in entity.keys]
-        key = json.dumps(dict(zip(entity.keys, values)), separators=(",", ":"), ensure_ascii=False)
-        value = f'{prefix},"key":{key},"state":{row["state"]}}}'.encode()
-        batch.append(Record(R.entity_key(dataset, name, values), value, expires))
-        if len(batch) >= config.online.batch_rows:
-            store.put(batch)
-            count, batch = count + len(batch), []
-    store.put(batch)
-    return count + len(batch)
+class StateWriter:
+    """Writes entity states where Spark computed them (executors, in parallel; no collect on the driver) and
+    yields how many it wrote. Idempotent upserts, so a retried task rewrites the same records."""
+
+    def __init__(self, config: Config, dataset: str, keys: dict[str, list[str]], header: dict, expires: int):
+        self.config, self.dataset, self.keys, self.expires = config, dataset, keys, expires
+        self.prefix = json.dumps(header, separators=(",", ":"))[:-1]
+
+    def __call__(self, batches):
+        import pyarrow as pa
+
+        store = open_backend(self.config, create=True)
+        counts: dict[str, int] = {}
+        try:
+            for batch in batches:
+                records = [self._record(row) for row in batch.to_pylist()]
+                for i in range(0, len(records), self.config.online.batch_rows):
+                    store.put(records[i:i + self.config.online.batch_rows])
+                for row in batch.column(0).to_pylist():
+                    counts[row] = counts.get(row, 0) + 1
+        finally:
+            store.close()
+        yield pa.record_batch([pa.array(list(counts), pa.string()), pa.array(list(counts.values()), pa.int64())],
+                              names=["entity", "records"])
+
+    def _record(self, row: dict) -> Record:
+        name, values = row["entity"], row["key"]
+        key = json.dumps(dict(zip(self.keys[name], values)), separators=(",", ":"), ensure_ascii=False)
+        value = f'{self.prefix},"entity":"{name}","key":{key},"state":{row["state"]}}}'.encode()
+        return Record(R.entity_key(self.dataset, name, values), value, self.expires)
 
 
 def history(lake: Lake, source: str, spec: FeatureSpec, day: dt.date, version: int):

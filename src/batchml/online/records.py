@@ -3,7 +3,7 @@
 Keys, per dataset ``<ds>``:
 
 * ``<ds>/event/<id>``: one event's feature row, exactly as the offline table holds it;
-* ``<ds>/entity/<entity>/<JSON list of key values>``: an entity's window state (``batchml.online.state``);
+* ``<ds>/entity/<entity>/<JSON list of key values as text>``: an entity's window state (``batchml.online.state``);
 * ``<ds>/meta/schema/<id>``: the column names and types that event rows of that schema id use;
 * ``<ds>/meta/run/<date>``: what materializing that run date wrote (the idempotency marker);
 * ``<ds>/meta/state``: the date the current entity states are as of.
@@ -39,7 +39,15 @@ def event_key(dataset: str, event_id: Any) -> str:
 
 
 def entity_key(dataset: str, entity: str, values: list) -> str:
-    return f"{dataset}/entity/{entity}/{json.dumps(values, separators=(',', ':'), ensure_ascii=False)}"
+    texts = [key_text(v) for v in values]
+    return f"{dataset}/entity/{entity}/{json.dumps(texts, separators=(',', ':'), ensure_ascii=False)}"
+
+
+def key_text(value: Any) -> str:
+    """A key value as entity keys spell it: as Spark casts it to a string (strings, integers, booleans, dates)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def meta_key(dataset: str, name: str) -> str:

@@ -77,63 +77,63 @@ def _values(entity: Entity) -> dict:
 
 
 # -- the state, computed in Spark -----------------------------------------------------------------------
+def states(events, spec: FeatureSpec, day: dt.date):
+    """Every entity's states as of the end of ``day``, one row per (entity, key): ``entity``, ``key`` (the key
+    values cast to strings, ``records.key_text``) and ``state`` (a JSON text). ``events``: the deduplicated events
+    known by ``day``, event time in ``[C - lookback, C)``, with ``__t`` = event time in microseconds."""
+    return reduce(lambda a, b: a.unionByName(b), [entity_states(events, spec, name, day) for name in spec.entities])
+
+
 def entity_states(events, spec: FeatureSpec, name: str, day: dt.date):
-    """One row per key of entity ``name``: its key columns and ``state`` (a JSON text), as of the end of
-    ``day``. ``events``: the deduplicated events known by ``day``, event time in ``[C - lookback, C)``,
-    with ``__t`` = event time in microseconds."""
+    """Entity ``name``'s rows of ``states``: one aggregation over its keys."""
     from pyspark.sql import functions as F
 
     entity, c0 = spec.entities[name], micros(day + dt.timedelta(days=1))
     keys, windows, values = entity.keys, _windows(spec, name), _values(entity)
     ev = events.where(reduce(lambda a, b: a & b, [F.col(k).isNotNull() for k in keys]))
     t = F.col("__t")
-    fields = []
+    fields = {}
     if entity.time_since_last:
-        fields.append(F.max(t).alias("last"))
-    interiors = []
-    for label, w in windows.items():
-        if w <= DAY_US:
-            continue
-        inside = t >= c0 + DAY_US - w
-        agg = [F.count(F.when(inside, 1)).alias("count")]
-        for field, value in values.items():  # sums also count their non-null values (means)
-            if field.startswith("s_"):
-                agg += [F.sum(F.when(inside, value)).alias(field),
-                        F.count(F.when(inside, value)).alias(f"n{field[1:]}")]
-            else:
-                agg.append(F.max(F.when(inside, value)).alias(field))
-        interiors.append(F.struct(*agg).alias(label))
-    if interiors and _plain(entity):
-        fields.append(F.struct(*interiors).alias("interior"))
+        fields["last"] = F.max(t)
     if _plain(entity):
+        interiors = [_interior(values, t, c0 + DAY_US - w).alias(label) for label, w in windows.items() if w > DAY_US]
+        if interiors:
+            fields["interior"] = F.struct(*interiors)
         in_edge = reduce(lambda a, b: a | b, [(t >= c0 - w) & (t < min(c0 + DAY_US - w, c0)) for w in windows.values()])
         edge_row = F.struct(t.alias("t"), *[v.alias(f) for f, v in values.items()])  # n_<c>: from s_<c>
-        fields.append(F.array_sort(F.collect_list(F.when(in_edge, edge_row))).alias("edges"))
-    states = ev.groupBy(*keys).agg(*fields) if fields else ev.select(*keys).distinct()
-    distinct = _distinct_state(ev, spec, name, c0)
-    if distinct is not None:
-        states = states.join(distinct, keys, "left")
-    cols = [c for c in states.columns if c not in keys]
-    return states.select(*keys, F.to_json(F.struct(*cols)).alias("state"))
+        fields["edges"] = F.array_sort(F.collect_list(F.when(in_edge, edge_row)))
+    since = c0 - max(windows.values())
+    distinct = _distinct_columns(entity)
+    for col in distinct:  # every (value, time) in the longest window, sorted; the last time per value below
+        pair = F.struct(F.col(col).alias("v"), t.alias("t"))
+        fields[f"__p_{col}"] = F.array_sort(F.collect_list(F.when(F.col(col).isNotNull() & (t >= since), pair)))
+    out = ev.groupBy(*keys).agg(*[v.alias(k) for k, v in fields.items()])
+    state = [F.col(k) for k in fields if not k.startswith("__p_")]
+    if distinct:
+        state.append(F.struct(*[_last_per_value(F.col(f"__p_{c}")).alias(c) for c in distinct]).alias("distinct"))
+    return out.select(F.lit(name).alias("entity"), F.array(*[F.col(k).cast("string") for k in keys]).alias("key"),
+                      F.to_json(F.struct(*state)).alias("state"))
 
 
-def _distinct_state(ev, spec: FeatureSpec, name: str, c0: int):
-    """Per key: for each distinct-counted column, ``[{v, t}]``, each value's last time in the longest window."""
+def _interior(values: dict, t, start: int):
+    """Count, fixed-point sums with their non-null counts, and maxima of the events at or after ``start``."""
     from pyspark.sql import functions as F
 
-    entity = spec.entities[name]
-    columns = _distinct_columns(entity)
-    if not columns:
-        return None
-    since = c0 - max(_windows(spec, name).values())
-    lists = []
-    for col in columns:
-        last = (ev.where(F.col(col).isNotNull() & (F.col("__t") >= since)).groupBy(*entity.keys, col)
-                .agg(F.max("__t").alias("t")))
-        lists.append(last.groupBy(*entity.keys).agg(
-            F.array_sort(F.collect_list(F.struct(F.col(col).alias("v"), F.col("t")))).alias(col)))
-    both = reduce(lambda a, b: a.join(b, entity.keys, "full"), lists)
-    return both.select(*entity.keys, F.struct(*columns).alias("distinct"))
+    inside = t >= start
+    agg = [F.count(F.when(inside, 1)).alias("count")]
+    for field, value in values.items():
+        if field.startswith("s_"):
+            agg += [F.sum(F.when(inside, value)).alias(field), F.count(F.when(inside, value)).alias(f"n{field[1:]}")]
+        else:
+            agg.append(F.max(F.when(inside, value)).alias(field))
+    return F.struct(*agg)
+
+
+def _last_per_value(pairs):
+    """From (value, time) pairs sorted by value then time: each value once, with its last time."""
+    from pyspark.sql import functions as F
+
+    return F.filter(pairs, lambda x, i: (i + 1 == F.size(pairs)) | (F.element_at(pairs, i + 2)["v"] != x["v"]))
 
 
 # -- the merge, in plain Python --------------------------------------------------------------------------
