@@ -219,3 +219,24 @@ def test_non_finite_floats_and_times_round_trip():
                                "d": str(D), "m": "-1E-12"}
     with pytest.raises(ValueError, match="does not hold"):
         R.schema_doc(pa.schema([("l", pa.list_(pa.int64()))]))
+
+
+def test_redis_serves_what_sqlite_serves(built, tmp_path):
+    """The same run date materialized into Redis: a random sample of events and entity states answers the same."""
+    from tests.online.servers import redis_server
+
+    lake, sqlite_store = built["lake"], built["store"]
+    with redis_server(tmp_path) as url:
+        online = built["config"].online.model_copy(update={"backend": "redis", "redis": built["config"].online.redis
+                                                           .model_copy(update={"url": url})})
+        config = built["config"].model_copy(update={"online": online})
+        done = materialize(config, D, spark=lake.spark)
+        assert done.events == len(offline(lake, D)) and done.entities == sqlite_store.state_meta()["entities"]
+        redis_store = OnlineStore(config)
+        rng = random.Random(27)
+        ids = rng.sample([r["transaction_id"] for r in offline(lake, D)], 10) + ["no_such_event"]
+        assert redis_store.get_features(ids) == sqlite_store.get_features(ids)
+        customers = sorted({r["customer_id"] for r in built["rows"]})
+        keys = rng.sample(customers, 5) + ["nobody"]
+        assert redis_store.get_entity_state("customer", keys) == sqlite_store.get_entity_state("customer", keys)
+        redis_store.close()

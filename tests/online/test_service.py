@@ -190,3 +190,12 @@ def test_docs_describe_the_contract():
     for needle in ("batchml.online/v1", "/v1/features", "/v1/entities/", "/health", "not_found", "X-Request-ID",
                    "What is exact"):
         assert needle in text, needle
+
+
+def test_materialize_is_a_nightly_stage_with_its_job_file():
+    from batchml.orchestration.operators import JOBS
+    from batchml.stages import NIGHTLY_STAGES, STAGES
+
+    assert NIGHTLY_STAGES.index("materialize") == NIGHTLY_STAGES.index("features") + 1 and "materialize" in STAGES
+    assert JOBS["materialize"] == "materialize.py"
+    assert 'run_job("materialize"' in (REPO / "jobs" / "materialize.py").read_text()

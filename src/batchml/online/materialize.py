@@ -27,6 +27,7 @@ from batchml.features.compute import DEDUPE_ORDER
 from batchml.features.spec import FeatureSpec
 from batchml.online import records as R
 from batchml.online.backends import Backend, Record, open_backend
+from batchml.online.spec import OnlineConfig
 from batchml.online.state import fingerprint
 from batchml.online.state import states as entity_states
 from batchml.storage import Lake
@@ -98,8 +99,8 @@ def _advance_latest(store: Backend, dataset: str, day: dt.date) -> None:
         store.put([Record(R.meta_key(dataset, "latest"), json.dumps(run).encode(), R.NEVER)])
 
 
-def materialize_events(lake: Lake, store: Backend, dataset: str, spec: FeatureSpec, day: dt.date, online,
-                       done: Materialized) -> None:
+def materialize_events(lake: Lake, store: Backend, dataset: str, spec: FeatureSpec, day: dt.date,
+                       online: OnlineConfig, done: Materialized) -> None:
     """The by-ID half for one run date: the partition's rows, the run marker, stale IDs deleted."""
     where = [(spec.date_column, "=", day)]
     version = lake.last_change(spec.table, where)
@@ -110,7 +111,8 @@ def materialize_events(lake: Lake, store: Backend, dataset: str, spec: FeatureSp
         done.skipped_days.append(day)
         log.info("materialize %s %s: already materialized from %s version %s", dataset, day, spec.table, version)
         return
-    store.put([Record(R.meta_key(dataset, f"schema/{schema_id}"), schema_doc, expires)])
+    # never expires: a schema id is shared by every run date with the same columns (one small record each)
+    store.put([Record(R.meta_key(dataset, f"schema/{schema_id}"), schema_doc, R.NEVER)])
     header = {"run_date": str(day), "table_version": version, "schema": schema_id}
     written = set()
     for batch in lake.read_batches(spec.table, where, version=version, batch_rows=online.batch_rows):

@@ -9,7 +9,7 @@ Keys, per dataset ``<ds>``:
 * ``<ds>/meta/state``: the date the current entity states are as of.
 
 An event row is stored as JSON, ``{"run_date", "table_version", "schema", "values": [...]}``, values in
-schema order: floats in their shortest exact form (``repr``: decoding gives the same 64-bit value),
+schema order: floats in their shortest exact form (Arrow's, like ``repr``: decoding gives the same 64-bit value),
 timestamps as integer microseconds, dates as integer days, decimals as their exact digits, so decoding
 gives back the offline value bit for bit.
 """
@@ -92,25 +92,35 @@ def schema_doc(schema: pa.Schema) -> tuple[str, bytes]:
     return hashlib.sha256(text).hexdigest()[:16], text
 
 
-def _python_column(column: pa.Array, tag: str) -> list:
+def _json_texts(column: pa.Array, tag: str) -> pa.Array:
+    """Each value of ``column`` as its JSON text (null stays null), computed by Arrow, not row by row."""
+    if tag in ("int", "bool"):
+        return pc.cast(column, pa.string())
     if tag in ("timestamp", "timestamp_ntz"):
-        return pc.cast(column, pa.int64()).to_pylist()
+        return pc.cast(pc.cast(column, pa.int64()), pa.string())
     if tag == "date":
-        return pc.cast(column, pa.int32()).to_pylist()
-    if tag == "decimal":  # the exact digits, at the column's scale
-        return pc.cast(column, pa.string()).to_pylist()
-    return column.to_pylist()
+        return pc.cast(pc.cast(column, pa.int32()), pa.string())
+    if tag == "float":  # Arrow writes the shortest text that reads back as the same double
+        text = pc.cast(pc.cast(column, pa.float64()), pa.string())
+        # integral values read back as ints ("3"; decode_value makes them floats again), except -0.0
+        for arrow, token in (("-0", "-0.0"), ("nan", "NaN"), ("inf", "Infinity"), ("-inf", "-Infinity")):
+            text = pc.if_else(pc.equal(text, arrow), token, text)
+        return text
+    text = column if tag == "string" else pc.cast(column, pa.string())  # decimals: exact digits, quoted
+    if pc.any(pc.match_substring_regex(text, r'["\\\x00-\x1f]')).as_py():  # needs escapes: let json do it
+        return pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in text.to_pylist()],
+                        pa.string())
+    return pc.binary_join_element_wise('"', text, '"', "")
 
 
 def encode_events(batch: pa.RecordBatch, dataset: str, id_column: str, header: dict, expires_at: int) -> list[Record]:
     """One record per row of ``batch``: the row's values under ``<ds>/event/<id>``."""
-    tags = [type_tag(f) for f in batch.schema]
-    columns = [_python_column(batch.column(i), tag) for i, tag in enumerate(tags)]
-    ids = batch.column(batch.schema.get_field_index(id_column)).to_pylist()
-    prefix = json.dumps(header, separators=(",", ":"))[:-1] + ',"values":'
-    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    return [Record(event_key(dataset, i), f"{prefix}{dumps(row)}}}".encode(), expires_at)
-            for i, row in zip(ids, zip(*columns))]
+    texts = [_json_texts(batch.column(i), type_tag(f)) for i, f in enumerate(batch.schema)]
+    row = pc.binary_join_element_wise(*texts, ",", null_handling="replace", null_replacement="null")
+    prefix = json.dumps(header, separators=(",", ":"))[:-1] + ',"values":['
+    values = pc.cast(pc.binary_join_element_wise(prefix, row, "]}", ""), pa.binary()).to_pylist()
+    ids = pc.cast(batch.column(batch.schema.get_field_index(id_column)), pa.string()).to_pylist()
+    return [Record(event_key(dataset, i), v, expires_at) for i, v in zip(ids, values)]
 
 
 # -- decoding ---------------------------------------------------------------------------------------
@@ -125,6 +135,8 @@ def decode_value(tag: str, value: Any) -> Any:
         return EPOCH_DAY + dt.timedelta(days=value)
     if tag == "decimal":
         return Decimal(value)
+    if tag == "float":
+        return float(value)  # integral floats are stored as "3"
     return value
 
 
