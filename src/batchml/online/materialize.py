@@ -212,4 +212,6 @@ def history(lake: Lake, source: str, spec: FeatureSpec, day: dt.date, version: i
     latest = events.groupBy(spec.id_column).agg(
         F.max_by(F.struct(*columns), F.struct(*order)).alias("e")) if order else events.select(
         F.struct(*columns).alias("e"))
-    return latest.select("e.*", F.unix_micros(F.col(spec.event_time_column)).alias("__t"))
+    # e.<time>, not <time>: a name that "e.*" introduces in the same select is a lateral alias, which Spark
+    # Connect's analyzer refuses
+    return latest.select("e.*", F.unix_micros(F.col(f"e.{spec.event_time_column}")).alias("__t"))

@@ -53,15 +53,18 @@ class SqliteBackend:
         return db
 
     def put(self, records: Sequence[Record]) -> None:
-        db = self._connection()
+        self._write("INSERT OR REPLACE INTO records (key, value, expires_at) VALUES (?, ?, ?)",
+                    [(r.key, r.value, r.expires_at) for r in records])
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        """One transaction: all rows or none."""
+        db, done = self._connection(), False
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("INSERT OR REPLACE INTO records (key, value, expires_at) VALUES (?, ?, ?)",
-                           [(r.key, r.value, r.expires_at) for r in records])
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.executemany(sql, rows)
+            done = True
+        finally:
+            db.execute("COMMIT" if done else "ROLLBACK")
 
     def get(self, keys: Sequence[str]) -> dict[str, bytes]:
         db, out = self._connection(), {}
@@ -76,10 +79,7 @@ class SqliteBackend:
         return out
 
     def delete(self, keys: Sequence[str]) -> None:
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany("DELETE FROM records WHERE key = ?", [(k,) for k in keys])
-        db.execute("COMMIT")
+        self._write("DELETE FROM records WHERE key = ?", [(k,) for k in keys])
 
     def purge(self, before: int) -> int:
         return self._connection().execute("DELETE FROM records WHERE expires_at <= ?", (before,)).rowcount
