@@ -60,23 +60,31 @@ class AccessLogMiddleware:
         headers = dict(scope.get("headers") or [])
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        status = {}
+        status: dict = {}
 
-        async def send_with_id(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
+        def log_once():
+            if "logged" in status:
+                return
+            status["logged"] = True
             state = scope["state"]
             self.log.write({"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
                             "request_id": request_id, "method": scope["method"], "path": scope["path"],
                             "status": status.get("code", 500),
                             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                             "found": state.get("found"), "missing": state.get("missing")})
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                log_once()  # before the last byte leaves: a caller that got its answer finds the line
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log_once()  # the app failed before it answered
 
 
 def create_app(store: OnlineStore, access_log: AccessLog, max_ids: int = 1000):
