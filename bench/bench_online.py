@@ -133,7 +133,8 @@ def http_latency(port: int, ids, clients, seconds, batch) -> dict:
             return call
         return make
 
-    return {"single": run_clients(clients, seconds, caller(1)), f"batch_{batch}": run_clients(clients, seconds, caller(batch))}
+    return {"single": run_clients(clients, seconds, caller(1)),
+            f"batch_{batch}": run_clients(clients, seconds, caller(batch))}
 
 
 def conf_folder(home: Path, online: dict) -> Path:
@@ -241,7 +242,6 @@ def main() -> int:
     backends = args.backends.split(",")
 
     base, home = bench_config()
-    from batchml.config import TableConfig
     from batchml.features.build import feature_spec
     from batchml.storage import Lake
 
@@ -291,7 +291,8 @@ def bench_backend(backend: str, args, base, home: Path, lake, spec, name: str, i
         moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_EC2_METADATA_DISABLED="true")
-        online["dynamodb"] = {"table": "bench-online", "endpoint_url": f"http://127.0.0.1:{port}", "region": "eu-west-1"}
+        online["dynamodb"] = {"table": "bench-online", "endpoint_url": f"http://127.0.0.1:{port}",
+                              "region": "eu-west-1"}
     conf = conf_folder(home / backend, online)
     config = load_config("bench", conf, environ={"BATCHML_HOME": str(home)})
     config = config.model_copy(update={"storage": base.storage, "tables": base.tables})

@@ -101,7 +101,8 @@ def _inject(db, answers: list[tuple[int, dict]], operation: str = "BatchWriteIte
             calls.append(json.loads(request.body))
             if len(calls) <= len(answers):
                 status, body = answers[len(calls) - 1]
-                return AWSResponse(request.url, status, {"x-amzn-requestid": "injected"}, _Body(json.dumps(body).encode()))
+                return AWSResponse(request.url, status, {"x-amzn-requestid": "injected"},
+                                   _Body(json.dumps(body).encode()))
         return None
 
     db.meta.events.register("before-send.dynamodb", before_send)
