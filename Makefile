@@ -6,13 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 
-.PHONY: demo test test-e2e test-spark40 test-mwaa setup bench clean-state chromium package deploy
+.PHONY: demo test test-e2e test-spark40 test-mwaa setup bench clean-state chromium redis package deploy
 
 # Airflow demo (src/batchml/orchestration/demo.py); DEMO_ARGS e.g. "--nightly-days 8 --rows-per-day 20000".
 demo: $(VENV)/.installed
 	$(PY) -m batchml.orchestration.demo $(DEMO_ARGS)
 
-test: $(VENV)/.installed $(INFRA_VENV)/.installed chromium
+test: $(VENV)/.installed $(INFRA_VENV)/.installed chromium redis
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 	$(MAKE) --no-print-directory test-spark40 test-mwaa
 
@@ -52,6 +52,14 @@ chromium:
 	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	    else echo "chromium is missing and cannot be installed here (not root or no apt-get): the UI test will skip"; fi; }
+
+# The online store's Redis backend tests start a redis-server (Debian package `redis-server`) on loopback.
+# Installed when missing and we are root with apt-get; otherwise those tests skip and say why.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; \
+	    else echo "redis-server is missing and cannot be installed here (not root or no apt-get): the Redis tests will skip"; fi; }
 
 setup: $(VENV)/.installed $(INFRA_VENV)/.installed
 

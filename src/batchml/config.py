@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from batchml.features.spec import FeatureSpec
 from batchml.labels import LabelSpec
 from batchml.monitoring.spec import AlertsConfig, MonitoringSpec
+from batchml.online.spec import OnlineConfig
 from batchml.scoring.spec import ScoringSpec
 from batchml.training.spec import ModelSpec
 from batchml.validation.spec import TableValidation
@@ -236,6 +237,7 @@ class Config(Strict):
     default_dataset: str
     alerts: AlertsConfig = AlertsConfig()  # extra alert sinks: webhook, email
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    online: OnlineConfig = OnlineConfig()  # the online feature store (docs/online.md)
 
     @model_validator(mode="before")
     @classmethod
