@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from batchml.features.spec import FeatureSpec
+from batchml.features.spec import FeatureSpec, tile_tables
 from batchml.monitoring.spec import AlertsConfig, MonitoringSpec
 from batchml.scoring.spec import ScoringSpec
 from batchml.training.spec import ModelSpec
@@ -145,6 +145,7 @@ class Config(Strict):
             written += [v.accepted_table for v in ds.validation.values()]
             written += [ds.model.training_table] if ds.model else []
             written += [ds.scoring.table, ds.scoring.review_table, ds.scoring.runs_table] if ds.scoring else []
+            written += list(tile_tables(name, ds.features).values()) if ds.features else []
             for table in written + list(ds.validation):
                 if table not in self.tables:
                     raise ValueError(f"dataset {name!r} uses table {table!r}, which is not declared under tables")

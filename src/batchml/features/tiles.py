@@ -1,0 +1,140 @@
+"""Tiles: the mergeable state of each entity's events per event day, built once per ingest date.
+
+A tile row holds, for one entity key, one event day (``tile_date``), the rows of one ingest date
+(``ingest_date``) as known on ``as_of``: the number of events ``n``, integer micro-unit sums ``s_<c>``,
+non-null counts ``n_<c>`` (for means), maxima ``mx_<c>``, the last event time ``last`` (µs) and, per
+distinct-count column, the exact list ``d_<c>`` of (value, last time seen that day). Merging tiles
+is sums, maxima and a max per value: exact, in any order, so a window's interior is the merge of
+whole-day tiles and only its two edge days need raw events (``compute``).
+
+Redeliveries (docs/tiling.md): a row is replaced by the next version of its id (``VERSION`` order,
+latest ingest wins). ``supersessions`` records, per replaced row, the ingest date its successor
+arrived (``superseded_on``). The version ``(I, J)`` of ingest I's tiles counts the rows of I that
+nothing arriving by J replaced; it is built when I is tiled (``J = I``) and again on every later
+ingest date J that replaces rows of I. A build of day D uses, per ingest date I <= D, the version
+with the latest ``as_of <= D``: exactly the rows known and current on D.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import reduce
+
+from batchml.features.spec import DAY_S, FeatureSpec, window_seconds
+
+US = 1_000_000
+DAY_US = DAY_S * US
+SCALE = 1_000_000  # sums are kept in integer micro-units
+VERSION = ("ingest_date", "_source_file", "_source_sha256", "_row_number")  # dedupe order: the max wins
+GROUP = ("tile_date", "ingest_date", "as_of")
+
+
+def source_rows(events, spec: FeatureSpec):
+    """The columns tiles and edges need, with ``__t`` (event time in µs) and ``tile_date`` (its UTC day)."""
+    from pyspark.sql import functions as F
+
+    missing = [c for c in VERSION if c not in events.columns]
+    if missing:
+        raise ValueError(f"feature input lacks the ingest columns {missing} (bronze or silver rows carry them)")
+    return events.select(*dict.fromkeys([*spec.source_columns(), *VERSION]),
+                         F.unix_micros(F.col(spec.event_time_column)).alias("__t")).withColumn(
+        "tile_date", F.expr(f"date_from_unix_date(cast((__t - pmod(__t, {DAY_US})) div {DAY_US} as int))"))
+
+
+def supersessions(candidates, id_column: str, on: list[dt.date] | None = None):
+    """(id, VERSION.., __t, superseded_on) for every row a later version of its id replaces, when
+    that version arrived on one of the dates ``on`` (None: any). ``candidates`` holds id, VERSION and __t."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    dup = candidates.groupBy(id_column).count().where("count > 1").select(id_column)
+    rows = candidates.join(F.broadcast(dup), id_column, "left_semi")
+    nxt = F.lead("ingest_date").over(Window.partitionBy(id_column).orderBy(*VERSION))
+    rows = rows.select(id_column, *VERSION, "__t", nxt.alias("superseded_on")).where(
+        F.col("superseded_on").isNotNull())
+    return rows if on is None else rows.where(F.col("superseded_on").isin(list(on)))
+
+
+def current(rows, records, id_column: str, as_of=None):
+    """``rows`` without those replaced by a version that arrived on or before ``as_of`` (a date, or
+    None: the rows' own ``as_of`` column)."""
+    from pyspark.sql import functions as F
+
+    keys = (id_column, *VERSION)
+    rec = records.select(*[F.col(c).alias(f"__r_{c}") for c in keys], F.col("superseded_on").alias("__r_on"))
+    cond = reduce(lambda a, b: a & b, [F.col(c).eqNullSafe(F.col(f"__r_{c}")) for c in keys])
+    limit = F.col("as_of") if as_of is None else F.lit(as_of)
+    joined = rows.join(F.broadcast(rec), cond, "left")
+    return joined.where(F.col("__r_on").isNull() | (F.col("__r_on") > limit)).select(*rows.columns)
+
+
+def versioned(rows, records, versions, id_column: str):
+    """Rows of each version ``(ingest_date, as_of)`` in ``versions``: what that ingest contributes on as_of."""
+    from pyspark.sql import functions as F
+
+    return current(rows.join(F.broadcast(versions), "ingest_date"), records, id_column)
+
+
+def distinct_columns(spec: FeatureSpec, name: str) -> list[str]:
+    """Distinct-count columns whose day windows need tiles (windows under a day use raw edges only)."""
+    if not any(window_seconds(w) >= DAY_S for w in spec.entity_windows(name)):
+        return []
+    aggs = spec.entities[name].aggregations
+    return list(dict.fromkeys(a.column for a in aggs if a.function == "distinct_count"))
+
+
+def state_columns(spec: FeatureSpec, name: str) -> dict[str, str]:
+    """State column -> how tiles of one key merge (sum or max); distinct lists are merged apart."""
+    out = {}
+    for agg in spec.entities[name].aggregations:
+        c = agg.column
+        if agg.function == "count":
+            out["n"] = "sum"
+        elif agg.function in ("sum", "mean"):
+            out[f"s_{c}"] = "sum"
+            if agg.function == "mean":
+                out[f"n_{c}"] = "sum"
+        elif agg.function == "max":
+            out[f"mx_{c}"] = "max"
+    if spec.entities[name].time_since_last:
+        out["last"] = "max"
+    return out
+
+
+def entity_tiles(live, spec: FeatureSpec, name: str):
+    """Tile rows of one entity from ``versioned`` rows: one per (keys, tile_date, ingest_date, as_of)."""
+    from pyspark.sql import functions as F
+
+    keys = spec.entities[name].keys
+    ev = live.where(reduce(lambda a, b: a & b, [F.col(k).isNotNull() for k in keys]))
+    group = [*keys, *GROUP]
+    aggs = []
+    for col in state_columns(spec, name):
+        kind, _, c = col.partition("_")
+        if col == "n":
+            aggs.append(F.count(F.lit(1)).alias(col))
+        elif col == "last":
+            aggs.append(F.max("__t").alias(col))
+        elif kind == "s":
+            aggs.append(F.sum(F.round(F.col(c) * SCALE).cast("long")).alias(col))
+        elif kind == "n":
+            aggs.append(F.count(F.col(c)).alias(col))
+        else:
+            aggs.append(F.max(F.col(c).cast("double")).alias(col))
+    out = ev.groupBy(*group).agg(*(aggs or [F.count(F.lit(1)).alias("n")]))
+    for c in distinct_columns(spec, name):
+        pairs = ev.where(F.col(c).isNotNull()).groupBy(*group, c).agg(F.max("__t").alias("t"))
+        lists = pairs.groupBy(*group).agg(
+            F.array_sort(F.collect_list(F.struct(F.col(c).alias("v"), F.col("t")))).alias(f"d_{c}"))
+        out = out.join(lists, group, "left")
+    return out
+
+
+def chosen(tiles, versions, day: dt.date, first: dt.date):
+    """Tile rows a build of ``day`` merges: event days ``[first, day)``, per ingest date the latest version."""
+    from pyspark.sql import functions as F
+
+    latest = (versions.where((F.col("ingest_date") <= F.lit(day)) & (F.col("as_of") <= F.lit(day)))
+              .groupBy("ingest_date").agg(F.max("as_of").alias("as_of")))
+    window = (F.col("tile_date") >= F.lit(first)) & (F.col("tile_date") < F.lit(day))
+    return tiles.where(window).join(F.broadcast(latest), ["ingest_date", "as_of"], "left_semi")
