@@ -75,7 +75,8 @@ def _build_day(lake: Lake, store: TileStore, name: str, spec: FeatureSpec, day: 
     cache: list = []
     rows = store.edge_rows(edge_days(spec, day, stop), first_ingest, day)
     tiles = {entity: store.tiles(entity, day) for entity in spec.entities}
-    features = features_from_tiles(rows, tiles, store.versions(), store.records(day), spec, day, stop, cache=cache)
+    features = features_from_tiles(rows, tiles, store.versions(), store.records(day), spec, day, stop,
+                                   cache=cache)
     try:
         return lake.write(features, spec.table, mode="overwrite", replace_where=[(spec.date_column, "=", day)],
                           txn=_txn(name, day), metadata={"job": "features", "runDate": str(day)})

@@ -84,20 +84,19 @@ def compute_features(events, spec: FeatureSpec, start: dt.date, end: dt.date, sq
     if cache is not None:
         rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
         cache.append(rows)
-    records = T.supersessions(rows.select(spec.id_column, *T.VERSION, "__t"), spec.id_column)
-    versions = (rows.select("ingest_date", F.col("ingest_date").alias("as_of"))
-                .unionByName(records.where(F.col("superseded_on") > F.col("ingest_date"))
-                             .select("ingest_date", F.col("superseded_on").alias("as_of")))
-                .distinct())
-    live = T.versioned(rows, records, versions, spec.id_column)
+    records = [r.asDict() for r in T.supersessions(rows.select(spec.id_column, *T.VERSION, "__t"),
+                                                   spec.id_column).collect()]
+    revisions = T.revisions(records)
+    live = T.versioned(rows, records, revisions, spec.id_column)
     tiles = {name: T.entity_tiles(live, spec, name) for name in spec.entities}
-    return features_from_tiles(rows, tiles, versions, records, spec, start, end, sql)
+    return features_from_tiles(rows, tiles, revisions, records, spec, start, end, sql)
 
 
-def features_from_tiles(rows, tiles: dict, versions, records, spec: FeatureSpec, start: dt.date, end: dt.date,
-                        sql: list[str] | None = None, cache: list | None = None):
+def features_from_tiles(rows, tiles: dict, versions: list, records: list[dict], spec: FeatureSpec, start: dt.date,
+                        end: dt.date, sql: list[str] | None = None, cache: list | None = None):
     """Features of ``[start, end)`` from raw ``rows`` (``tiles.source_rows``; at least the edge days),
-    each entity's ``tiles``, the tile ``versions`` and the replaced-row ``records``.
+    each entity's ``tiles``, the tile ``versions`` (``(ingest_date, as_of)`` pairs; originals may be
+    left out) and the replaced-row ``records`` (``tiles.supersessions`` rows as dicts).
 
     ``cache``: for a one-day range, the day's edge rows are persisted (every entity reads them).
     """
@@ -121,7 +120,7 @@ def features_from_tiles(rows, tiles: dict, versions, records, spec: FeatureSpec,
     return out
 
 
-def day_edges(rows, records, spec: FeatureSpec, day: dt.date):
+def day_edges(rows, records: list[dict], spec: FeatureSpec, day: dt.date):
     """The raw rows a build of ``day`` reads: its edge days, ingested by ``day``, current on ``day``."""
     from pyspark.sql import functions as F
 
@@ -183,7 +182,7 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
     # boundary day offset -> stream tag; windows < 1 day and 1 day share day D-1 (shift 0)
     offsets = sorted({max(1, w // DAY_US) for w in windows.values()})
     tag = {off: i + 1 for i, off in enumerate(offsets)}
-    # one pass over the lookback: each event becomes its stream rows (a target on D, a shifted edge row)
+    # one pass over the edge rows: each becomes its stream rows (a target on D, a shifted boundary-day row)
     copies = [F.when(F.col("__t") >= d0, F.struct(F.lit(0).alias("s"), F.col("__t").alias("t"),
                                                   F.col(spec.id_column).alias("i")))]
     for off in offsets:
@@ -208,14 +207,8 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
         if agg.function != "distinct_count" or not any(w >= DAY_US for w in windows.values()):
             continue
         col, dv = agg.column, f"__dv_{agg.column}"
-        # last time seen before D (from the tiles of the longest day window) and first time on D
-        oldest = d0 - max(w for w in windows.values() if w >= DAY_US) // DAY_US * DAY_US
-        seen = (tile.where(F.col("tile_date") >= F.lit(_day_of(oldest)))
-                .select(*keys, F.explode(f"d_{col}").alias("__p"))
-                .groupBy(*keys, F.col("__p.v").alias(dv)).agg(F.max("__p.t").alias("__lh")))
-        first = (base.where(F.col(dv).isNotNull() & (F.col("__t") >= d0))
-                 .groupBy(*keys, dv).agg(F.min("__t").alias("__fd")))
-        counts, marks, b_marks = {}, [], []
+        pairs = _pairs(tile, base, keys, col, dv, d0, d0 - max(w for w in windows.values() if w >= DAY_US))
+        counts, marks = {}, []
         for label, w in windows.items():
             if w < DAY_US:
                 continue
@@ -224,12 +217,12 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
             tag_a, tag_b, marker_tag = marker_tag, marker_tag + 1, marker_tag + 2
             markers[(label, col)] = (tag_a, tag_b)
             marks.append(F.when((a >= d0) & (a < d0 + DAY_US), F.struct(F.lit(tag_a).alias("s"), a.alias("t"))))
-            b_marks.append(F.struct(F.lit(tag_b).alias("s"), F.greatest(F.col("__fd"), a).alias("t")))
-        for source, items in ((seen, marks), (first.join(seen, [*keys, dv], "left"), b_marks)):
-            marked = source.select(*keys, F.explode(F.filter(F.array(*items), lambda c: c.isNotNull())).alias("__c"))
-            stream = stream.unionByName(marked.select(*keys, F.col("__c.s").alias("__src"),
-                                                      F.col("__c.t").alias("__t")), allowMissingColumns=True)
-        constants.append(seen.groupBy(*keys).agg(*[v.alias(k) for k, v in counts.items()]))
+            marks.append(F.when(F.col("__fd").isNotNull(), F.struct(
+                F.lit(tag_b).alias("s"), F.greatest(F.col("__fd"), a).alias("t"))))
+        marked = pairs.select(*keys, F.explode(F.filter(F.array(*marks), lambda c: c.isNotNull())).alias("__c"))
+        marked = marked.select(*keys, F.col("__c.s").alias("__src"), F.col("__c.t").alias("__t"))
+        stream = stream.unionByName(marked, allowMissingColumns=True)
+        constants.append(pairs.groupBy(*keys).agg(*[v.alias(k) for k, v in counts.items()]))
 
     asc = Window.partitionBy(*keys).orderBy("__t")
     prefix = asc.rangeBetween(Window.unboundedPreceding, -1)
@@ -316,6 +309,20 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
         last = F.greatest(F.col("__e_last"), F.col("__last"))
         out.append(((F.col("__t") - last) / F.lit(float(US))).alias(f"{name}_seconds_since_last"))
     return joined.select(*out)
+
+
+def _pairs(tile, base, keys: list[str], col: str, dv: str, d0: int, oldest: int):
+    """Per (keys, value): ``__lh``, the last time seen in ``[oldest, D)`` (merged from the tiles'
+    per-value last-seen times), and ``__fd``, the first time seen on D (from the edge rows)."""
+    from pyspark.sql import functions as F
+
+    none = F.lit(None).cast("long")
+    seen = (tile.where(F.col("tile_date") >= F.lit(_day_of(oldest)))
+            .select(*keys, F.explode(f"d_{col}").alias("__p"))
+            .select(*keys, F.col("__p.v").alias(dv), F.col("__p.t").alias("__lh"), none.alias("__fd")))
+    first = base.where(F.col(dv).isNotNull() & (F.col("__t") >= d0)).select(
+        *keys, dv, none.alias("__lh"), F.col("__t").alias("__fd"))
+    return seen.unionByName(first).groupBy(*keys, dv).agg(F.max("__lh").alias("__lh"), F.min("__fd").alias("__fd"))
 
 
 # (running piece kind, over a value column?) -> the tile state column it merges

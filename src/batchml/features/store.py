@@ -82,7 +82,11 @@ class TileStore:
                         f"builds need ingest dates from {need}, tiled from {lo}" if need < lo else
                         f"source partitions changed since tiling: {changed or gaps}")
             need = min(need, lo)
-        self._tile([d for d in sorted(ingests) if d >= need], ingests, need, scratch=True, cache=cache)
+        todo = [d for d in sorted(ingests) if d >= need]
+        if not todo:
+            raise FileNotFoundError(f"{self.source} has no events ingested from {need} to {last}: nothing to "
+                                    f"build features of {first}..{last} from")
+        self._tile(todo, ingests, need, scratch=True, cache=cache)
         return need
 
     def _log(self) -> list[dict]:
@@ -112,33 +116,28 @@ class TileStore:
         candidates = new.select(idc, *T.VERSION, "__t")
         if not scratch:
             candidates = candidates.unionByName(self._earlier_versions(new, todo, first))
-        records = T.supersessions(candidates, idc, on=todo).withColumnRenamed("__t", "event_us")
-        self._write(records, "superseded", "superseded_on", todo, scratch)
+        found = T.supersessions(candidates, idc, on=todo).withColumnRenamed("__t", "event_us").toArrow()
+        self._write_arrow(found, "superseded", "superseded_on", todo, scratch)
 
-        pairs = {(r["ingest_date"], r["superseded_on"]) for r in lake.read_arrow(
-            self.tables["superseded"], [("superseded_on", "in", todo)], ["ingest_date", "superseded_on"]).to_pylist()
-            if r["ingest_date"] < r["superseded_on"]}
-        versions = sorted({(d, d) for d in todo} | pairs)
+        known = self.records(todo[-1], ingests=todo)
+        pairs = [(i, j) for i, j in T.revisions(known + self.records(todo[-1], on=todo)) if j in set(todo)]
         revised = sorted({i for i, _ in pairs} - set(todo))
-        rows = new
-        if revised:
-            rows = rows.unionByName(T.source_rows(
-                lake.read(self.source, columns=self.columns, where=[("ingest_date", "in", revised)]), spec))
-        known = lake.read(self.tables["superseded"], where=[("ingest_date", "in", [*todo, *revised])])
-        spark = new.sparkSession
-        live = T.versioned(rows, known.withColumnRenamed("event_us", "__t"),
-                           spark.createDataFrame(versions, "ingest_date date, as_of date"), idc)
+        old = [(i, j) for i, j in pairs if i in set(revised)]  # revisions of ingest dates tiled before
+        live = T.versioned(new, known, [p for p in pairs if p not in old], idc)
+        if revised:  # those ingest dates' rows again, as of the new dates only
+            rows = T.source_rows(lake.read(self.source, columns=self.columns, where=[("ingest_date", "in", revised)]),
+                                 spec)
+            again = rows.sparkSession.createDataFrame([list(p) for p in old], "ingest_date date, as_of date")
+            live = live.unionByName(T.current(rows.join(F.broadcast(again), "ingest_date"),
+                                              self.records(todo[-1], ingests=revised), idc))
+        versions = sorted({(d, d) for d in todo} | set(pairs))
         live = live.persist(StorageLevel.MEMORY_AND_DISK)
         cache.append(live)
         for name in spec.entities:
             self._write(T.entity_tiles(live, spec, name), name, "as_of", todo, scratch)
         entries = [{"ingest_date": i, "as_of": j, "source_rows": ingests.get(i, 0), "spec": fingerprint(spec)}
                    for i, j in versions]
-        if scratch:
-            lake.write_arrow(pa.Table.from_pylist(entries, LOG_SCHEMA), self.tables["log"], mode="overwrite")
-        else:
-            lake.write_arrow(pa.Table.from_pylist(entries, LOG_SCHEMA), self.tables["log"], mode="overwrite",
-                             replace_where=[("as_of", "in", todo)])
+        self._write_arrow(pa.Table.from_pylist(entries, LOG_SCHEMA), "log", "as_of", todo, scratch)
         log.info("tiles %s: ingest dates %s tiled (%d version(s), %d revised)", self.dataset, _span(todo),
                  len(versions), len(versions) - len(todo))
 
@@ -164,14 +163,32 @@ class TileStore:
         self.lake.write(df, self.tables[key], mode="overwrite", replace_where=where,
                         metadata={"job": "features-tiles", "ingestDates": _span(todo)})
 
-    # -- what a day's build reads --------------------------------------------------------------------
-    def versions(self):
-        return self.lake.read(self.tables["log"], columns=["ingest_date", "as_of"])
+    def _write_arrow(self, data: pa.Table, key: str, column: str, todo: list[dt.date], scratch: bool) -> None:
+        where = None if scratch else [(column, "in", todo)]
+        self.lake.write_arrow(data, self.tables[key], mode="overwrite", replace_where=where,
+                              metadata={"job": "features-tiles", "ingestDates": _span(todo)})
 
-    def records(self, day: dt.date):
-        """Rows replaced by a version that arrived by ``day``."""
-        return self.lake.read(self.tables["superseded"], where=[("superseded_on", "<=", day)]).withColumnRenamed(
-            "event_us", "__t")
+    # -- what a day's build reads --------------------------------------------------------------------
+    def versions(self) -> list[tuple[dt.date, dt.date]]:
+        """The tile versions built: ``(ingest_date, as_of)`` pairs."""
+        return [(r["ingest_date"], r["as_of"]) for r in self._log()]
+
+    def records(self, day: dt.date, ingests: list[dt.date] | None = None,
+                on: list[dt.date] | None = None) -> list[dict]:
+        """Rows replaced by a version that arrived by ``day``, as dicts: of the given ingest dates, or
+        replaced on the dates ``on``, else those with an event time in ``day``'s lookback."""
+        table = self.tables["superseded"]
+        if not self.lake.exists(table):
+            return []
+        first = day - dt.timedelta(days=self.spec.lookback())
+        where = [("superseded_on", "<=", day)]
+        if ingests is not None:
+            where.append(("ingest_date", "in", ingests))
+        elif on is not None:
+            where.append(("superseded_on", "in", on))
+        else:
+            where.append(("event_us", ">=", int(_midnight(first).timestamp()) * T.US))
+        return self.lake.read_arrow(table, where).to_pylist()
 
     def tiles(self, name: str, day: dt.date):
         """The entity's tile rows of the event days in ``day``'s lookback."""

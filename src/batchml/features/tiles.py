@@ -47,32 +47,45 @@ def supersessions(candidates, id_column: str, on: list[dt.date] | None = None):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    dup = candidates.groupBy(id_column).count().where("count > 1").select(id_column)
-    rows = candidates.join(F.broadcast(dup), id_column, "left_semi")
     nxt = F.lead("ingest_date").over(Window.partitionBy(id_column).orderBy(*VERSION))
-    rows = rows.select(id_column, *VERSION, "__t", nxt.alias("superseded_on")).where(
+    rows = candidates.select(id_column, *VERSION, "__t", nxt.alias("superseded_on")).where(
         F.col("superseded_on").isNotNull())
     return rows if on is None else rows.where(F.col("superseded_on").isin(list(on)))
 
 
-def current(rows, records, id_column: str, as_of=None):
-    """``rows`` without those replaced by a version that arrived on or before ``as_of`` (a date, or
-    None: the rows' own ``as_of`` column)."""
+def current(rows, records, id_column: str, as_of: dt.date | None = None):
+    """``rows`` without those replaced by a version that arrived on or before ``as_of`` (None: the
+    rows' own ``as_of`` column). ``records`` is a list of ``supersessions`` rows (as dicts)."""
     from pyspark.sql import functions as F
 
     keys = (id_column, *VERSION)
-    rec = records.select(*[F.col(c).alias(f"__r_{c}") for c in keys], F.col("superseded_on").alias("__r_on"))
+    records = [r for r in records if as_of is None or r["superseded_on"] <= as_of]
+    if not records:
+        return rows
+    schema = ", ".join(f"__r_{c} {rows.schema[c].dataType.simpleString()}" for c in keys) + ", __r_on date"
+    rec = rows.sparkSession.createDataFrame([[r[c] for c in keys] + [r["superseded_on"]] for r in records], schema)
     cond = reduce(lambda a, b: a & b, [F.col(c).eqNullSafe(F.col(f"__r_{c}")) for c in keys])
     limit = F.col("as_of") if as_of is None else F.lit(as_of)
     joined = rows.join(F.broadcast(rec), cond, "left")
     return joined.where(F.col("__r_on").isNull() | (F.col("__r_on") > limit)).select(*rows.columns)
 
 
-def versioned(rows, records, versions, id_column: str):
-    """Rows of each version ``(ingest_date, as_of)`` in ``versions``: what that ingest contributes on as_of."""
+def versioned(rows, records: list[dict], revisions: list[tuple[dt.date, dt.date]], id_column: str):
+    """Rows of each tile version: every row as of its own ingest date, plus, for each revision
+    ``(ingest_date, as_of)``, its ingest's rows again as of that date; less the rows replaced by then."""
     from pyspark.sql import functions as F
 
-    return current(rows.join(F.broadcast(versions), "ingest_date"), records, id_column)
+    out = rows.withColumn("as_of", F.col("ingest_date"))
+    if revisions:
+        pairs = rows.sparkSession.createDataFrame([list(v) for v in revisions], "ingest_date date, as_of date")
+        out = out.unionByName(rows.join(F.broadcast(pairs), "ingest_date"))
+    return current(out, records, id_column)
+
+
+def revisions(records: list[dict]) -> list[tuple[dt.date, dt.date]]:
+    """The versions ``(ingest_date, as_of)`` beyond the originals ``(I, I)``: one per later ingest date
+    that replaced rows of an ingest date."""
+    return sorted({(r["ingest_date"], r["superseded_on"]) for r in records if r["superseded_on"] > r["ingest_date"]})
 
 
 def distinct_columns(spec: FeatureSpec, name: str) -> list[str]:
@@ -121,20 +134,29 @@ def entity_tiles(live, spec: FeatureSpec, name: str):
             aggs.append(F.count(F.col(c)).alias(col))
         else:
             aggs.append(F.max(F.col(c).cast("double")).alias(col))
+    for c in distinct_columns(spec, name):  # (value, time) per event; the max time per value is kept below
+        aggs.append(F.array_sort(F.collect_list(F.when(F.col(c).isNotNull(), F.struct(
+            F.col(c).alias("v"), F.col("__t").alias("t"))))).alias(f"d_{c}"))
     out = ev.groupBy(*group).agg(*(aggs or [F.count(F.lit(1)).alias("n")]))
-    for c in distinct_columns(spec, name):
-        pairs = ev.where(F.col(c).isNotNull()).groupBy(*group, c).agg(F.max("__t").alias("t"))
-        lists = pairs.groupBy(*group).agg(
-            F.array_sort(F.collect_list(F.struct(F.col(c).alias("v"), F.col("t")))).alias(f"d_{c}"))
-        out = out.join(lists, group, "left")
+    for c in distinct_columns(spec, name):  # sorted by (value, time): keep each value's last element
+        d = F.col(f"d_{c}")
+        out = out.withColumn(f"d_{c}", F.filter(d, lambda x, i: (i == F.size(d) - 1) | (d[i + 1]["v"] != x["v"])))
     return out
 
 
-def chosen(tiles, versions, day: dt.date, first: dt.date):
-    """Tile rows a build of ``day`` merges: event days ``[first, day)``, per ingest date the latest version."""
+def chosen(tiles, versions: list[tuple[dt.date, dt.date]], day: dt.date, first: dt.date):
+    """Tile rows a build of ``day`` merges: event days ``[first, day)``, ingested by ``day``, per ingest
+    date the latest version as of ``day``: the latest of its revisions in ``versions`` (``(ingest_date,
+    as_of)`` pairs), else the original (``as_of = ingest_date``)."""
     from pyspark.sql import functions as F
 
-    latest = (versions.where((F.col("ingest_date") <= F.lit(day)) & (F.col("as_of") <= F.lit(day)))
-              .groupBy("ingest_date").agg(F.max("as_of").alias("as_of")))
-    window = (F.col("tile_date") >= F.lit(first)) & (F.col("tile_date") < F.lit(day))
-    return tiles.where(window).join(F.broadcast(latest), ["ingest_date", "as_of"], "left_semi")
+    latest: dict[dt.date, dt.date] = {}
+    for ingest, as_of in versions:
+        if ingest < as_of <= day and as_of > latest.get(ingest, ingest):
+            latest[ingest] = as_of
+    window = (F.col("tile_date") >= F.lit(first)) & (F.col("tile_date") < F.lit(day)) & (
+        F.col("ingest_date") <= F.lit(day))
+    pick = F.col("ingest_date")
+    if latest:
+        pick = F.coalesce(F.create_map(*[F.lit(x) for pair in sorted(latest.items()) for x in pair])[pick], pick)
+    return tiles.where(window & (F.col("as_of") == pick))
