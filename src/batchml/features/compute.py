@@ -195,34 +195,9 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
               .select(*keys, *values, F.col("__c.s").alias("__src"), F.col("__c.t").alias("__t"),
                       F.col("__c.i").alias(spec.id_column)))
 
-    # Exact distinct counts over day windows without per-row sets. For a value v of the entity let
-    # a = (last time before D) + w and b = first time on D. v is in [t - w, t) iff a >= t or b < t, so
-    # count(t) = #{a >= D + 1 day} (a per-entity constant) + #{D <= a, a >= t} + #{b < t, a < t}:
-    # "A" markers at time a (counted by a descending running count) and "B" markers at max(a, b)
-    # (counted by an ascending running count, strictly before t).
-    constants = []
-    marker_tag = 100
-    markers = {}
-    for agg in entity.aggregations:
-        if agg.function != "distinct_count" or not any(w >= DAY_US for w in windows.values()):
-            continue
-        col, dv = agg.column, f"__dv_{agg.column}"
-        pairs = _pairs(tile, base, keys, col, dv, d0, d0 - max(w for w in windows.values() if w >= DAY_US))
-        counts, marks = {}, []
-        for label, w in windows.items():
-            if w < DAY_US:
-                continue
-            a = F.col("__lh") + w
-            counts[f"__k_{label}_{col}"] = F.count(F.when(a >= d0 + DAY_US, 1))
-            tag_a, tag_b, marker_tag = marker_tag, marker_tag + 1, marker_tag + 2
-            markers[(label, col)] = (tag_a, tag_b)
-            marks.append(F.when((a >= d0) & (a < d0 + DAY_US), F.struct(F.lit(tag_a).alias("s"), a.alias("t"))))
-            marks.append(F.when(F.col("__fd").isNotNull(), F.struct(
-                F.lit(tag_b).alias("s"), F.greatest(F.col("__fd"), a).alias("t"))))
-        marked = pairs.select(*keys, F.explode(F.filter(F.array(*marks), lambda c: c.isNotNull())).alias("__c"))
-        marked = marked.select(*keys, F.col("__c.s").alias("__src"), F.col("__c.t").alias("__t"))
-        stream = stream.unionByName(marked, allowMissingColumns=True)
-        constants.append(pairs.groupBy(*keys).agg(*[v.alias(k) for k, v in counts.items()]))
+    markers, marked, constants = _distinct_markers(tile, base, entity, windows, d0)
+    for rows in marked:
+        stream = stream.unionByName(rows, allowMissingColumns=True)
 
     asc = Window.partitionBy(*keys).orderBy("__t")
     prefix = asc.rangeBetween(Window.unboundedPreceding, -1)
@@ -243,18 +218,7 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
             return F.max(on(src, col)).over(frame)
         return F.collect_set(on(src, col)).over(frame)  # set
 
-    # the interior of each window of k >= 2 days, and the last event time before the day, from tiles
-    interior = {"__last": F.max("last")} if entity.time_since_last else {}
-    for label, k in long_windows.items():
-        inside = F.col("tile_date") >= F.lit(_day_of(d0 - (k - 1) * DAY_US))
-        for agg in entity.aggregations:
-            for kind, col in _parts(agg, windows[label]):
-                if kind == "dc":
-                    continue
-                state = _STATE[(kind, col.startswith("__fx_"))].format(c=agg.column)
-                value = F.when(inside, F.col(state))
-                interior[f"__i_{label}_{kind}_{col}"] = (F.max if kind == "max" else F.sum)(value)
-    agg_hist = tile.groupBy(*keys).agg(*[v.alias(k) for k, v in interior.items()]) if interior else None
+    agg_hist = _interior(tile, entity, windows, long_windows, d0)
 
     cols = {}
     for label, w in windows.items():
@@ -311,6 +275,39 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
     return joined.select(*out)
 
 
+def _distinct_markers(tile, base, entity, windows: dict[str, int], d0: int):
+    """Exact distinct counts over day windows without per-row sets.
+
+    For a value v of the entity let a = (last time before D) + w and b = first time on D. v is in
+    [t - w, t) iff a >= t or b < t, so count(t) = #{a >= D + 1 day} (a per-entity constant)
+    + #{D <= a, a >= t} + #{b < t, a < t}: "A" markers at time a (counted by a descending running
+    count) and "B" markers at max(a, b) (counted by an ascending running count, strictly before t).
+    Returns ({(window, column): (tag A, tag B)}, marker rows to add to the stream, constant tables).
+    """
+    from pyspark.sql import functions as F
+
+    keys, day_windows = entity.keys, {label: w for label, w in windows.items() if w >= DAY_US}
+    markers, marked, constants, tag = {}, [], [], 100
+    for agg in entity.aggregations:
+        if agg.function != "distinct_count" or not day_windows:
+            continue
+        col, dv = agg.column, f"__dv_{agg.column}"
+        pairs = _pairs(tile, base, keys, col, dv, d0, d0 - max(day_windows.values()))
+        counts, marks = {}, []
+        for label, w in day_windows.items():
+            a = F.col("__lh") + w
+            counts[f"__k_{label}_{col}"] = F.count(F.when(a >= d0 + DAY_US, 1))
+            markers[(label, col)] = (tag, tag + 1)
+            marks.append(F.when((a >= d0) & (a < d0 + DAY_US), F.struct(F.lit(tag).alias("s"), a.alias("t"))))
+            marks.append(F.when(F.col("__fd").isNotNull(), F.struct(
+                F.lit(tag + 1).alias("s"), F.greatest(F.col("__fd"), a).alias("t"))))
+            tag += 2
+        rows = pairs.select(*keys, F.explode(F.filter(F.array(*marks), lambda c: c.isNotNull())).alias("__c"))
+        marked.append(rows.select(*keys, F.col("__c.s").alias("__src"), F.col("__c.t").alias("__t")))
+        constants.append(pairs.groupBy(*keys).agg(*[v.alias(k) for k, v in counts.items()]))
+    return markers, marked, constants
+
+
 def _pairs(tile, base, keys: list[str], col: str, dv: str, d0: int, oldest: int):
     """Per (keys, value): ``__lh``, the last time seen in ``[oldest, D)`` (merged from the tiles'
     per-value last-seen times), and ``__fd``, the first time seen on D (from the edge rows)."""
@@ -323,6 +320,23 @@ def _pairs(tile, base, keys: list[str], col: str, dv: str, d0: int, oldest: int)
     first = base.where(F.col(dv).isNotNull() & (F.col("__t") >= d0)).select(
         *keys, dv, none.alias("__lh"), F.col("__t").alias("__fd"))
     return seen.unionByName(first).groupBy(*keys, dv).agg(F.max("__lh").alias("__lh"), F.min("__fd").alias("__fd"))
+
+
+def _interior(tile, entity, windows: dict[str, int], long_windows: dict[str, int], d0: int):
+    """Per key, each window of k >= 2 days merged over its whole days ``[D - (k-1), D)`` and the last
+    event time before D, from the tiles (None when the entity needs neither)."""
+    from pyspark.sql import functions as F
+
+    interior = {"__last": F.max("last")} if entity.time_since_last else {}
+    for label, k in long_windows.items():
+        inside = F.col("tile_date") >= F.lit(_day_of(d0 - (k - 1) * DAY_US))
+        for agg in entity.aggregations:
+            for kind, col in _parts(agg, windows[label]):
+                if kind == "dc":
+                    continue
+                value = F.when(inside, F.col(_STATE[(kind, col.startswith("__fx_"))].format(c=agg.column)))
+                interior[f"__i_{label}_{kind}_{col}"] = (F.max if kind == "max" else F.sum)(value)
+    return tile.groupBy(*entity.keys).agg(*[v.alias(k) for k, v in interior.items()]) if interior else None
 
 
 # (running piece kind, over a value column?) -> the tile state column it merges
