@@ -130,7 +130,7 @@ def duckdb_features(spec, files: list[str], day: dt.date, sql_texts: list[str], 
     con.execute(f"SET temp_directory = '{spill}'")
     con.execute("CREATE MACRO dayofweek(x) AS extract('dow' FROM x) + 1")  # Spark's: Sunday = 1
     try:
-        return con.execute(floor_sql(spec, files, day, sql_texts)).to_arrow_table()
+        return con.sql(floor_sql(spec, files, day, sql_texts)).to_arrow_table()
     finally:
         con.close()
 

@@ -314,7 +314,10 @@ def _pairs(tile, base, keys: list[str], col: str, dv: str, d0: int, oldest: int)
     from pyspark.sql import functions as F
 
     none = F.lit(None).cast("long")
-    seen = (tile.where(F.col("tile_date") >= F.lit(_day_of(oldest)))
+    # Not a plain comparison on purpose: Spark caches one pushed-down read plan per scanned Python data
+    # source, so a filter pushed here would also prune the other scans of ``tile`` (the interior).
+    recent = F.date_diff(F.lit(_day_of(d0)), F.col("tile_date")) <= (d0 - oldest) // DAY_US
+    seen = (tile.where(recent)
             .select(*keys, F.explode(f"d_{col}").alias("__p"))
             .select(*keys, F.col("__p.v").alias(dv), F.col("__p.t").alias("__lh"), none.alias("__fd")))
     first = base.where(F.col(dv).isNotNull() & (F.col("__t") >= d0)).select(

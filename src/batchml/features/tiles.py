@@ -47,8 +47,11 @@ def supersessions(candidates, id_column: str, on: list[dt.date] | None = None):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    # ids are nearly all unique: find the repeated ones from the id column alone, then order only those
+    repeated = candidates.groupBy(id_column).count().where("count > 1").select(id_column)
+    rows = candidates.join(F.broadcast(repeated), id_column, "left_semi")
     nxt = F.lead("ingest_date").over(Window.partitionBy(id_column).orderBy(*VERSION))
-    rows = candidates.select(id_column, *VERSION, "__t", nxt.alias("superseded_on")).where(
+    rows = rows.select(id_column, *VERSION, "__t", nxt.alias("superseded_on")).where(
         F.col("superseded_on").isNotNull())
     return rows if on is None else rows.where(F.col("superseded_on").isin(list(on)))
 
