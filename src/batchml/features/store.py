@@ -57,9 +57,9 @@ class TileStore:
     # -- what is tiled ---------------------------------------------------------------------------
     def ensure(self, first: dt.date, last: dt.date, cache: list) -> dt.date:
         """Tile, in one pass, every ingest date up to ``last`` that the builds of ``[first, last]``
-        need and that is not tiled yet. Returns the first tiled ingest date: builds read no rows
-        ingested before it. Tiles are redone from scratch when an earlier start is needed, or when a
-        tiled source partition changed or appeared in the middle."""
+        need and that is not tiled yet. Returns the first ingest date builds may read: no rows
+        ingested before it are tiled. Tiles are redone from scratch when a needed source ingest date
+        before (or between) the tiled ones is not tiled, or a tiled source partition changed."""
         versions = self._log()
         other = {r["spec"] for r in versions} - {fingerprint(self.spec)}
         if other:
@@ -72,15 +72,15 @@ class TileStore:
         if tiled:
             lo, hi = min(tiled), max(tiled)
             changed = [d for d, n in tiled.items() if d <= last and ingests.get(d, 0) != n]
-            gaps = [d for d in ingests if lo <= d <= hi and d not in tiled]
-            if need >= lo and not changed and not gaps:
+            untiled = [d for d in ingests if need <= d <= hi and d not in tiled]  # before or between tiled ones
+            if not changed and not untiled:
                 todo = [d for d in sorted(ingests) if d > hi]
                 if todo:
                     self._tile(todo, ingests, lo, scratch=False, cache=cache)
-                return lo
+                return min(lo, need)
             log.warning("tiles of %s redone from scratch: %s", self.dataset,
-                        f"builds need ingest dates from {need}, tiled from {lo}" if need < lo else
-                        f"source partitions changed since tiling: {changed or gaps}")
+                        f"source partitions changed since tiling: {changed}" if changed else
+                        f"ingest dates {untiled[0]}..{untiled[-1]} are needed and not tiled")
             need = min(need, lo)
         todo = [d for d in sorted(ingests) if d >= need]
         if not todo:
