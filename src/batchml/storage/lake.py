@@ -106,6 +106,11 @@ class Lake:
         return sum(e["num_records"] or 0 for e in pa.table(table.get_add_actions(flatten=True)).to_pylist()
                    if predicates.file_fully_matches(e, terms, partitions))
 
+    def file_stats(self, name: str) -> list[dict]:
+        """The snapshot's data files from the Delta log alone: ``partition.<col>``, ``num_records``,
+        ``min.<col>`` and ``max.<col>`` per file (no data is read)."""
+        return pa.table(self._require(name).get_add_actions(flatten=True)).to_pylist()
+
     def history(self, name: str, limit: int | None = None) -> list[dict]:
         table = self._require(name)
         return table.history(limit)
