@@ -183,3 +183,28 @@ def test_same_inputs_config_and_seed_give_the_same_metrics(world, base_config, s
     assert not second.reused
     for key in ("pr_auc", "roc_auc", "f1", "precision", "recall", "brier"):
         assert second.metrics[key] == pytest.approx(world["result"].metrics[key], abs=1e-6), key
+
+
+def test_the_fit_trains_the_classifiers_booster_without_its_label_count_job(spark):
+    """``fit.estimator('binary')`` skips SparkXGBClassifier's countDistinct job, not its model."""
+    from xgboost.spark import SparkXGBClassifier
+
+    from batchml.training.fit import estimator
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4000, 4))
+    rows = pa.table({**{f"f{i}": x[:, i] for i in range(4)},
+                     "label": (x[:, 0] + rng.normal(size=4000) > 1.5).astype(np.int32)})
+    frame = spark.createDataFrame(rows.to_pandas()).repartition(2).persist()
+    params = {"features_col": [f"f{i}" for i in range(4)], "label_col": "label", "num_workers": 2,
+              "n_estimators": 5, "max_depth": 3, "random_state": 7}
+    jobs = spark.sparkContext.statusTracker()
+    spark.sparkContext.setJobGroup("ours", "ours")
+    ours = estimator("binary", **params).fit(frame).get_booster()
+    spark.sparkContext.setJobGroup("classifier", "classifier")
+    theirs = SparkXGBClassifier(**params).fit(frame).get_booster()
+    frame.unpersist()
+    assert ours.save_raw("json") == theirs.save_raw("json")
+    assert len(jobs.getJobIdsForGroup("ours")) == len(jobs.getJobIdsForGroup("classifier")) - 1
+    with pytest.raises(ValueError, match="contradicts model.estimator.objective"):
+        estimator("binary", objective="reg:squarederror", **params)

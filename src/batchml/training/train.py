@@ -88,8 +88,9 @@ def prepare(lake: Lake, spec: ModelSpec, table: str, version: int, cutoff: dt.da
     features = feature_columns(rows.schema, spec, id_column, date_column)
     if not features:
         raise ValueError(f"{table} has no numeric feature columns to train on")
-    frame = rows.select(*[F.col(c).cast("double").alias(c) for c in features], F.col(fitting.LABEL),
-                        F.col(date_column).alias(fitting.DATE), *[F.col(s) for s in spec.slices]).persist()
+    frame = fitting.partitioned(rows.select(
+        *[F.col(c).cast("double").alias(c) for c in features], F.col(fitting.LABEL),
+        F.col(date_column).alias(fitting.DATE), *[F.col(s) for s in spec.slices]), spec).persist()
     counts = {r[0]: (r[1], r[2] or 0) for r in
               frame.groupBy(fitting.DATE).agg(F.count("*"), F.sum(fitting.LABEL)).collect()}
     if not counts:
