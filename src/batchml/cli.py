@@ -1,5 +1,5 @@
 """Command line: ``batchml demo-data``, ``batchml run <stage>``, ``batchml demo``, ``batchml table``,
-``batchml model``, ``batchml spark-server``, ``batchml conf-from-terraform``."""
+``batchml model``, ``batchml spark-server``, ``batchml ui``, ``batchml conf-from-terraform``."""
 
 from __future__ import annotations
 
@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("spark-server", help="a long-lived local Spark (Spark Connect) that jobs attach to")
     c.add_argument("action", choices=["start", "status", "stop"])
     c.add_argument("--port", type=int, default=15002)
+
+    u = sub.add_parser("ui", help="the Airflow UI and the MLflow UI on this machine's state (Ctrl-C stops them)")
+    u.add_argument("--port", type=int, default=8080, help="Airflow UI / API port")
+    u.add_argument("--mlflow-port", type=int, default=5000)
 
     t = sub.add_parser("conf-from-terraform", help="print conf/<env>/batchml.yaml filled from `terraform output -json`")
     t.add_argument("--outputs", default="-", help="file with `terraform output -json` (default: stdin)")
@@ -158,6 +162,10 @@ def _dispatch(args, config) -> int:
         return _model(args, config)
     if args.command == "spark-server":
         return _spark_server(args, config)
+    if args.command == "ui":
+        from batchml.orchestration import ui
+
+        return ui.serve(config, args.port, args.mlflow_port)
     return _table(args, config)
 
 

@@ -216,6 +216,8 @@ class OrchestrationConfig(Strict):
     submit: Literal["spark-submit", "emr-serverless"] = "spark-submit"
     spark_conn_id: str = "spark_default"  # spark-submit: master, deploy mode, queue, spark-binary
     emr_serverless: EmrServerlessConfig | None = None
+    # An http connection to Airflow's REST API: tasks set each DAG run's note through it (docs/airflow.md)
+    airflow_api_conn_id: str = "airflow_api"
 
     @model_validator(mode="after")
     def _emr_needs_its_settings(self) -> "OrchestrationConfig":

@@ -23,12 +23,12 @@ def _validate(config: Config, run_date: dt.date, dataset: str | None, spark=None
     import sys
 
     from batchml.validation.gate import validate
+    from batchml.validation.overrides import blocked_message
 
     outcomes = validate(config, run_date, dataset, spark)
-    blocked = [f"{o.table}: {', '.join(o.blocking_checks())}" for o in outcomes if o.blocked]
+    blocked = [f"{o.table}: {check}" for o in outcomes if o.blocked for check in o.blocking_checks()]
     if blocked:
-        print(f"validation BLOCKED for {run_date}: " + "; ".join(blocked)
-              + " (see the report, or release with `batchml override`)", file=sys.stderr)
+        print(blocked_message(config, dataset or config.default_dataset, run_date, blocked), file=sys.stderr)
         return 1
     return 0
 
