@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", help="dataset config name (default: default_dataset)")
     r.add_argument("--rescore", action="store_true", help="score: replace a finished run date's scores")
     r.add_argument("--reason", help="score --rescore: why (recorded in the scoring runs table)")
+    r.add_argument("--migrate", action="store_true",
+                   help="score: first convert scores tables of an older layout (CHANGELOG.md, Migration)")
 
     m = sub.add_parser("demo", help="the main job: generate demo data, then run the pipeline day by day")
     _demo_args(m, days=14, rows=20_000, bad_rate=0.001, bad_file_rate=0.1)
@@ -148,7 +150,10 @@ def _dispatch(args, config) -> int:
 
         if args.rescore and (args.stage != "score" or not args.reason):
             raise ValueError("--rescore applies to the score stage and needs --reason")
+        if args.migrate and args.stage != "score":
+            raise ValueError("--migrate applies to the score stage")
         options = {"rescore_reason": args.reason} if args.rescore else {}
+        options.update({"migrate": True} if args.migrate else {})
         return run_stage(args.stage, config, args.run_date, args.dataset, **options)
     if args.command == "demo":
         return _demo(args, config)

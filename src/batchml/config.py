@@ -96,7 +96,8 @@ class MlflowConfig(Strict):
 
 
 class TableConfig(Strict):
-    description: str = ""
+    description: str = ""  # written to the Delta table's metadata (its description)
+    columns: dict[str, str] = {}  # column -> description, written to the Delta schema (each column's comment)
     partition_by: list[str] = []
     allow_schema_evolution: bool = False
 

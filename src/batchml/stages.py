@@ -49,13 +49,13 @@ def _monitor(config: Config, run_date: dt.date, dataset: str | None, spark=None)
 
 
 def _score(config: Config, run_date: dt.date, dataset: str | None, spark=None,
-           rescore_reason: str | None = None) -> int:
+           rescore_reason: str | None = None, migrate: bool = False) -> int:
     """Exit ``scoring.fallback.exit_code`` (default 3) when any row was scored by the fallback rules."""
     import sys
 
     from batchml.scoring.score import score, scoring_spec
 
-    summary = score(config, run_date, dataset, spark, rescore_reason=rescore_reason)  # logs the summary line
+    summary = score(config, run_date, dataset, spark, rescore_reason=rescore_reason, migrate=migrate)  # logs it
     if summary.fallback_rows:
         print(summary.line(), file=sys.stderr)
         return scoring_spec(config, summary.dataset).fallback.exit_code
