@@ -20,6 +20,7 @@ from batchml.training.spec import Costs, Param, Splits
 from batchml.training.splits import NotEnoughHistory, plan_splits
 from batchml.training.train import finished_run, train
 from tests.conftest import make_config
+from tests.orchestration.browser import check_reports
 from tests.training import helpers as H
 
 D = H.CUTOFF
@@ -169,7 +170,7 @@ def test_train_registers_model_with_contract_lineage_and_card(world):
     assert counts and all(c.strip().replace(",", "").isdigit() for pair in counts for c in pair)  # 1, not 1.0000
 
 
-def test_mlflow_describes_run_model_and_version_and_lists_inputs(world):
+def test_mlflow_describes_run_model_and_version_and_lists_inputs(world, tmp_path):
     config, result = world["config"], world["result"]
     spec, c = config.dataset().model, store.client(config)
     version = c.get_model_version(spec.registered_name, str(result.version))
@@ -192,6 +193,8 @@ def test_mlflow_describes_run_model_and_version_and_lists_inputs(world):
                 f"{spec.registered_name}-v{result.version}.html")
     assert "<h2>Intended use</h2>" in page.read_text() and "<table>" in page.read_text()
     assert f"Full model card: `{page}`" in version.description
+    check_reports({page: ["Model card", "Intended use", "Decisions at the threshold", "Test-window metrics",
+                          "By slice", "Known limits"]}, tmp_path / "chromium")
 
 
 def test_rerun_for_the_same_date_reuses_the_model(world):

@@ -14,6 +14,7 @@ from batchml.ingest.ingest import ingest
 from batchml.stages import run_stage
 from batchml.storage import Lake
 from batchml.validation.gate import OVERRIDES, RESULTS, record_override, validate
+from tests.orchestration.browser import check_reports
 
 START = dt.date(2024, 1, 1)
 TX = "bronze.card_transactions"
@@ -127,7 +128,7 @@ def test_schema_contract_mismatch_blocks(config, spark):
     assert o.blocked and "schema_columns" in o.blocking_checks() and "schema_type:mcc" in o.blocking_checks()
 
 
-def test_drift_blocks_and_an_override_releases_exactly_one_run_date(config, spark, capsys):
+def test_drift_blocks_and_an_override_releases_exactly_one_run_date(config, spark, capsys, tmp_path):
     load(config, spark, days=4, drift_from=day(2))
     for i in range(2):
         assert not outcome(validate(config, day(i), spark=spark)).blocked
@@ -165,8 +166,15 @@ def test_drift_blocks_and_an_override_releases_exactly_one_run_date(config, spar
     assert "BLOCKED" in first and "How to release" in first and "override_checks" in first
     doc = json.loads(Path(released.report_uri.replace(".html", ".json")).read_text())
     assert doc["blocked"] is False and doc["attempt"] == 3 and any(r["override_by"] == "ana" for r in doc["results"])
-    index = (Path(released.report_uri).parents[1] / "index.html").read_text()
-    assert index.count(f"<td>{TX}</td>") == 4 and "2024-01-03/bronze.card_transactions.attempt-3.html" in index
+    index = Path(released.report_uri).parents[1] / "index.html"
+    assert index.read_text().count(f"<td>{TX}</td>") == 4
+    assert "2024-01-03/bronze.card_transactions.attempt-3.html" in index.read_text()
+    check_reports({Path(released.report_uri.replace(".html", ".attempt-1.html")): [
+                       "BLOCKED", "How to release", "batchml override", "Population stability (PSI) by column",
+                       "Checks", "schema (", "amount lies between"],
+                   Path(released.report_uri): ["PASSED (", "released by ana", "earlier attempts: 1, 2"],
+                   index: ["Validation gate: card_transactions", "2024-01-04", "BLOCKED", "PASSED ("]},
+                  tmp_path / "chromium")
 
 
 def test_override_needs_who_and_why(config):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import html
 from collections import defaultdict
 
-W, H = 760, 260
-LEFT, RIGHT, TOP, BOTTOM = 56, 180, 14, 52  # plot margins; the legend sits in the right one
+W, H = 800, 260
+LEFT, RIGHT, TOP, BOTTOM = 56, 210, 14, 52  # plot margins; the legend sits in the right one
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf"]
 TOP_COLUMNS = 10
@@ -113,7 +113,7 @@ def _axes(body: str, y_max: float, x_labels: list[str], x_title: str, y_title: s
             labels += (f'<text x="{_x(i, len(x_labels)):.1f}" y="{H - BOTTOM + 14}" font-size="10" '
                        f'text-anchor="{anchor}">{html.escape(x_labels[i])}</text>')
     keys = "".join(f'<rect x="{W - RIGHT + 14}" y="{TOP + 14 * k}" width="10" height="10" fill="{c}"/>'
-                   f'<text x="{W - RIGHT + 28}" y="{TOP + 14 * k + 9}" font-size="11">{html.escape(name)}</text>'
+                   f'<text x="{W - RIGHT + 28}" y="{TOP + 14 * k + 9}" font-size="11">{html.escape(_short(name))}</text>'
                    for k, (name, c) in enumerate(legend))
     middle = (H - BOTTOM + TOP) / 2
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">'
@@ -123,6 +123,10 @@ def _axes(body: str, y_max: float, x_labels: list[str], x_title: str, y_title: s
             f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 12}" font-size="11" text-anchor="middle">{x_title}</text>'
             f'<text x="14" y="{middle}" font-size="11" text-anchor="middle" transform="rotate(-90 14 {middle})">'
             f"{y_title}</text>{ticks}{labels}{body}{keys}</svg>")
+
+
+def _short(text: str, most: int = 30) -> str:
+    return text if len(text) <= most else text[:most - 1] + "…"
 
 
 def _psi_plot(history: list[dict], alert: float, drifts) -> str:

@@ -187,11 +187,9 @@ def _categorical(column: str, hist: dict, spec: Distributions) -> Drift:
 
 
 def _ranges(edges: np.ndarray) -> tuple[str, ...]:
-    """Labels of the bins that ``edges`` cut: ``< e1``, ``e1 to e2``, ..., ``>= ek``."""
-    e = [f"{x:.4g}" for x in edges]
-    if not e:
-        return ("all",)
-    return (f"< {e[0]}", *(f"{a} to {b}" for a, b in zip(e, e[1:])), f">= {e[-1]}")
+    """Short labels of the bins that ``edges`` cut, by upper edge: ``< e1``, ``< e2``, ..., ``>= ek``."""
+    e = [f"{x:.3g}" for x in edges]
+    return (*(f"< {x}" for x in e), f">= {e[-1]}") if e else ("all",)
 
 
 def _coarsen(counts: np.ndarray, edges: np.ndarray, psi_edges: np.ndarray) -> np.ndarray:

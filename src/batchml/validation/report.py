@@ -126,7 +126,7 @@ def _row(r: dict, total: int) -> str:
     if r.get("override_by"):
         status += f'<br><small>released by {e(r["override_by"])}: {e(r["override_reason"] or "")}</small>'
     failing = ""
-    if r.get("failing_rows") is not None:
+    if r.get("failing_rows"):  # zero failing rows: nothing to show
         share = r["failing_rows"] / total if total else 0
         failing = (f'{r["failing_rows"]:,}<br><span class="bar"><i style="width:{min(share * 100, 100):.1f}%">'
                    f"</i></span> {share:.3%}")
