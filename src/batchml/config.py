@@ -23,7 +23,7 @@ from batchml.scoring.spec import ScoringSpec
 from batchml.training.spec import ModelSpec
 from batchml.validation.spec import TableValidation
 
-# Env vars that override single keys (documented in the README).
+# Env vars that override single keys (documented in the README and docs/configuration.md).
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "BATCHML_HOME": ("home",),
     "BATCHML_SPARK_MASTER": ("spark", "master"),
