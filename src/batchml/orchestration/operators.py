@@ -184,8 +184,20 @@ def emr_job_request(config, stage: str, spec: RunSpec) -> dict:
             "entryPointArguments": job_arguments(config, spec),
             "sparkSubmitParameters": " ".join(f"--conf {shlex.quote(f'{k}={v}')}" for k, v in conf.items()),
         }},
-        "configurationOverrides": {"monitoringConfiguration": monitoring} if monitoring else {},
+        "configurationOverrides": {
+            # the driver's log: batchml's logger levels over EMR's own appenders (classification spark-driver-log4j2)
+            "applicationConfiguration": [{"classification": "spark-driver-log4j2", "properties": log4j_levels()}],
+            **({"monitoringConfiguration": monitoring} if monitoring else {})},
     }
+
+
+def log4j_levels() -> dict[str, str]:
+    """The logger levels of batchml's log4j2.properties (no appenders: EMR keeps writing where it does)."""
+    from batchml.resources import folder
+
+    lines = (folder("spark") / "log4j2.properties").read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#")]
+    return {k.strip(): v.strip() for k, v in pairs if k.strip().startswith(("logger.", "rootLogger.level"))}
 
 
 def _emr_serverless(op: StageOperator, context, config, spec: RunSpec):
