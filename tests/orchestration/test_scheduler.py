@@ -102,7 +102,8 @@ def test_an_override_in_the_params_releases_the_gate_and_is_recorded(server):
     assert overrides[["check", "by", "reason"]].values.tolist() == [["row_count", "ana", OVERRIDE["override_reason"]]]
     results = DeltaTable(str(lake_path(root, "ops.validation_results"))).to_pandas()
     released = results[(results["run_date"] == SHORT_DAY) & (results["check"] == "row_count")]
-    assert released[["status", "override_by"]].values.tolist() == [["overridden", "ana"]]
+    history = released.sort_values("attempt")[["attempt", "status", "override_by"]].values.tolist()
+    assert history == [[1, "failed", None], [2, "overridden", "ana"]]  # both gate runs of the day are kept
     scores = DeltaTable(str(lake_path(root, "scores.card_transactions"))).to_pandas()
     silver = DeltaTable(str(lake_path(root, "silver.card_transactions"))).to_pandas()
     assert scores["transaction_id"].is_unique and set(scores["transaction_id"]) == set(silver["transaction_id"])

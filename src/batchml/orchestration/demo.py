@@ -22,6 +22,9 @@
 5. Print the story (when each alert fired against when each drift began) and where the scored
    table, the reports and the Airflow state are.
 
+The console shows one line per day (``progress.DayLines``: each stage's time, k/N, the day's verdict), the
+steps, the story and the summary; everything else goes to ``$BATCHML_HOME/logs/demo.log`` (``progress.log_to_file``).
+
 Runs under the ``demo`` config environment (``conf/demo``): small-data Spark settings, and labels
 that count as mature after 7 days, so the concept-drift alert can fire within the run.
 """
@@ -232,18 +235,17 @@ def _overlapped(config, spark, days: list[dt.date], rest, later, monitored: bool
     """
     pending = None
     for day in days:
-        started = time.monotonic()
         passed = _run_day(config, day, GATE_STAGES, spark)
         if pending is not None:
             pending.result()
-        pending = later.submit(_finish_day, config, spark, day, rest, monitored, started) if passed else None
+        pending = later.submit(_finish_day, config, spark, day, rest, monitored) if passed else None
         if not passed:
             LINES.finish(day, "blocked: its later stages skip this day")
     if pending is not None:
         pending.result()
 
 
-def _finish_day(config, spark, day: dt.date, stages, monitored: bool, started: float) -> None:
+def _finish_day(config, spark, day: dt.date, stages, monitored: bool) -> None:
     if not _run_day(config, day, stages, spark):
         LINES.finish(day, "a stage failed: see the log")
     elif monitored:
