@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 
-.PHONY: demo ui test test-e2e test-spark40 test-mwaa setup bench clean-state chromium package deploy
+.PHONY: demo ui test test-e2e test-spark40 test-mwaa setup bench clean-state chromium redis package deploy
 
 # Airflow demo (src/batchml/orchestration/demo.py); DEMO_ARGS e.g. "--nightly-days 8 --rows-per-day 20000".
 demo: $(VENV)/.installed
@@ -16,24 +16,32 @@ demo: $(VENV)/.installed
 ui: $(VENV)/.installed
 	$(VENV)/bin/batchml --env demo ui
 
-test: $(VENV)/.installed $(INFRA_VENV)/.installed chromium
+test: $(VENV)/.installed $(INFRA_VENV)/.installed chromium redis
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 	$(MAKE) --no-print-directory test-spark40 test-mwaa
 
 # Two CI legs in environments of their own (docs/deploy.md, "What CI checks"):
-# - Spark 4.0.2, as AWS's emr-spark-8.0.0 runs it: the storage tests and one stage chain;
+# - Spark 4.0.2, as AWS's emr-spark-8.0.0 runs it, in a venv outside the repository where batchml is
+#   installed from its wheel: the installed-wheel test, the storage tests and one stage chain;
 # - the DAG side as MWAA installs it: the pinned Airflow and providers, batchml[airflow], the DagBag.
-SPARK40_VENV := .venv-spark40
+LEG_HOME ?= $(HOME)/.cache/batchml-ci
+SPARK40_VENV := $(LEG_HOME)/venv-spark40
 MWAA_VENV := .venv-mwaa
 MWAA_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12) $(PYTHON))
 
 test-spark40: $(SPARK40_VENV)/.installed
-	$(SPARK40_VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests/storage tests/cluster/test_stage_chain.py
+	rm -rf build $(LEG_HOME)/wheel
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(LEG_HOME)/wheel .
+	rm -rf build
+	$(SPARK40_VENV)/bin/pip install --quiet --no-deps --force-reinstall $(LEG_HOME)/wheel/batchml-*.whl
+	$(SPARK40_VENV)/bin/python -m pytest -q -n 2 --dist loadfile -p no:cacheprovider \
+	  tests/release/test_installed_wheel.py tests/storage tests/cluster/test_stage_chain.py
 
 $(SPARK40_VENV)/.installed: pyproject.toml
-	test -d $(SPARK40_VENV) || $(PYTHON) -m venv $(SPARK40_VENV)
-	$(SPARK40_VENV)/bin/pip install --quiet -e '.[spark]' 'pyspark==4.0.2' 'pytest>=8,<10' 'pytest-xdist>=3.6,<4' \
+	rm -rf $(SPARK40_VENV) && mkdir -p $(LEG_HOME) && $(PYTHON) -m venv $(SPARK40_VENV)
+	$(SPARK40_VENV)/bin/pip install --quiet '.[spark]' 'pyspark==4.0.2' 'pytest>=8,<10' 'pytest-xdist>=3.6,<4' \
 	  'moto[server]>=5.0,<6'
+	rm -rf build
 	touch $@
 
 test-mwaa: $(MWAA_VENV)/.installed
@@ -56,6 +64,14 @@ chromium:
 	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	    else echo "chromium is missing and cannot be installed here (not root or no apt-get): the UI test will skip"; fi; }
+
+# The online store's Redis backend tests start a redis-server (Debian package `redis-server`) on loopback.
+# Installed when missing and we are root with apt-get; otherwise those tests skip and say why.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; \
+	    else echo "redis-server is missing and cannot be installed here (not root or no apt-get): the Redis tests will skip"; fi; }
 
 setup: $(VENV)/.installed $(INFRA_VENV)/.installed
 

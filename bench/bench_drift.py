@@ -19,11 +19,10 @@ Agreement is checked on the same data:
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import pandas as pd
-from common import write_result
+from common import Run, median, parse
 from scipy import stats
 
 NUMERIC = [f"num_{i}" for i in range(14)]
@@ -54,7 +53,7 @@ def make(rows: int, seed: int, shift: float) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def run_batchml(ref: pd.DataFrame, cur: pd.DataFrame) -> tuple[list, list[float]]:
+def batchml_runner(ref: pd.DataFrame, cur: pd.DataFrame, out: dict):
     import pyarrow as pa
 
     from batchml.validation.distributions import compare_arrow
@@ -62,29 +61,28 @@ def run_batchml(ref: pd.DataFrame, cur: pd.DataFrame) -> tuple[list, list[float]
 
     tables = [pa.Table.from_pandas(df, preserve_index=False) for df in (ref, cur)]
     spec = Distributions(numeric=NUMERIC, categorical=CATEGORICAL)
-    times, out = [], None
-    for _ in range(2):
-        t0 = time.perf_counter()
-        out = compare_arrow(tables[0], tables[1], spec)
-        times.append(round(time.perf_counter() - t0, 3))
-    return out, times
+
+    def run() -> None:
+        out["batchml"] = compare_arrow(tables[0], tables[1], spec)
+    return run
 
 
-def run_evidently(ref: pd.DataFrame, cur: pd.DataFrame) -> tuple[dict, float]:
+def evidently_runner(ref: pd.DataFrame, cur: pd.DataFrame, out: dict):
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
     definition = DataDefinition(numerical_columns=NUMERIC, categorical_columns=CATEGORICAL)
     metrics = [ValueDrift(column=c, method=m) for c in NUMERIC for m in ("ks", "psi")]
     metrics += [ValueDrift(column=c, method=m) for c in CATEGORICAL for m in ("chisquare", "psi")]
-    t0 = time.perf_counter()
-    snapshot = Report(metrics).run(Dataset.from_pandas(cur, data_definition=definition),
-                                   Dataset.from_pandas(ref, data_definition=definition))
-    seconds = time.perf_counter() - t0
-    values = {}
-    for m in snapshot.dict()["metrics"]:
-        values[(m["config"]["column"], m["config"]["method"])] = float(m["value"])
-    return values, round(seconds, 3)
+
+    def run() -> None:
+        out["evidently"] = Report(metrics).run(Dataset.from_pandas(cur, data_definition=definition),
+                                               Dataset.from_pandas(ref, data_definition=definition))
+    return run
+
+
+def evidently_values(snapshot) -> dict:
+    return {(m["config"]["column"], m["config"]["method"]): float(m["value"]) for m in snapshot.dict()["metrics"]}
 
 
 def decile_psi(ref: np.ndarray, cur: np.ndarray) -> float:
@@ -98,10 +96,13 @@ def decile_psi(ref: np.ndarray, cur: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the reference and in the batch each")
-    args = parser.parse_args()
+    args = parse(parser)
+    run = Run(args)
     ref, cur = make(args.rows, 1, 0.0), make(args.rows, 2, 0.3)
-    drifts, batchml_times = run_batchml(ref, cur)
-    evidently, evidently_seconds = run_evidently(ref, cur)
+    out: dict = {}
+    times = run.interleaved({"evidently": evidently_runner(ref, cur, out), "batchml": batchml_runner(ref, cur, out)})
+    drifts, evidently = out["batchml"], evidently_values(out["evidently"])
+    batchml_seconds, evidently_seconds = median(times["batchml"]), median(times["evidently"])
 
     ours = {d.column: d for d in drifts}
     ks_diff = max(abs(ours[c].statistic - stats.ks_2samp(ref[c], cur[c]).statistic) for c in NUMERIC)
@@ -115,15 +116,14 @@ def main() -> None:
     psi_sturges = {c: round(ours[c].psi - evidently[(c, "psi")], 4) for c in NUMERIC}
     flagged = {c for c, d in ours.items() if d.psi > 0.1}
     flagged_evidently = {c for (c, m), v in evidently.items() if m == "psi" and v > 0.1}
-    best = min(batchml_times)
-    write_result(
+    run.write(
         "drift",
-        ratio=round(evidently_seconds / best, 2), goal=1.0, higher_is_better=True,
+        ratio=round(evidently_seconds / batchml_seconds, 2), goal=1.0, higher_is_better=True,
         ratio_means="Evidently seconds / batchml seconds (speed-up; > 1 is faster than Evidently)",
         rows=2 * args.rows, reference_rows=args.rows, batch_rows=args.rows,
         features={"numeric": len(NUMERIC), "categorical": len(CATEGORICAL)},
         floor=f"Evidently {__import__('evidently').__version__} Report of ValueDrift (ks, psi, chisquare) on pandas",
-        batchml_seconds=best, batchml_seconds_runs=batchml_times, evidently_seconds=evidently_seconds,
+        batchml_seconds=batchml_seconds, evidently_seconds=evidently_seconds, runs_s=times,
         agreement={
             "ks_statistic_max_abs_diff_vs_scipy": ks_diff, "ks_goal": KS_GOAL, "ks_ok": bool(ks_diff <= KS_GOAL),
             "ks_p_value_max_abs_diff_vs_evidently": ks_p_diff,

@@ -12,8 +12,8 @@ feature table, and a 100-tree depth-6 XGBoost model is registered as the champio
 * ``stage``: the real stage, ``score()`` end to end: plan, the pass, the Delta write, the review
   queue, the completeness check and the runs table. ``ratio`` is stage rows/s over floor rows/s.
 
-The floor, the pass and the stage are each the median of three runs (the stage: the night's run
-and two re-scores); ``pass_first`` and ``stage_first`` are the first runs.
+The floor, the pass and the stage are each the median of --repeat interleaved runs (the stage: the night's run
+and re-scores); ``pass_first`` and ``stage_first`` are the first runs.
 
 A warm-up day scores first so the JVM and the Python workers are running, as in a nightly job.
 
@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import statistics
-import time
 
-from common import bench_config, timed, write_result
+from common import Run, bench_config, median, parse
 
 DATASET = "card_transactions"
 RULE_COLUMNS = ["amount", "is_foreign", "card_present_flag", "amount_to_customer_mean_30d",
@@ -66,7 +64,8 @@ def train(seed: int = 7):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
-    args = parser.parse_args()
+    args = parse(parser)
+    run = Run(args)
 
     import mlflow
     import numpy as np
@@ -98,44 +97,39 @@ def main() -> None:
         mv = store.log_and_register(config, name, booster, FEATURES, threshold, tags)
     store.client(config).set_registered_model_alias(name, "champion", str(mv.version))
 
-    times: dict = {}
     score(config, warm, spark=spark)  # JVM, Python workers, MLflow: warm, as in a nightly run
-
-    with timed(times, "floor_with_read"):
-        data = lake.read_arrow(table, [("event_date", "=", day)], columns=FEATURES)
-        X = np.column_stack([data.column(c).to_numpy(zero_copy_only=False) for c in FEATURES]).astype(np.float32)
-        booster.inplace_predict(X)
-    runs = []
-    for _ in range(3):
-        start = time.perf_counter()
-        booster.inplace_predict(X)
-        runs.append(time.perf_counter() - start)
-    times["floor"] = round(statistics.median(runs), 3)
-
     spec = scoring_spec(config, DATASET)
     features = config.dataset(DATASET).features
     model = store.load(config, name)
     columns = needed_columns(lake.read(table).columns, features, spec, FEATURES)
-    passes = []
-    for _ in range(3):
-        start = time.perf_counter()
+    state: dict = {"stage": 0}
+
+    def floor_with_read():
+        data = lake.read_arrow(table, [("event_date", "=", day)], columns=FEATURES)
+        state["X"] = np.column_stack([data.column(c).to_numpy(zero_copy_only=False) for c in FEATURES]).astype(
+            np.float32)
+        booster.inplace_predict(state["X"])
+
+    def one_pass():
         (score_rows(lake, spark, spec, features, day, lake.version(table), columns, 1, 0, model, None)
          .write.format("noop").mode("overwrite").save())
-        passes.append(time.perf_counter() - start)
-    times["pass"], times["pass_first"] = round(statistics.median(passes), 3), round(passes[0], 3)
-    stages = []
-    for i in range(3):  # the night's run, then two deliberate re-scores (the same work, plus replacing)
-        start = time.perf_counter()
+
+    def stage():  # the night's run, then deliberate re-scores (the same work, plus replacing)
+        i = state["stage"]
+        state["stage"] += 1
         summary = score(config, day, spark=spark, rescore_reason=f"benchmark repeat {i}" if i else None)
-        stages.append(time.perf_counter() - start)
         assert summary.rows == args.rows and not summary.fallback_rows and summary.chunks_written, summary
-    times["stage"], times["stage_first"] = round(statistics.median(stages), 3), round(stages[0], 3)
+
+    runs = run.interleaved({"floor_with_read": floor_with_read, "floor": lambda: booster.inplace_predict(state["X"]),
+                            "pass": one_pass, "stage": stage})
+    times = {side: median(seconds) for side, seconds in runs.items()}
+    times["pass_first"], times["stage_first"] = runs["pass"][0], runs["stage"][0]
 
     rate = {k: round(args.rows / v) for k, v in times.items()}
-    write_result(
+    run.write(
         "scoring", ratio=round(rate["stage"] / rate["floor"], 3), goal=0.5, higher_is_better=True, rows=args.rows,
         floor="single-process xgboost inplace_predict (all cores) on the same rows and model, data in memory",
-        unit="rows/s", rows_per_s=rate, seconds=times,
+        unit="rows/s", rows_per_s=rate, seconds=times, runs_s=runs,
         pass_ratio=round(rate["pass"] / rate["floor"], 3),
         stage_ratio_vs_floor_with_read=round(rate["stage"] / rate["floor_with_read"], 3),
         model="xgboost 100 trees, depth 6, 28 float features",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from common import bench_config, timed, write_result
+from common import Run, bench_config, median, parse
 
 
 def frame(spark, rows: int):
@@ -44,7 +44,8 @@ def arrow_frame(rows: int):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=5_000_000)
-    args = parser.parse_args()
+    args = parse(parser)
+    run = Run(args)
 
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
@@ -58,7 +59,7 @@ def main() -> None:
                                                   "bench.warmup": TableConfig()}})
     spark = get_spark(config)
     lake = Lake(config, spark)
-    t: dict = {}
+    out: dict = {}
     try:
         lake.write(frame(spark, 10_000), "bench.warmup")  # start Python workers once
         lake.read("bench.warmup").count()
@@ -67,16 +68,22 @@ def main() -> None:
         data = arrow_frame(args.rows)
         assert data.schema.names == df.columns
         mb = data.nbytes / 1e6
-
-        with timed(t, "spark_write_s"):
-            result = lake.write(df, "bench.wide")
         floor_uri = str(home / "floor" / "wide")
-        with timed(t, "pyarrow_write_s"):
-            write_deltalake(floor_uri, data)
-        with timed(t, "spark_read_s"):
+
+        def spark_write():
+            out["result"] = lake.write(df, "bench.wide", mode="overwrite")
+
+        def spark_read():
             lake.read("bench.wide").write.format("noop").mode("overwrite").save()
-        with timed(t, "pyarrow_read_s"):
-            back = DeltaTable(floor_uri).to_pyarrow_table()
+
+        def pyarrow_read():
+            out["back"] = DeltaTable(floor_uri).to_pyarrow_table()
+
+        runs = run.interleaved({"pyarrow_write": lambda: write_deltalake(floor_uri, data, mode="overwrite"),
+                                "spark_write": spark_write})
+        runs |= run.interleaved({"pyarrow_read": pyarrow_read, "spark_read": spark_read})
+        t = {f"{side}_s": median(seconds) for side, seconds in runs.items()}
+        result, back = out["result"], out["back"]
         assert back.num_rows == result.rows_written == args.rows
         assert pa.table(DeltaTable(lake.uri("bench.wide")).to_pyarrow_table()).num_rows == args.rows
     finally:
@@ -84,15 +91,15 @@ def main() -> None:
         shutil.rmtree(home, ignore_errors=True)
 
     common = {"rows": args.rows, "columns": 20, "data_mb": round(mb, 1), "higher_is_better": True,
-              "unit": "ratio of throughputs (batchml / floor)", "timings_s": t}
-    write_result("storage_write", ratio=round(t["pyarrow_write_s"] / t["spark_write_s"], 3), goal=0.5,
-                 floor="deltalake.write_deltalake of an in-memory Arrow table with the same schema, rows and value patterns",
-                 batchml_rows_per_s=round(args.rows / t["spark_write_s"]),
-                 floor_rows_per_s=round(args.rows / t["pyarrow_write_s"]), **common)
-    write_result("storage_read", ratio=round(t["pyarrow_read_s"] / t["spark_read_s"], 3), goal=None,
-                 floor="DeltaTable.to_pyarrow_table of the floor's table",
-                 batchml_rows_per_s=round(args.rows / t["spark_read_s"]),
-                 floor_rows_per_s=round(args.rows / t["pyarrow_read_s"]), **common)
+              "unit": "ratio of throughputs (batchml / floor)", "timings_s": t, "runs_s": runs}
+    run.write("storage_write", ratio=round(t["pyarrow_write_s"] / t["spark_write_s"], 3), goal=0.5,
+              floor="deltalake.write_deltalake of an in-memory Arrow table with the same schema, rows and value patterns",
+              batchml_rows_per_s=round(args.rows / t["spark_write_s"]),
+              floor_rows_per_s=round(args.rows / t["pyarrow_write_s"]), **common)
+    run.write("storage_read", ratio=round(t["pyarrow_read_s"] / t["spark_read_s"], 3), goal=None,
+              floor="DeltaTable.to_pyarrow_table of the floor's table",
+              batchml_rows_per_s=round(args.rows / t["spark_read_s"]),
+              floor_rows_per_s=round(args.rows / t["pyarrow_read_s"]), **common)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""batchml_nightly: ingest -> validate -> build_features -> score -> monitor, one run date per run.
+"""batchml_nightly: ingest -> validate -> build_features -> materialize -> score -> monitor, one run date per run.
 
 The run date is the data interval's start (the calendar day before the run, UTC), or the
 ``run_date`` Param of a manual trigger. Every stage overwrites that date's partitions, so a
@@ -21,7 +21,7 @@ from batchml.orchestration.operators import StageOperator, stage_timeout
 
 with DAG(
     dag_id="batchml_nightly",
-    description="Nightly batch: ingest, validation gate, features, scoring, monitoring",
+    description="Nightly batch: ingest, validation gate, features, online store, scoring, monitoring",
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=defaults.START_DATE,
     catchup=False,
@@ -34,7 +34,7 @@ with DAG(
     resolve_run = PythonOperator(task_id=tasks.RESOLVE_TASK, python_callable=tasks.resolve_run, retries=0)
     record_override = PythonOperator(task_id="record_override", python_callable=tasks.record_override)
     stages = [StageOperator(stage=s, execution_timeout=stage_timeout(s))
-              for s in ("ingest", "validate", "features", "score", "monitor")]
+              for s in ("ingest", "validate", "features", "materialize", "score", "monitor")]
     request_retraining = PythonOperator(task_id="request_retraining", python_callable=tasks.request_retraining,
                                         outlets=[tasks.RETRAINING_REQUEST])
     chain(resolve_run, record_override, *stages, request_retraining)

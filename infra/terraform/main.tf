@@ -161,6 +161,16 @@ module "emr_serverless" {
   readable_secret_arns = var.enable_mlflow_server ? { mlflow = module.mlflow[0].pipeline_secret_arn } : {}
 }
 
+# ---------------------------------------------------------------- online feature store
+# `batchml run materialize` (a Spark job with the EMR job role) writes it; docs/online.md.
+module "online_store" {
+  source = "./modules/online_store"
+
+  table_name       = "${local.name}-online-features"
+  kms_key_arn      = module.kms.key_arn
+  writer_role_name = module.emr_serverless.job_role_name
+}
+
 # ---------------------------------------------------------------- Airflow
 module "mwaa" {
   source = "./modules/mwaa"

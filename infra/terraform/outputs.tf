@@ -135,3 +135,8 @@ output "mlflow_ecr_repository_url" {
   description = "ECR repository to push the MLflow server image to (infra/mlflow/Dockerfile); null when enable_mlflow_server is false."
   value       = var.enable_mlflow_server ? module.mlflow[0].ecr_repository_url : null
 }
+
+output "online_table_name" {
+  description = "DynamoDB table of the online feature store (online.dynamodb.table in conf/prod)."
+  value       = module.online_store.table_name
+}

@@ -2,13 +2,15 @@
 -- {features} is the table so far: one row per event with the passthrough columns and every
 -- declared window aggregate. Use only columns of the same row: anything that needs other events
 -- belongs in an entity aggregate, which is point-in-time correct by construction.
+-- Divide by doubles, not decimal literals: Spark types 30.0 as DECIMAL(3,1) and rounds the quotient to 6
+-- decimal places (up to 3e-6 relative error).
 SELECT
   *,
   -- ratios against the entity's own history (null when there is no history)
   amount / NULLIF(customer_mean_amount_30d, 0)                  AS amount_to_customer_mean_30d,
   amount / NULLIF(customer_max_amount_30d, 0)                   AS amount_to_customer_max_30d,
   amount / NULLIF(merchant_mean_amount_30d, 0)                  AS amount_to_merchant_mean_30d,
-  customer_count_24h / NULLIF(customer_count_30d / 30.0, 0)     AS customer_count_24h_to_daily_30d,
+  customer_count_24h / NULLIF(customer_count_30d / CAST(30 AS DOUBLE), 0) AS customer_count_24h_to_daily_30d,
   customer_sum_amount_24h / NULLIF(customer_sum_amount_30d, 0)  AS customer_sum_24h_share_30d,
   customer_category_count_30d / NULLIF(customer_count_30d, 0)   AS customer_category_share_30d,
   -- categorical encodings

@@ -1,5 +1,6 @@
 """Command line: ``batchml demo-data``, ``batchml run <stage>``, ``batchml demo``, ``batchml table``,
-``batchml model``, ``batchml spark-server``, ``batchml ui``, ``batchml conf-from-terraform``."""
+``batchml model``, ``batchml spark-server``, ``batchml serve-features``, ``batchml ui``,
+``batchml conf-from-terraform``."""
 
 from __future__ import annotations
 
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--at", type=dt.datetime.fromisoformat, help="champion-at: ISO time (UTC if no offset)")
     g.add_argument("--dataset")
 
+    f = sub.add_parser("serve-features", help="serve the online feature store over HTTP (docs/online.md)")
+    f.add_argument("--host", help="default: online.serve.host (127.0.0.1)")
+    f.add_argument("--port", type=int, help="default: online.serve.port (8765)")
+    f.add_argument("--dataset", help="dataset config name (default: default_dataset)")
+
     c = sub.add_parser("spark-server", help="a long-lived local Spark (Spark Connect) that jobs attach to")
     c.add_argument("action", choices=["start", "status", "stop"])
     c.add_argument("--port", type=int, default=15002)
@@ -122,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _operator_errors() -> tuple[type[Exception], ...]:
     """Errors whose message tells the operator what to fix (imported only when one is raised)."""
+    from batchml.online.backends import BackendUnavailable
     from batchml.spark import JavaNotFound, SparkMasterUnreachable, SparkServerUnreachable
     from batchml.storage import (PartiallyCommitted, ReplaceWhereViolation, SchemaMismatch, UnknownTable,
                                  WriteConflict)
 
     return (JavaNotFound, SparkServerUnreachable, SparkMasterUnreachable, SchemaMismatch, ReplaceWhereViolation,
-            UnknownTable, WriteConflict, PartiallyCommitted, FileNotFoundError, PermissionError, ValueError)
+            UnknownTable, WriteConflict, PartiallyCommitted, BackendUnavailable, FileNotFoundError, PermissionError,
+            ValueError)
 
 
 # Commands that only read: they may run with a read-only home.
@@ -171,6 +179,11 @@ def _dispatch(args, config) -> int:
         from batchml.orchestration import ui
 
         return ui.serve(config, args.port, args.mlflow_port)
+    if args.command == "serve-features":
+        from batchml.online.service import serve
+
+        serve(config, args.dataset, args.host, args.port)
+        return 0
     return _table(args, config)
 
 

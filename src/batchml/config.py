@@ -16,9 +16,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from batchml.features.spec import FeatureSpec
+from batchml.features.spec import FeatureSpec, tile_table_configs, tile_tables
 from batchml.labels import LabelSpec
 from batchml.monitoring.spec import AlertsConfig, MonitoringSpec
+from batchml.online.spec import OnlineConfig
 from batchml.scoring.spec import ScoringSpec
 from batchml.training.spec import ModelSpec
 from batchml.validation.spec import TableValidation
@@ -239,6 +240,7 @@ class Config(Strict):
     default_dataset: str
     alerts: AlertsConfig = AlertsConfig()  # extra alert sinks: webhook, email
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    online: OnlineConfig = OnlineConfig()  # the online feature store (docs/online.md)
 
     @model_validator(mode="before")
     @classmethod
@@ -253,6 +255,11 @@ class Config(Strict):
                 if table in tables and tables[table] != spec:
                     raise ValueError(f"table {table!r} of dataset {name!r} is declared more than once")
                 tables[table] = spec
+            features = ds.get("features") if isinstance(ds, dict) else getattr(ds, "features", None)
+            entities = (features.get("entities") if isinstance(features, dict)
+                        else getattr(features, "entities", None)) or {}
+            for table, spec in tile_table_configs(name, list(entities)).items():
+                tables.setdefault(table, spec)  # tiling is an implementation choice: not in the dataset file
         return {**data, "tables": tables}
 
     @model_validator(mode="after")
@@ -264,6 +271,7 @@ class Config(Strict):
             written += [v.accepted_table for v in ds.validation.values()]
             written += [ds.model.training_table] if ds.model else []
             written += [ds.scoring.table, ds.scoring.review_table, ds.scoring.runs_table] if ds.scoring else []
+            written += list(tile_tables(name, ds.features).values()) if ds.features else []
             for table in written + list(ds.validation):
                 if table not in self.tables:
                     raise ValueError(f"dataset {name!r} uses table {table!r}, which is not declared under tables")

@@ -40,6 +40,13 @@ def _features(config: Config, run_date: dt.date, dataset: str | None, spark=None
     return 0
 
 
+def _materialize(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+    from batchml.online.materialize import materialize
+
+    materialize(config, run_date, dataset, spark)  # logs one summary line
+    return 0
+
+
 def _monitor(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
     """Exit 0 also when it alerts: an alert is a finding (and a retraining request), not a failure."""
     from batchml.monitoring.monitor import monitor
@@ -92,11 +99,11 @@ def _promote(config: Config, run_date: dt.date, dataset: str | None, spark=None)
 
 
 # Nightly stages in order, then the training stages (the training DAG's order; the nightly loops skip them).
-NIGHTLY_STAGES = ("ingest", "validate", "features", "score", "monitor")
+NIGHTLY_STAGES = ("ingest", "validate", "features", "materialize", "score", "monitor")
 TRAINING_STAGES = ("training-set", "train", "evaluate", "promote")
 STAGES: dict[str, Callable[..., int]] = dict(zip(
     NIGHTLY_STAGES + TRAINING_STAGES,
-    (_ingest, _validate, _features, _score, _monitor, _training_set, _train, _evaluate, _promote)))
+    (_ingest, _validate, _features, _materialize, _score, _monitor, _training_set, _train, _evaluate, _promote)))
 
 
 def run_stage(name: str, config: Config, run_date: dt.date, dataset: str | None = None, spark=None,

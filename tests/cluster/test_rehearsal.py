@@ -299,3 +299,5 @@ def test_a_worker_killed_mid_stage_is_survived(rehearsal):
     # either Spark retried the lost tasks on the other worker, or the stage failed cleanly and its re-run
     # (the task's retry) completed; the equality test above checks the tables either way
     assert kill["exit_code"] == 0 or kill["rerun_exit_code"] == 0, kill
+    outcome = "finished on the other worker" if kill["exit_code"] == 0 else "failed, and its re-run succeeded"
+    print(f"worker killed mid-stage: the stage {outcome}")

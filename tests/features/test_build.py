@@ -16,7 +16,7 @@ from batchml.features.docs import DOC, current_docs
 from batchml.stages import STAGES, run_stage
 from batchml.storage import Lake
 from tests.conftest import REPO, make_config
-from tests.features.helpers import BRONZE_SCHEMA, random_events, reference
+from tests.features.helpers import BRONZE_SCHEMA, at, event, random_events, reference
 
 D = dt.date(2024, 3, 10)
 BRONZE = "silver.card_transactions"  # the gate's accepted events: what features read
@@ -105,3 +105,35 @@ def test_stage_job_and_docs_page(base_config):
     assert 'run_job("features"' in job
     assert (REPO / DOC).read_text() == current_docs(base_config), \
         "docs/features.md is stale: run .venv/bin/python -m batchml.features.docs"
+
+
+def test_nightly_tiles_take_late_and_redelivered_events_exactly(base_config, spark, tmp_path):
+    """A night tiles only its own ingest: late events and redeliveries (new values, a moved event
+    time, another customer) revise the tiles of earlier ingest dates, and match the reference."""
+    config = make_config(base_config, tmp_path)
+    lake = Lake(config, spark)
+    spec = feature_spec(config)[1]
+    rows = [r for r in random_events(day(-4), 4, 15, seed=23, customers=4, merchants=3)
+            if r["_source_file"] != "redelivery"]  # ingest dates D-4 .. D-1, on time
+    old = [r for r in rows if r["ingest_date"] == day(-1)][:3] + [r for r in rows if r["ingest_date"] == day(-3)][:2]
+    arriving = (  # ingest D: the day's events, late ones, and new versions of rows tiled the nights before
+        [event(f"d{i}", at(D, 1 + i), f"c{i % 4}", f"m{i % 3}", 5.0 + i, ingest=D) for i in range(12)]
+        + [event("late1", at(day(-2), 23), "c1", "m2", 77.0, ingest=D),
+           event("late2", at(day(-1), 0.5), "c2", "m0", 8.0, ingest=D)]
+        + [{**r, "amount": r["amount"] + 500, "_source_file": "again", "ingest_date": D} for r in old[:3]]
+        + [{**old[3], "event_time": old[3]["event_time"] + dt.timedelta(hours=30), "_source_file": "again",
+            "ingest_date": D}, {**old[4], "customer_id": "c9", "_source_file": "again", "ingest_date": D}])
+    for ingest in sorted({r["ingest_date"] for r in rows}):
+        lake.write_arrow(pa.Table.from_pylist([r for r in rows if r["ingest_date"] == ingest], BRONZE_SCHEMA), BRONZE)
+    build_features(config, day(-1), spark=spark)
+    lake.write_arrow(pa.Table.from_pylist(arriving, BRONZE_SCHEMA), BRONZE)
+    build_features(config, D, spark=spark)  # tiles ingest D only, revising the tiles of D-1 and D-3
+    versions = lake.read_arrow("tiles.card_transactions.log").to_pylist()
+    assert {(v["ingest_date"], v["as_of"]) for v in versions if v["as_of"] == D} == {(D, D), (day(-1), D),
+                                                                                     (day(-3), D)}
+    want = reference(rows + arriving, spec, D)
+    stored = rows_of(lake, "features.card_transactions", [("event_date", "=", D)])
+    assert {r["transaction_id"] for r in stored} == set(want) and len(want) == 12
+    for row in stored:
+        for name, value in want[row["transaction_id"]].items():
+            assert row[name] == (None if value is None else pytest.approx(value, rel=1e-9, abs=1e-9)), name

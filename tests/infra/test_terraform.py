@@ -267,6 +267,18 @@ def test_mwaa_policy_grants_only_the_dag_side_prefixes() -> None:
             assert resources == "var.lake_access.write_object_arns", f"MWAA may write only the DAG side's prefixes: {resources}"
 
 
+def test_online_store_writer_gets_only_its_table() -> None:
+    """Statically: the EMR job role's online-store policy names the table and exactly what materialize calls."""
+    nodes = parse_hcl((TF_ROOT / "modules" / "online_store" / "main.tf").read_text())
+    doc = next(b for b in _walk(nodes) if b.type == "data" and b.labels == ["aws_iam_policy_document", "writer"])
+    statements = doc.blocks("statement")
+    assert [sorted(list_items(st.attr("actions"))) for st in statements] == [
+        ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:DescribeTable", "dynamodb:GetItem"]]
+    assert list_items(statements[0].attr("resources")) == ["aws_dynamodb_table.this.arn"]
+    root = (TF_ROOT / "main.tf").read_text()
+    assert "writer_role_name = module.emr_serverless.job_role_name" in root
+
+
 def test_trust_policies_name_their_source() -> None:
     """Confused-deputy guards: MWAA's trust names its account and environment, EMR's names its application."""
     mwaa = (TF_ROOT / "modules" / "mwaa" / "main.tf").read_text()
@@ -745,6 +757,8 @@ def test_conf_prod_script_output_loads(tmp_path: Path) -> None:
     assert config.orchestration.submit == "emr-serverless"
     assert emr.release_uri == "s3://art-b/code/releases/abc1234" and emr.application_id == "00fabc"
     assert [s.kind for s in config.alerts.sinks] == ["sns"] and config.alerts.sinks[0].topic_arn == FAKE_OUTPUTS["sns_topic_arn"]["value"]
+    assert config.online.backend == "dynamodb" and config.online.dynamodb.table == "batchml-prod-online-features"
+    assert config.online.dynamodb.region == "eu-west-1"
 
 
 FAKE_OUTPUTS = {
@@ -755,6 +769,7 @@ FAKE_OUTPUTS = {
     "mlflow_pipeline_secret_name": {"value": "batchml/prod/mlflow/pipeline-password"},
     "sns_topic_arn": {"value": "arn:aws:sns:eu-west-1:123456789012:batchml-prod-pipeline-alerts"},
     "emr_serverless_application_id": {"value": "00fabc"},
+    "online_table_name": {"value": "batchml-prod-online-features"},
     "emr_job_role_arn": {"value": "arn:aws:iam::123456789012:role/batchml-prod-emr-job"},
     "airflow_emr_connection_id": {"value": "batchml_emr_serverless"},
     "log_group_names": {"value": {"spark": "/batchml/prod/emr-serverless", "pipeline": "/batchml/prod/pipeline",

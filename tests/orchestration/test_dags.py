@@ -11,8 +11,8 @@ import pytest
 
 from batchml.orchestration import local
 
-NIGHTLY = ["resolve_run", "record_override", "ingest", "validate", "build_features", "score", "monitor",
-           "request_retraining"]
+NIGHTLY = ["resolve_run", "record_override", "ingest", "validate", "build_features", "materialize", "score",
+           "monitor", "request_retraining"]
 NIGHTLY_BRANCHES = {("score", "fallback_used")}  # beside monitor: a fallback day is marked, and still monitored
 TRAINING = ["resolve_run", "build_training_set", "train", "evaluate", "promote"]
 
@@ -65,7 +65,7 @@ def test_spark_tasks_cover_the_pipeline(dagbag):
 
     spark = {d: [t.task_id for t in dagbag.dags[d].tasks if isinstance(t, StageOperator)]
              for d in dagbag.dag_ids}
-    assert spark["batchml_nightly"] == ["ingest", "validate", "build_features", "score", "monitor"]
+    assert spark["batchml_nightly"] == ["ingest", "validate", "build_features", "materialize", "score", "monitor"]
     assert spark["batchml_training"] == ["build_training_set", "train", "evaluate", "promote"]
 
 

@@ -14,7 +14,6 @@ from pyspark.sql import functions as F
 
 from batchml.config import TableConfig
 from batchml.storage import Lake, SchemaMismatch
-from batchml.storage.spark_source import FILTER_PUSHDOWN
 from tests.conftest import make_config
 
 TABLES = {
@@ -156,13 +155,9 @@ def test_additive_schema_evolution_only_where_config_allows(lake, spark):
         lake.write(flat.withColumn("score", F.lit(0.5)), "test.flat")
 
 
-@pytest.mark.parametrize("through", ["where", pytest.param("spark filter", marks=pytest.mark.skipif(
-    not FILTER_PUSHDOWN, reason="Spark 4.0 pushes no filters to Python data sources: the stages prune with where="))])
-def test_partition_pruning_and_data_skipping_avoid_other_files(lake, spark, through):
+def test_partition_pruning_and_data_skipping_avoid_other_files(lake, spark):
     def read(name, column, op, value):
-        if through == "where":
-            return lake.read(name, where=[(column, op, value)])
-        return lake.read(name).where({"=": F.col(column) == value, "<=": F.col(column) <= value}[op])
+        return lake.read(name, where=[(column, op, value)])
 
     lake.write(events(spark), "test.events")
     root = Path(lake.uri("test.events"))

@@ -78,6 +78,19 @@ run "env" {
     error_message = "identity outputs are empty or malformed"
   }
 
+  # The online feature store: on-demand, point-in-time recovery, the stack's key, TTL on expires_at (what the
+  # EMR job role may do on it is checked statically: tests/infra/test_terraform.py).
+  assert {
+    condition = (
+      output.online_table_name == "batchml-${var.environment}-online-features" &&
+      module.online_store.settings.billing_mode == "PAY_PER_REQUEST" &&
+      module.online_store.settings.point_in_time_recovery &&
+      module.online_store.settings.ttl_attribute == "expires_at" &&
+      module.online_store.settings.kms_key_arn == output.kms_key_arn
+    )
+    error_message = "online store table: ${jsonencode(module.online_store.settings)}"
+  }
+
   assert {
     condition     = output.log_group_names.spark == "/batchml/${var.environment}/emr-serverless"
     error_message = "log_group_names.spark: ${output.log_group_names.spark}"

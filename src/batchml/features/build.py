@@ -1,8 +1,11 @@
-"""The features stage: build the feature table's partition for one run date (or a date range).
+"""The features stage: build the feature table's partition for one run date (or each date of a range).
 
-A day's build reads only its lookback from the events the validation gate accepted (silver; bronze
-when the dataset declares no gate), event time in ``[D - lookback, D + 1)``, ingested by ``D``, computes features with the pure transforms in ``compute``, and overwrites only the
-``event_date = D`` partition, idempotently (Delta app transaction ``features/<dataset>/<D>``).
+A build of ``D`` first tiles the ingest dates not tiled yet (normally just ``D``: ``store``), then
+reads each entity's tiles of the lookback plus the raw events of ``D`` and of each window's boundary
+day (``compute.edge_days``), ingested by ``D``, from the events the validation gate accepted (silver;
+bronze when the dataset declares no gate). It overwrites only the ``event_date = D`` partition,
+idempotently (Delta app transaction ``features/<dataset>/<D>``). A backfill tiles its whole range in
+one pass, then builds the days one by one, each exactly as its daily build would.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from batchml.config import INGEST_COLUMN, Config
-from batchml.features.compute import DEDUPE_ORDER, compute_features, load_sql, lookback_filter
+from batchml.config import Config
+from batchml.features.compute import edge_days, features_from_tiles, load_sql
 from batchml.features.spec import FeatureSpec
+from batchml.features.store import TileStore
 from batchml.storage import Lake
 from batchml.storage.commit import WriteResult
 
@@ -34,47 +38,56 @@ def source_table(config: Config, dataset: str) -> str:
     return gate.accepted_table if gate else events
 
 
-def read_events(lake: Lake, table: str, spec: FeatureSpec, start: dt.date, end: dt.date):
-    """Event rows a build of ``[start, end)`` needs: only the lookback, only what was ingested by then."""
-    from pyspark.sql import functions as F
-
-    columns = spec.source_columns() + [INGEST_COLUMN, *[c for c in DEDUPE_ORDER if c != INGEST_COLUMN]]
-    return (lake.read(table, columns=list(dict.fromkeys(columns)))
-            .where(lookback_filter(spec, start, end))
-            .where(F.col(INGEST_COLUMN) <= F.lit(end - dt.timedelta(days=1))))
-
-
 def build_features(config: Config, run_date: dt.date, dataset: str | None = None, spark=None,
-                   end: dt.date | None = None):
-    """Build ``run_date`` (or the backfill ``run_date .. end``, inclusive) and return the write result."""
+                   end: dt.date | None = None) -> WriteResult:
+    """Build ``run_date`` (or the backfill ``run_date .. end``, inclusive) and return the write result
+    (for a backfill: the rows and files of all days, the last version)."""
     name, spec = feature_spec(config, dataset)
     last = end or run_date
     if last < run_date:
         raise ValueError(f"backfill end {last} is before its start {run_date}")
     lake = Lake(config, spark)
     lake.table_config(spec.table)  # fail early if the table is not declared
-    source = source_table(config, name)
-    stop = last + dt.timedelta(days=1)
-    if last == run_date:
-        where, txn = [(spec.date_column, "=", run_date)], (f"features/{name}/{run_date}", 1)
-    else:
-        where = [(spec.date_column, ">=", run_date), (spec.date_column, "<=", last)]
-        txn = (f"features/{name}/{run_date}..{last}", 1)
-    if lake.exists(spec.table) and lake.committed(spec.table, txn):  # before planning: the plan is large
-        log.info("features %s %s%s: already built (transaction recorded); nothing to do", name, run_date,
-                 f"..{last}" if last != run_date else "")
+    days = [run_date + dt.timedelta(days=i) for i in range((last - run_date).days + 1)]
+    todo = [d for d in days if not (lake.exists(spec.table) and lake.committed(spec.table, _txn(name, d)))]
+    if not todo:  # before planning: the plan is large
+        log.info("features %s %s: already built (transaction recorded); nothing to do", name, _span(days))
         return WriteResult(lake.uri(spec.table), lake.version(spec.table), skipped=True)
+    store = TileStore(lake, name, spec, source_table(config, name))
     cache: list = []
-    features = compute_features(read_events(lake, source, spec, run_date, stop), spec, run_date, stop,
-                                load_sql(spec, config.conf_dir), cache=cache)
     try:
-        result = lake.write(features, spec.table, mode="overwrite", replace_where=where, txn=txn,
-                            metadata={"job": "features", "runDate": str(run_date),
-                                      **({"endDate": str(last)} if last != run_date else {})})
+        first_ingest = store.ensure(todo[0], todo[-1], cache)
+        results = [_build_day(lake, store, name, spec, day, first_ingest) for day in todo]
     finally:
         for df in cache:
             df.unpersist()
-    log.info("features %s %s%s: %s", name, run_date, f"..{last}" if last != run_date else "",
-             "already built (transaction recorded); nothing to do" if result.skipped
-             else f"{result.rows_written} row(s) in {spec.table} version {result.version}")
-    return result
+    written = [r for r in results if not r.skipped]
+    log.info("features %s %s: %d row(s) in %s (%d day(s) built)", name, _span(days),
+             sum(r.rows_written for r in written), spec.table, len(written))
+    return WriteResult(lake.uri(spec.table), results[-1].version, not written,
+                       sum(r.files_added for r in written), sum(r.files_removed for r in written),
+                       sum(r.rows_written for r in written))
+
+
+def _build_day(lake: Lake, store: TileStore, name: str, spec: FeatureSpec, day: dt.date,
+               first_ingest: dt.date) -> WriteResult:
+    stop = day + dt.timedelta(days=1)
+    cache: list = []
+    rows = store.edge_rows(edge_days(spec, day, stop), first_ingest, day)
+    tiles = {entity: store.tiles(entity, day) for entity in spec.entities}
+    features = features_from_tiles(rows, tiles, store.versions(), store.records(day), spec, day, stop,
+                                   load_sql(spec, lake.config.conf_dir), cache=cache)
+    try:
+        return lake.write(features, spec.table, mode="overwrite", replace_where=[(spec.date_column, "=", day)],
+                          txn=_txn(name, day), metadata={"job": "features", "runDate": str(day)})
+    finally:
+        for df in cache:
+            df.unpersist()
+
+
+def _txn(dataset: str, day: dt.date) -> tuple[str, int]:
+    return f"features/{dataset}/{day}", 1
+
+
+def _span(days: list[dt.date]) -> str:
+    return str(days[0]) if len(days) == 1 else f"{days[0]}..{days[-1]}"

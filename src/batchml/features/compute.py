@@ -3,24 +3,28 @@
 Every feature of an event at time ``t`` uses only events of the same entity with event time
 in ``[t - window, t)``: strictly before ``t``, so events at the same instant never see each other.
 
-How a day ``D`` is computed without sliding a frame over the whole lookback (Spark re-evaluates a
-sliding range frame from scratch for every row, which is quadratic in events per window):
+How a day ``D`` is computed (docs/tiling.md):
 
 * A window ``w`` of ``k`` whole days splits, for any ``t`` on day ``D``, into
   ``[t - w, D - (k-1) days)`` (a suffix of day ``D - k``), the **interior** ``[D - (k-1) days, D)``
   (the same for every event of the day), and ``[D, t)`` (a prefix of day ``D``).
-* The interior is a plain per-entity ``groupBy`` over history (hash aggregation, no sort).
-* The two edges come from one small stream per entity: day ``D`` plus each boundary day shifted
-  forward by ``k - 1`` days. The prefix is an ascending running aggregate over day ``D`` rows and
-  the suffix a descending running aggregate (``range between unbounded preceding and 1 day
-  following``) over the shifted rows. Both are running frames, which Spark updates incrementally.
-* Distinct counts over day windows need no per-row sets (``collect_set`` over a 30-day range is
-  quadratic): per (entity, value) the last time before ``D`` and the first time on ``D`` become at
-  most two marker rows in the same stream, counted by the same running frames (see
-  ``_entity_features``), plus a per-entity constant for the interior.
+* The interior is a merge of whole-day **tiles** (``tiles``): per entity key, counts, micro-unit
+  sums and maxima of each earlier day, built once when that day's events were ingested.
+* The two edges come from raw events of day ``D`` and each boundary day, shifted forward by
+  ``k - 1`` days into one small stream per entity. The prefix is an ascending running aggregate
+  over day ``D`` rows and the suffix a descending running aggregate (``range between unbounded
+  preceding and 1 day following``) over the shifted rows. Both are running frames, which Spark
+  updates incrementally.
+* Distinct counts over day windows need no per-row sets: per (entity, value) the last time before
+  ``D`` (merged from the tiles' per-value last-seen times) and the first time on ``D`` become at most
+  two marker rows in the same stream, counted by the same running frames (see ``_entity_features``),
+  plus a per-entity constant for the interior.
 * Windows shorter than a day use a sliding frame ``[t - w, t - 1µs]`` over days ``D - 1`` and ``D``.
 * Sums are exact: values are summed as 64-bit integers of micro-units, so results do not depend on
   row order or on how the input is split, and a backfill equals daily builds bit for bit.
+
+A build of ``D`` sees the rows ingested by ``D``, one per id (the latest version): tiles by their
+versions, edges by dropping rows that a version arriving by ``D`` replaced.
 """
 
 from __future__ import annotations
@@ -28,12 +32,11 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache, reduce
 
+from batchml.features import tiles as T
 from batchml.features.spec import DAY_S, FeatureSpec, window_seconds
+from batchml.features.tiles import DAY_US, SCALE, US
 
-US = 1_000_000
-DAY_US = DAY_S * US
-SCALE = 1_000_000  # sums are kept in integer micro-units
-DEDUPE_ORDER = ("ingest_date", "_source_file", "_source_sha256", "_row_number")
+DEDUPE_ORDER = T.VERSION
 
 
 def _midnight(day: dt.date) -> dt.datetime:
@@ -44,80 +47,85 @@ def _micros(day: dt.date) -> int:
     return int(_midnight(day).timestamp()) * US
 
 
-def lookback_filter(spec: FeatureSpec, start: dt.date, end: dt.date, event_time: str | None = None):
-    """The rows any day in ``[start, end)`` needs: event time in ``[start - lookback, end)``.
+def edge_offsets(spec: FeatureSpec) -> list[int]:
+    """Days before ``D`` whose raw events a build of ``D`` reads (besides ``D``): day ``D - 1`` for
+    windows up to a day, and the boundary day ``D - k`` of every window of ``k`` days."""
+    out = {1}
+    for name in spec.entities:
+        for label in spec.entity_windows(name):
+            out.add(max(1, window_seconds(label) // DAY_S))
+    return sorted(out)
 
-    A plain comparison on the event-time column, so the lake pushes it down and skips files.
-    """
-    from pyspark.sql import functions as F
 
-    col = F.col(event_time or spec.event_time_column)
-    return (col >= F.lit(_midnight(start - dt.timedelta(days=spec.lookback())))) & (col < F.lit(_midnight(end)))
-
-
-def dedupe(events, id_column: str):
-    """One row per id: a redelivered event keeps its latest ingest (ingest date, then file, hash, row).
-
-    Duplicates are rare, so only their ids are shuffled and broadcast back, not whole rows.
-    """
-    from pyspark.sql import functions as F
-
-    order = [c for c in DEDUPE_ORDER if c in events.columns]
-    if not order:
-        return events
-    key = F.struct(*order)
-    dup_ids = events.groupBy(id_column).count().where("count > 1").select(id_column)
-    keep = (events.join(F.broadcast(dup_ids), id_column, "left_semi")
-            .groupBy(id_column).agg(F.max(key).alias("__keep")))
-    return (events.join(F.broadcast(keep), id_column, "left")
-            .where(F.col("__keep").isNull() | key.eqNullSafe(F.col("__keep"))).drop("__keep"))
+def edge_days(spec: FeatureSpec, start: dt.date, end: dt.date) -> list[dt.date]:
+    """Event days whose raw rows the builds of ``[start, end)`` read."""
+    out = set()
+    for i in range((end - start).days):
+        day = start + dt.timedelta(days=i)
+        out |= {day, *(day - dt.timedelta(days=k) for k in edge_offsets(spec))}
+    return sorted(out)
 
 
 def compute_features(events, spec: FeatureSpec, start: dt.date, end: dt.date, sql: list[str] | None = None,
                      cache: list | None = None):
     """Features for every event with event date in ``[start, end)`` (UTC), one row per event.
 
-    ``events`` holds at least ``spec.source_columns()``; bronze rows (with ``ingest_date`` and the
-    ``_source_*`` columns) are cut to what was ingested by each day and deduplicated per day.
-    ``sql`` overrides the spec's SQL files with query texts (tests); None loads the files.
-    ``cache``: pass a list to persist the input (narrow it first), so the source is scanned once
-    and every entity reads memory; a one-day build persists it already deduplicated. The caller
-    unpersists what it finds there after its action.
+    ``events`` are bronze or silver rows (with ``ingest_date`` and the ``_source_*`` columns). The
+    tiles are derived here, in memory, exactly as the features stage stores them: one version per
+    ingest date and per later ingest date that replaced some of its rows. ``sql`` overrides the
+    spec's SQL files with query texts (tests); None loads the files. ``cache``: pass a list to
+    persist the narrowed input; the caller unpersists what it finds there after its action.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    rows = T.source_rows(events, spec).where(F.col("ingest_date") < F.lit(end))
+    if cache is not None:
+        rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+        cache.append(rows)
+    records = [r.asDict() for r in T.supersessions(rows.select(spec.id_column, *T.VERSION, "__t"),
+                                                   spec.id_column).collect()]
+    revisions = T.revisions(records)
+    live = T.versioned(rows, records, revisions, spec.id_column)
+    tiles = {name: T.entity_tiles(live, spec, name) for name in spec.entities}
+    return features_from_tiles(rows, tiles, revisions, records, spec, start, end, sql)
+
+
+def features_from_tiles(rows, tiles: dict, versions: list, records: list[dict], spec: FeatureSpec, start: dt.date,
+                        end: dt.date, sql: list[str] | None = None, cache: list | None = None):
+    """Features of ``[start, end)`` from raw ``rows`` (``tiles.source_rows``; at least the edge days),
+    each entity's ``tiles``, the tile ``versions`` (``(ingest_date, as_of)`` pairs; originals may be
+    left out) and the replaced-row ``records`` (``tiles.supersessions`` rows as dicts).
+
+    ``cache``: for a one-day range, the day's edge rows are persisted (every entity reads them).
     """
     days = [start + dt.timedelta(days=i) for i in range((end - start).days)]
     if not days:
         raise ValueError(f"empty date range [{start}, {end})")
-    prepared = None
-    if cache is not None:
-        from pyspark import StorageLevel
+    parts = []
+    for day in days:
+        edges = day_edges(rows, records, spec, day)
+        if cache is not None and len(days) == 1:
+            from pyspark import StorageLevel
 
-        # hash-partitioned by id: the dedup needs no further shuffle, and every core gets work
-        # even when the source has few, large splits
-        parts = int(events.sparkSession.conf.get("spark.sql.shuffle.partitions"))
-        events = events.repartition(parts, spec.id_column)
-        if len(days) == 1:  # one day: cache what it reads after the dedup, which ~20 scans then skip
-            prepared = prepare(events, spec, days[0]).persist(StorageLevel.MEMORY_AND_DISK)
-            cache.append(prepared)
-        else:
-            events = events.persist(StorageLevel.MEMORY_AND_DISK)
-            cache.append(events)
-    parts = [day_features(prepared if prepared is not None else prepare(events, spec, day), spec, day)
-             for day in days]
+            edges = edges.persist(StorageLevel.MEMORY_AND_DISK)
+            cache.append(edges)
+        first = day - dt.timedelta(days=spec.lookback())
+        parts.append(day_features(edges, {n: T.chosen(t, versions, day, first) for n, t in tiles.items()},
+                                  spec, day))
     out = reduce(lambda a, b: a.unionByName(b), parts)
     for text in (load_sql(spec) if sql is None else sql):
         out = out.sparkSession.sql(text, features=out)
     return out
 
 
-def prepare(events, spec: FeatureSpec, day: dt.date):
-    """The deduplicated events a build of ``day`` may use, with ``__t`` = event time in microseconds."""
+def day_edges(rows, records: list[dict], spec: FeatureSpec, day: dt.date):
+    """The raw rows a build of ``day`` reads: its edge days, ingested by ``day``, current on ``day``."""
     from pyspark.sql import functions as F
 
-    ev = events.where(lookback_filter(spec, day, day + dt.timedelta(days=1)))
-    if "ingest_date" in events.columns:  # what was known by the end of the run date
-        ev = ev.where(F.col("ingest_date") <= F.lit(day))
-    return dedupe(ev, spec.id_column).select(
-        *spec.source_columns(), F.unix_micros(F.col(spec.event_time_column)).alias("__t"))
+    wanted = [day, *(day - dt.timedelta(days=k) for k in edge_offsets(spec))]
+    ev = rows.where(F.col("tile_date").isin(wanted) & (F.col("ingest_date") <= F.lit(day)))
+    return T.current(ev, records, spec.id_column, as_of=day)
 
 
 def features_for_events(new_events, history, spec: FeatureSpec, day: dt.date, sql: list[str] | None = None):
@@ -134,22 +142,23 @@ def features_for_events(new_events, history, spec: FeatureSpec, day: dt.date, sq
         F.broadcast(ids), spec.id_column, "left_semi")
 
 
-def day_features(prepared, spec: FeatureSpec, day: dt.date):
-    """Window aggregates for the events of ``day`` from ``prepare``'s output."""
+def day_features(edges, tiles: dict, spec: FeatureSpec, day: dt.date):
+    """Window aggregates for the events of ``day`` from its edge rows and each entity's chosen tiles."""
     from pyspark.sql import functions as F
 
     d0 = _micros(day)
-    targets = prepared.where(F.col("__t") >= d0).select(
+    targets = edges.where(F.col("__t") >= d0).select(
         spec.id_column, spec.event_time_column, F.lit(day).alias(spec.date_column),
         *[c for c in spec.passthrough if c not in (spec.id_column, spec.event_time_column)])
     out = targets
     for name in spec.entities:
-        out = out.join(_entity_features(prepared, spec, name, d0), spec.id_column, "left")
+        out = out.join(_entity_features(edges, tiles[name], spec, name, d0), spec.id_column, "left")
     return out.select(*targets.columns, *spec.feature_names())
 
 
-def _entity_features(ev, spec: FeatureSpec, name: str, d0: int):
-    """(id, <entity features>) for the day's events whose entity keys are all set."""
+def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
+    """(id, <entity features>) for the day's events whose entity keys are all set, from the edge rows
+    ``ev`` and the entity's ``tile`` rows of the days before (``tiles.chosen``)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -172,7 +181,7 @@ def _entity_features(ev, spec: FeatureSpec, name: str, d0: int):
     # boundary day offset -> stream tag; windows < 1 day and 1 day share day D-1 (shift 0)
     offsets = sorted({max(1, w // DAY_US) for w in windows.values()})
     tag = {off: i + 1 for i, off in enumerate(offsets)}
-    # one pass over the lookback: each event becomes its stream rows (a target on D, a shifted edge row)
+    # one pass over the edge rows: each becomes its stream rows (a target on D, a shifted boundary-day row)
     copies = [F.when(F.col("__t") >= d0, F.struct(F.lit(0).alias("s"), F.col("__t").alias("t"),
                                                   F.col(spec.id_column).alias("i")))]
     for off in offsets:
@@ -185,36 +194,9 @@ def _entity_features(ev, spec: FeatureSpec, name: str, d0: int):
               .select(*keys, *values, F.col("__c.s").alias("__src"), F.col("__c.t").alias("__t"),
                       F.col("__c.i").alias(spec.id_column)))
 
-    # Exact distinct counts over day windows without per-row sets. For a value v of the entity let
-    # a = (last time before D) + w and b = first time on D. v is in [t - w, t) iff a >= t or b < t, so
-    # count(t) = #{a >= D + 1 day} (a per-entity constant) + #{D <= a, a >= t} + #{b < t, a < t}:
-    # "A" markers at time a (counted by a descending running count) and "B" markers at max(a, b)
-    # (counted by an ascending running count, strictly before t).
-    constants = []
-    marker_tag = 100
-    markers = {}
-    for agg in entity.aggregations:
-        if agg.function != "distinct_count" or not any(w >= DAY_US for w in windows.values()):
-            continue
-        col = agg.column
-        pairs = base.where(F.col(f"__dv_{col}").isNotNull()).groupBy(*keys, f"__dv_{col}").agg(
-            F.max(F.when(F.col("__t") < d0, F.col("__t"))).alias("__lh"),
-            F.min(F.when(F.col("__t") >= d0, F.col("__t"))).alias("__fd"))
-        counts, marks = {}, []
-        for label, w in windows.items():
-            if w < DAY_US:
-                continue
-            a = F.col("__lh") + w
-            counts[f"__k_{label}_{col}"] = F.count(F.when(a >= d0 + DAY_US, 1))
-            tag_a, tag_b, marker_tag = marker_tag, marker_tag + 1, marker_tag + 2
-            markers[(label, col)] = (tag_a, tag_b)
-            marks.append(F.when((a >= d0) & (a < d0 + DAY_US), F.struct(F.lit(tag_a).alias("s"), a.alias("t"))))
-            marks.append(F.when(F.col("__fd").isNotNull(), F.struct(
-                F.lit(tag_b).alias("s"), F.greatest(F.col("__fd"), a).alias("t"))))
-        marked = pairs.select(*keys, F.explode(F.filter(F.array(*marks), lambda c: c.isNotNull())).alias("__c"))
-        marked = marked.select(*keys, F.col("__c.s").alias("__src"), F.col("__c.t").alias("__t"))
-        stream = stream.unionByName(marked, allowMissingColumns=True)
-        constants.append(pairs.groupBy(*keys).agg(*[v.alias(k) for k, v in counts.items()]))
+    markers, marked, constants = _distinct_markers(tile, base, entity, windows, d0)
+    for rows in marked:
+        stream = stream.unionByName(rows, allowMissingColumns=True)
 
     asc = Window.partitionBy(*keys).orderBy("__t")
     prefix = asc.rangeBetween(Window.unboundedPreceding, -1)
@@ -235,18 +217,7 @@ def _entity_features(ev, spec: FeatureSpec, name: str, d0: int):
             return F.max(on(src, col)).over(frame)
         return F.collect_set(on(src, col)).over(frame)  # set
 
-    # history interior per window of k >= 2 days, and the last event time before the day
-    hist = base.where(F.col("__t") < d0)
-    interior = {"__last": F.max("__t")} if entity.time_since_last else {}
-    for label, k in long_windows.items():
-        inside = F.col("__t") >= d0 - (k - 1) * DAY_US
-        for agg in entity.aggregations:
-            for kind, col in _parts(agg, windows[label]):
-                if kind == "dc":
-                    continue
-                value = F.when(inside, F.col(col) if col != "*" else F.lit(1))
-                interior[f"__i_{label}_{kind}_{col}"] = {"count": F.count, "sum": F.sum, "max": F.max}[kind](value)
-    agg_hist = hist.groupBy(*keys).agg(*[v.alias(k) for k, v in interior.items()]) if interior else None
+    agg_hist = _interior(tile, entity, windows, long_windows, d0)
 
     cols = {}
     for label, w in windows.items():
@@ -301,6 +272,81 @@ def _entity_features(ev, spec: FeatureSpec, name: str, d0: int):
         last = F.greatest(F.col("__e_last"), F.col("__last"))
         out.append(((F.col("__t") - last) / F.lit(float(US))).alias(f"{name}_seconds_since_last"))
     return joined.select(*out)
+
+
+def _distinct_markers(tile, base, entity, windows: dict[str, int], d0: int):
+    """Exact distinct counts over day windows without per-row sets.
+
+    For a value v of the entity let a = (last time before D) + w and b = first time on D. v is in
+    [t - w, t) iff a >= t or b < t, so count(t) = #{a >= D + 1 day} (a per-entity constant)
+    + #{D <= a, a >= t} + #{b < t, a < t}: "A" markers at time a (counted by a descending running
+    count) and "B" markers at max(a, b) (counted by an ascending running count, strictly before t).
+    Returns ({(window, column): (tag A, tag B)}, marker rows to add to the stream, constant tables).
+    """
+    from pyspark.sql import functions as F
+
+    keys, day_windows = entity.keys, {label: w for label, w in windows.items() if w >= DAY_US}
+    markers, marked, constants, tag = {}, [], [], 100
+    for agg in entity.aggregations:
+        if agg.function != "distinct_count" or not day_windows:
+            continue
+        col, dv = agg.column, f"__dv_{agg.column}"
+        pairs = _pairs(tile, base, keys, col, dv, d0, d0 - max(day_windows.values()))
+        counts, marks = {}, []
+        for label, w in day_windows.items():
+            a = F.col("__lh") + w
+            counts[f"__k_{label}_{col}"] = F.count(F.when(a >= d0 + DAY_US, 1))
+            markers[(label, col)] = (tag, tag + 1)
+            marks.append(F.when((a >= d0) & (a < d0 + DAY_US), F.struct(F.lit(tag).alias("s"), a.alias("t"))))
+            marks.append(F.when(F.col("__fd").isNotNull(), F.struct(
+                F.lit(tag + 1).alias("s"), F.greatest(F.col("__fd"), a).alias("t"))))
+            tag += 2
+        rows = pairs.select(*keys, F.explode(F.filter(F.array(*marks), lambda c: c.isNotNull())).alias("__c"))
+        marked.append(rows.select(*keys, F.col("__c.s").alias("__src"), F.col("__c.t").alias("__t")))
+        constants.append(pairs.groupBy(*keys).agg(*[v.alias(k) for k, v in counts.items()]))
+    return markers, marked, constants
+
+
+def _pairs(tile, base, keys: list[str], col: str, dv: str, d0: int, oldest: int):
+    """Per (keys, value): ``__lh``, the last time seen in ``[oldest, D)`` (merged from the tiles'
+    per-value last-seen times), and ``__fd``, the first time seen on D (from the edge rows)."""
+    from pyspark.sql import functions as F
+
+    none = F.lit(None).cast("long")
+    # Written so it cannot be pushed to the data source even if filter pushdown were on: Spark reuses one
+    # pushed read plan per scanned Python data source, which would prune the other scans of ``tile``.
+    recent = F.date_diff(F.lit(_day_of(d0)), F.col("tile_date")) <= (d0 - oldest) // DAY_US
+    seen = (tile.where(recent)
+            .select(*keys, F.explode(f"d_{col}").alias("__p"))
+            .select(*keys, F.col("__p.v").alias(dv), F.col("__p.t").alias("__lh"), none.alias("__fd")))
+    first = base.where(F.col(dv).isNotNull() & (F.col("__t") >= d0)).select(
+        *keys, dv, none.alias("__lh"), F.col("__t").alias("__fd"))
+    return seen.unionByName(first).groupBy(*keys, dv).agg(F.max("__lh").alias("__lh"), F.min("__fd").alias("__fd"))
+
+
+def _interior(tile, entity, windows: dict[str, int], long_windows: dict[str, int], d0: int):
+    """Per key, each window of k >= 2 days merged over its whole days ``[D - (k-1), D)`` and the last
+    event time before D, from the tiles (None when the entity needs neither)."""
+    from pyspark.sql import functions as F
+
+    interior = {"__last": F.max("last")} if entity.time_since_last else {}
+    for label, k in long_windows.items():
+        inside = F.col("tile_date") >= F.lit(_day_of(d0 - (k - 1) * DAY_US))
+        for agg in entity.aggregations:
+            for kind, col in _parts(agg, windows[label]):
+                if kind == "dc":
+                    continue
+                value = F.when(inside, F.col(_STATE[(kind, col.startswith("__fx_"))].format(c=agg.column)))
+                interior[f"__i_{label}_{kind}_{col}"] = (F.max if kind == "max" else F.sum)(value)
+    return tile.groupBy(*entity.keys).agg(*[v.alias(k) for k, v in interior.items()]) if interior else None
+
+
+# (running piece kind, over a value column?) -> the tile state column it merges
+_STATE = {("count", False): "n", ("count", True): "n_{c}", ("sum", True): "s_{c}", ("max", False): "mx_{c}"}
+
+
+def _day_of(micros: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=micros // DAY_US)
 
 
 def _parts(agg, window_us: int) -> list[tuple[str, str]]:

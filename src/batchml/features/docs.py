@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from batchml.features.compute import edge_offsets
 from batchml.features.spec import FeatureSpec
 
 DOC = Path("docs") / "features.md"  # run from the repository root
@@ -23,7 +24,11 @@ def render_feature_docs(spec: FeatureSpec, dataset: str = "card_transactions",
         "",
         f"Table `{spec.table}`: one row per event (`{spec.id_column}`), partitioned by `{spec.date_column}` "
         f"(the UTC date of `{spec.event_time_column}`). `batchml run features --run-date D` builds partition D "
-        f"from events in `[D - {spec.lookback()} days, D + 1 day)` ingested by D.",
+        f"from the events in `[D - {spec.lookback()} days, D + 1 day)` ingested by D: the day tiles of the "
+        f"entities (`tiles.{dataset}.<entity>`, each ingest date aggregated once) plus the raw events of D and "
+        f"of each window's boundary day ({', '.join(f'D - {k}' for k in edge_offsets(spec))}). "
+        "How tiles work, why they are exact, and the rule for late and redelivered events: "
+        "[tiling.md](tiling.md).",
         "",
         "**Point in time.** Every window feature of an event at time `t` is computed only from events of the "
         "same entity with event time in `[t - window, t)`: strictly before `t`, so events at the same "

@@ -14,6 +14,7 @@ DAY_S = 86_400
 _UNITS = {"m": 60, "h": 3_600, "d": DAY_S}
 _WINDOW = re.compile(r"^([1-9][0-9]*)([mhd])$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+TILE_BOOKKEEPING = ("log", "superseded")  # tables beside the entity tiles; no entity may take these names
 Function = Literal["count", "sum", "mean", "max", "distinct_count"]
 
 
@@ -72,6 +73,8 @@ class FeatureSpec(_Strict):
         for name, entity in self.entities.items():
             if not _NAME.match(name):
                 raise ValueError(f"entity name {name!r} must be lower_snake_case")
+            if name in TILE_BOOKKEEPING:
+                raise ValueError(f"entity name {name!r} is reserved (tile bookkeeping tables)")
             for label in self.entity_windows(name):
                 seconds = window_seconds(label)
                 if seconds > DAY_S and seconds % DAY_S:
@@ -116,3 +119,23 @@ class FeatureSpec(_Strict):
         names = [f for f, _, _, _ in self.window_features()]
         names += [f"{n}_seconds_since_last" for n, e in self.entities.items() if e.time_since_last]
         return names
+
+
+def tile_tables(dataset: str, spec: FeatureSpec) -> dict[str, str]:
+    """The tile tables a dataset's features keep (docs/tiling.md): one per entity, plus ``log`` (the
+    versions built) and ``superseded`` (redelivered rows). The config declares them itself."""
+    return {name: f"tiles.{dataset}.{name}" for name in [*spec.entities, *TILE_BOOKKEEPING]}
+
+
+def tile_table_configs(dataset: str, entities: list[str]) -> dict[str, dict]:
+    """``tables:`` entries for the tile tables of a dataset's ``entities``: tiling is invisible in config."""
+    out = {f"tiles.{dataset}.{entity}": {
+        "description": f"Tiles of entity {entity}: per key and event day, the mergeable state of each ingest "
+                       "date's events (docs/tiling.md).", "partition_by": ["tile_date"]} for entity in entities}
+    out[f"tiles.{dataset}.superseded"] = {
+        "description": "Rows replaced by a later version of the same id, with the ingest date the new version "
+                       "arrived.", "partition_by": ["superseded_on"]}
+    out[f"tiles.{dataset}.log"] = {
+        "description": "One row per tile version (ingest date, as of), with the source partition's row count and "
+                       "the feature spec's fingerprint."}
+    return out

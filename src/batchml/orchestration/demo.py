@@ -9,7 +9,7 @@
    take most of the time budget on a small machine. A day the gate blocks is released with a
    recorded override, as an analyst would, and printed.
 3. In the same session, run every stage of the quiet and concept-drift days (ingest, validate,
-   features, score, monitor) and print each day's drift and realized-performance verdict. In steps
+   features, materialize into the online store, score, monitor) and print each day's drift and realized-performance verdict. In steps
    2 and 3 a second thread runs a day's features (score, monitor) while the next day is ingested
    and validated, so both cores work (``_overlapped``).
 4. Run the ``batchml_nightly`` DAG through Airflow (``dag.test()``, SQLite metadata DB under
@@ -19,8 +19,8 @@
    When the gate blocks a day, the demo releases it as an analyst would, by re-triggering with the
    override params (recorded); monitoring files a retraining request and the DAG emits the Asset
    event that starts ``batchml_training`` under a scheduler.
-5. Print the story (when each alert fired against when each drift began) and where the scored
-   table, the reports and the Airflow state are.
+5. Print the story (when each alert fired against when each drift began), where the scored
+   table, the reports and the Airflow state are, and one timed lookup in the online store.
 
 The console shows one line per day (``progress.DayLines``: each stage's time, k/N, the day's verdict), the
 steps, the story and the summary; everything else goes to ``$BATCHML_HOME/logs/demo.log`` (``progress.log_to_file``).
@@ -48,7 +48,7 @@ log = logging.getLogger("batchml.demo.airflow")
 LINES = progress.DayLines(0)  # the console's day lines; main() sets the day count
 GATE_STAGES = ("ingest", "validate")  # the warm-up load's, and each day's first part
 HISTORY_LATER = ("features",)         # a history day's part after its gate
-SCORED_LATER = ("features", "score")  # a scored day's, then monitor for its printed verdict
+SCORED_LATER = ("features", "materialize", "score")  # a scored day's, then monitor for its printed verdict
 RELEASE_REASON = "demo: the drift is the story, let it through"
 
 
@@ -341,6 +341,7 @@ def _summary(config, env: dict, run_log: Path) -> None:
     scoring = config.dataset().scoring
     if scoring and lake.exists(scoring.table):
         print(f"Scored:    {scoring.table} ({lake.count(scoring.table)} rows) at {lake.uri(scoring.table)}")
+    print(f"Online:    {_online_lookup(config, lake)}")
     artifacts = config.storage.artifacts_uri
     dataset = config.default_dataset
     print(f"Reports:   {artifacts}/reports/  (validation/{dataset}/index.html, monitoring/{dataset}/<date>.html, "
@@ -348,6 +349,29 @@ def _summary(config, env: dict, run_log: Path) -> None:
     print(f"Alerts:    {Path(config.home) / 'alerts' / 'alerts.jsonl'}")
     print(f"Airflow:   AIRFLOW_HOME={env['AIRFLOW_HOME']}; the runs' task output in {run_log}")
     print("UIs:       make ui  (Airflow with its scheduler and MLflow on this state; prints the URLs and the login)")
+
+
+def _online_lookup(config, lake) -> str:
+    """One lookup by event ID in the online store (an event of the last materialized day), timed warm."""
+    from batchml.online.backends import BackendUnavailable
+    from batchml.online.client import OnlineStore
+
+    try:
+        store = OnlineStore(config)
+    except BackendUnavailable as exc:
+        return f"nothing materialized ({exc})"
+    try:
+        latest, spec = store.status()["latest_run_date"], store.spec
+        ids = lake.read_arrow(spec.table, [(spec.date_column, "=", dt.date.fromisoformat(latest))], [spec.id_column])
+        event_id = ids.column(0)[0].as_py()
+        store.get_features([event_id])  # opens the connection and reads the schema once
+        started = time.perf_counter()
+        found = store.get_features([event_id])[0]
+        ms = (time.perf_counter() - started) * 1000
+    finally:
+        store.close()
+    return (f"get_features(['{event_id}']) -> {found['status']}, {len(found.get('features', {}))} columns of run "
+            f"date {found.get('run_date')} in {ms:.2f} ms ({store.backend.name}; `batchml serve-features` serves it)")
 
 
 if __name__ == "__main__":

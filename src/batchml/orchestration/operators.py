@@ -36,6 +36,7 @@ JOBS = {
     "ingest": "ingest.py",
     "validate": "validate.py",
     "features": "build_features.py",
+    "materialize": "materialize.py",
     "score": "score.py",
     "monitor": "monitor.py",
     "training-set": "build_training_set.py",

@@ -93,6 +93,10 @@ def render_conf(template: dict[str, Any], outputs: dict[str, Any], release_id: s
                              "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_USERNAME": outputs["mlflow_pipeline_username"],
                              "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_PASSWORD":
                                  f"EMR.secret@{outputs['mlflow_pipeline_secret_name']}"}
+    if outputs.get("online_table_name"):  # the online feature store (stacks from before it have none)
+        online = conf.setdefault("online", {})
+        online["backend"] = "dynamodb"
+        online.setdefault("dynamodb", {}).update(table=outputs["online_table_name"], region=region)
     left = [line.strip() for line in yaml.safe_dump(conf).splitlines() if "REPLACE" in line]
     if left:
         raise DeployError(f"placeholders left in the generated conf: {left}")

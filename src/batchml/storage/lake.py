@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -67,8 +67,34 @@ class Lake:
         table = self._delta(name)
         return None if table is None else table.version()
 
+    def schema(self, name: str, version: int | None = None) -> pa.Schema:
+        table = self._delta(name, version)
+        if table is None:
+            raise FileNotFoundError(f"table {name} does not exist yet at {self.uri(name)}")
+        return pa.schema(table.schema().to_arrow())
+
     def committed(self, name: str, txn: tuple[str, int]) -> bool:
         return committer.already_committed(self._delta(name), txn)
+
+    def last_change(self, name: str, where) -> int:
+        """The version of the newest commit that added or removed data files that may hold rows matching
+        ``where``: the snapshot of those rows a reader of the current version sees was made then. When the
+        log no longer reaches that far back (cleaned up), the oldest version it still holds."""
+        from batchml.storage import conflicts
+
+        table = self._require(name)
+        schema = pa.schema(table.schema().to_arrow())
+        terms = predicates.check(where, schema.names)
+        partitions = table.metadata().partition_columns
+        version = table.version()
+        while version >= 0:
+            commit = conflicts.read_commit(table.table_uri, self.storage, version)
+            if commit is None:
+                return version + 1
+            if conflicts.overlap(terms, schema, partitions, commit):
+                return version
+            version -= 1
+        return 0
 
     def count(self, name: str, where=None) -> int:
         """Rows matching a partition-column predicate, from the snapshot's statistics (no scan)."""
@@ -79,6 +105,11 @@ class Lake:
             raise ValueError(f"count() answers from statistics only; {terms} must use partition columns {partitions}")
         return sum(e["num_records"] or 0 for e in pa.table(table.get_add_actions(flatten=True)).to_pylist()
                    if predicates.file_fully_matches(e, terms, partitions))
+
+    def file_stats(self, name: str) -> list[dict]:
+        """The snapshot's data files from the Delta log alone: ``partition.<col>``, ``num_records``,
+        ``min.<col>`` and ``max.<col>`` per file (no data is read)."""
+        return pa.table(self._require(name).get_add_actions(flatten=True)).to_pylist()
 
     def history(self, name: str, limit: int | None = None) -> list[dict]:
         table = self._require(name)
@@ -164,12 +195,33 @@ class Lake:
 
     def read_arrow(self, name: str, filters: Iterable | None = None, columns: list[str] | None = None,
                    version: int | None = None) -> pa.Table:
+        dataset, expression, terms, needed = self._arrow_scan(name, filters, columns, version)
+        if not terms:
+            return dataset.to_table(columns=columns)
+        result = dataset.to_table(columns=needed, filter=expression)
+        result = result.filter(predicates.row_mask(result, terms))
+        return result.select(columns) if columns else result
+
+    def read_batches(self, name: str, filters: Iterable | None = None, columns: list[str] | None = None,
+                     version: int | None = None, batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+        """``read_arrow`` a record batch at a time, for driver-side reads too large to hold at once."""
+        dataset, expression, terms, needed = self._arrow_scan(name, filters, columns, version)
+        for batch in dataset.to_batches(columns=needed if terms else columns, filter=expression,
+                                        batch_size=batch_rows):
+            if terms:
+                batch = batch.filter(predicates.row_mask(batch, terms))
+                batch = batch.select(columns) if columns else batch
+            if batch.num_rows:
+                yield batch
+
+    def _arrow_scan(self, name, filters, columns, version):
+        """(dataset, pruning expression, checked terms, columns to read) of a driver-side read."""
         table = self._delta(name, version)
         if table is None:
             raise FileNotFoundError(f"table {name} does not exist yet at {self.uri(name)}")
         dataset = table.to_pyarrow_dataset()
         if not filters:
-            return dataset.to_table(columns=columns)
+            return dataset, None, [], columns
         terms = predicates.check(filters, dataset.schema.names)
         needed = None if columns is None else sorted(set(columns) | {c for c, _, _ in terms})
         # The expression skips partitions and row groups; row_mask keeps SQL null semantics exact.
@@ -179,9 +231,7 @@ class Lake:
         partitions = set(table.metadata().partition_columns)
         bounded = _bounded_columns(table, {c for c, _, _ in terms} - partitions)
         prunable = [t for t in terms if t[0] in partitions or (t[0] in bounded and predicates.finite(t[2]))]
-        result = dataset.to_table(columns=needed, filter=predicates.pruning_expression(prunable, dataset.schema))
-        result = result.filter(predicates.row_mask(result, terms))
-        return result.select(columns) if columns else result
+        return dataset, predicates.pruning_expression(prunable, dataset.schema), terms, needed
 
     # -- maintenance -----------------------------------------------------------
     def rewrite(self, name: str, convert, schema: pa.Schema, metadata: dict | None = None) -> int:

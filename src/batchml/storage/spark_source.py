@@ -88,44 +88,23 @@ class _Split(InputPartition):
     files: list  # [(relative path, {partition column: typed value}, row groups or None for all)]
 
 
-try:  # Spark 4.1+ pushes filters to Python data sources; 4.0 (emr-spark-8.0.0) has no filter classes and
-    # never calls pushFilters: the reader then plans every file and Spark applies the filters itself
-    from pyspark.sql.datasource import EqualTo, GreaterThan, GreaterThanOrEqual, In, LessThan, LessThanOrEqual
-
-    _PUSHABLE = {EqualTo: "=", GreaterThan: ">", GreaterThanOrEqual: ">=", LessThan: "<",
-                 LessThanOrEqual: "<=", In: "in"}
-except ImportError:
-    _PUSHABLE = {}
-FILTER_PUSHDOWN = bool(_PUSHABLE)
-
-
 class DeltaReader(DataSourceReader):
-    """``where`` filters rows exactly (before ``transform``); pushed filters only skip files."""
+    """``where`` skips files (partition values, min/max statistics) and filters rows exactly, before
+    ``transform``. Spark's own filters are not pushed here (``spark.sql.python.filterPushdown.enabled``
+    is off: Spark 4.1+ reuses one pushed plan per scanned relation, so a filter of one query pruned the
+    files another query of the same DataFrame needed; Spark 4.0 has no pushdown at all)."""
 
     def __init__(self, options: dict, schema: pa.Schema, where: list | None = None, transform=None):
         self.options = options  # keeps Spark's case-insensitive keys
         self.schema = schema
         self.where = where or []
         self.transform = transform
-        self.predicate: list = list(self.where)
-
-    def pushFilters(self, filters):
-        # Used only to skip files; every filter is still applied by Spark afterwards. After a
-        # transform, Spark's columns are the transform's output, not the files' columns. Not on
-        # floats: Spark orders NaN above every number, Parquet statistics leave NaN out.
-        for f in filters if self.transform is None else ():
-            op = _PUSHABLE.get(type(f))
-            if (op and len(f.attribute) == 1 and f.attribute[0] in self.schema.names
-                    and not pa.types.is_floating(self.schema.field(f.attribute[0]).type)):
-                value = list(f.value) if op == "in" else f.value
-                self.predicate.append((f.attribute[0], op, value))
-        return filters
 
     def partitions(self):
         dt, storage = _snapshot(self.options)
         partition_columns = set(dt.metadata().partition_columns)
         entries = [e for e in pa.table(dt.get_add_actions(flatten=True)).to_pylist()
-                   if predicates.file_may_match(e, self.predicate, partition_columns)]
+                   if predicates.file_may_match(e, self.where, partition_columns)]
         splits, current, size = [], [], 0
         for e in entries:
             e["path"] = unquote(e["path"])  # the log holds paths URI-encoded

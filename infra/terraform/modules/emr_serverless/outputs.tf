@@ -13,6 +13,11 @@ output "job_role_arn" {
   value       = aws_iam_role.job.arn
 }
 
+output "job_role_name" {
+  description = "Name of the job execution role (other modules attach their policies to it)."
+  value       = aws_iam_role.job.name
+}
+
 output "security_group_id" {
   description = "Security group of the Spark workers (allowed into MLflow)."
   value       = aws_security_group.spark.id

@@ -1,0 +1,217 @@
+"""The materialize stage: a run date's offline features into the online store (docs/online.md).
+
+For run date ``D`` (or each date of a backfill, in date order):
+
+1. **by event ID**: every row of the feature table's ``D`` partition, as the snapshot that last changed
+   that partition holds it (its Delta version is recorded on each record, so re-materializing ``D``
+   writes the same records). Events that an earlier materialization of ``D`` wrote and the partition no
+   longer holds are deleted. A run marker records what was written; a re-run that finds the same
+   version and schema writes nothing.
+2. **by entity key**: each entity's window state as of the end of the last date (``batchml.online.state``),
+   from the events the features stage reads (the gate's accepted table), deduplicated the same way.
+   States only move forward: materializing a date before the current states' date leaves them alone.
+3. Records whose expiry (run date + ``online.ttl_days``) has passed by the end of the last date are purged
+   (DynamoDB: its TTL does it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+
+from batchml.config import Config
+from batchml.features.build import feature_spec, source_table
+from batchml.features.compute import DEDUPE_ORDER
+from batchml.features.spec import FeatureSpec
+from batchml.online import records as R
+from batchml.online.backends import Backend, Record, open_backend
+from batchml.online.spec import OnlineConfig
+from batchml.online.state import fingerprint
+from batchml.online.state import states as entity_states
+from batchml.storage import Lake
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Materialized:
+    dataset: str
+    days: list[dt.date]
+    events: int = 0  # event records written
+    skipped_days: list[dt.date] = field(default_factory=list)  # already materialized at the same version
+    deleted: int = 0  # events no longer in their partition
+    entities: dict[str, int] = field(default_factory=dict)  # states written per entity
+    state_as_of: dt.date | None = None
+    purged: int = 0
+
+    def line(self) -> str:
+        span = f"{self.days[0]}..{self.days[-1]}" if len(self.days) > 1 else str(self.days[0])
+        states = (f"{sum(self.entities.values())} entity state(s) as of {self.state_as_of}" if self.entities
+                  else f"entity states kept (as of {self.state_as_of})")
+        return (f"materialize {self.dataset} {span}: {self.events} event record(s)"
+                + (f", {len(self.skipped_days)} day(s) already materialized" if self.skipped_days else "")
+                + (f", {self.deleted} deleted" if self.deleted else "") + f"; {states}; {self.purged} expired purged")
+
+
+def materialize(config: Config, run_date: dt.date, dataset: str | None = None, spark=None,
+                end: dt.date | None = None) -> Materialized:
+    """Materialize ``run_date`` (or ``run_date .. end`` inclusive, in date order) and return what was written."""
+    name, spec = feature_spec(config, dataset)
+    last = end or run_date
+    if last < run_date:
+        raise ValueError(f"backfill end {last} is before its start {run_date}")
+    lake = Lake(config, spark)
+    if not lake.exists(spec.table):
+        raise FileNotFoundError(f"feature table {spec.table} does not exist: run `batchml run features` first")
+    days = [run_date + dt.timedelta(days=i) for i in range((last - run_date).days + 1)]
+    store = open_backend(config, create=True)
+    done = Materialized(name, days)
+    try:
+        for day in days:
+            materialize_events(lake, store, name, spec, day, config.online, done)
+        _advance_latest(store, name, last)
+        current = _meta(store, name, "state")
+        if current is None or dt.date.fromisoformat(current["as_of"]) <= last:
+            _states(lake, store, config, name, spec, last, done)
+        else:
+            done.state_as_of = dt.date.fromisoformat(current["as_of"])
+            log.info("materialize %s: entity states are as of %s, after %s; left as they are", name,
+                     current["as_of"], last)
+        done.purged = store.purge(R.end_of(last))
+    finally:
+        store.close()
+    log.info("%s", done.line())
+    return done
+
+
+def _meta(store: Backend, dataset: str, name: str) -> dict | None:
+    value = store.get([R.meta_key(dataset, name)]).get(R.meta_key(dataset, name))
+    return None if value is None else json.loads(value)
+
+
+def _advance_latest(store: Backend, dataset: str, day: dt.date) -> None:
+    """``meta/latest``: the newest run date materialized (a backfill of older dates leaves it)."""
+    latest = _meta(store, dataset, "latest")
+    if latest is None or latest["run_date"] <= str(day):
+        run = _meta(store, dataset, f"run/{day}")
+        store.put([Record(R.meta_key(dataset, "latest"), json.dumps(run).encode(), R.NEVER)])
+
+
+def materialize_events(lake: Lake, store: Backend, dataset: str, spec: FeatureSpec, day: dt.date,
+                       online: OnlineConfig, done: Materialized) -> None:
+    """The by-ID half for one run date: the partition's rows, the run marker, stale IDs deleted."""
+    where = [(spec.date_column, "=", day)]
+    version = lake.last_change(spec.table, where)
+    schema_id, schema_doc = R.schema_doc(lake.schema(spec.table, version))
+    expires = R.expiry(day, online.ttl_days)
+    marker = _meta(store, dataset, f"run/{day}")
+    if marker and marker["table_version"] == version and marker["schema"] == schema_id:
+        done.skipped_days.append(day)
+        log.info("materialize %s %s: already materialized from %s version %s", dataset, day, spec.table, version)
+        return
+    # never expires: a schema id is shared by every run date with the same columns (one small record each)
+    store.put([Record(R.meta_key(dataset, f"schema/{schema_id}"), schema_doc, R.NEVER)])
+    header = {"run_date": str(day), "table_version": version, "schema": schema_id}
+    written = set()
+    for batch in lake.read_batches(spec.table, where, version=version, batch_rows=online.batch_rows):
+        records = R.encode_events(batch, dataset, spec.id_column, header, expires)
+        store.put(records)
+        written.update(r.key for r in records)
+    if marker:  # an earlier materialization of this date: drop the events the partition no longer holds
+        stale = [k for k in _event_keys(lake, dataset, spec, day, marker["table_version"]) if k not in written]
+        store.delete(stale)
+        done.deleted += len(stale)
+    if not written:
+        log.warning("materialize %s %s: partition %s = %s of %s is empty (were its features built?)", dataset, day,
+                    spec.date_column, day, spec.table)
+    run = {"run_date": str(day), "table": spec.table, "table_version": version, "schema": schema_id,
+           "events": len(written)}
+    store.put([Record(R.meta_key(dataset, f"run/{day}"), json.dumps(run).encode(), expires)])
+    done.events += len(written)
+
+
+def _event_keys(lake: Lake, dataset: str, spec: FeatureSpec, day: dt.date, version: int) -> list[str]:
+    where = [(spec.date_column, "=", day)]
+    return [R.event_key(dataset, i) for batch in lake.read_batches(spec.table, where, [spec.id_column], version)
+            for i in batch.column(0).to_pylist()]
+
+
+def _states(lake: Lake, store: Backend, config: Config, dataset: str, spec: FeatureSpec, day: dt.date,
+            done: Materialized) -> None:
+    from pyspark.sql import functions as F
+
+    source = source_table(config, dataset)
+    version = lake.last_change(source, [("ingest_date", "<=", day)])
+    state = {"as_of": str(day), "table": source, "table_version": version, "spec": fingerprint(spec)}
+    current = _meta(store, dataset, "state")
+    if current and {k: current[k] for k in state} == state:
+        done.state_as_of = day
+        log.info("materialize %s: entity states as of %s already written from %s version %s", dataset, day,
+                 source, version)
+        return
+    events = history(lake, source, spec, day, version).persist()  # read and deduplicated once
+    try:
+        header = {"run_date": str(day), "table": source, "table_version": version}
+        writer = StateWriter(config, dataset, {n: e.keys for n, e in spec.entities.items()}, header,
+                             R.expiry(day, config.online.ttl_days))
+        written = entity_states(events, spec, day).mapInArrow(writer, "entity string, records long")
+        counts = {r["entity"]: r["n"] for r in written.groupBy("entity").agg(F.sum("records").alias("n")).collect()}
+    finally:
+        events.unpersist()
+    done.entities = {name: counts.get(name, 0) for name in spec.entities}
+    state["entities"] = done.entities
+    store.put([Record(R.meta_key(dataset, "state"), json.dumps(state).encode(), R.NEVER)])
+    done.state_as_of = day
+
+
+class StateWriter:
+    """Writes entity states where Spark computed them (executors, in parallel; no collect on the driver) and
+    yields how many it wrote. Idempotent upserts, so a retried task rewrites the same records."""
+
+    def __init__(self, config: Config, dataset: str, keys: dict[str, list[str]], header: dict, expires: int):
+        self.config, self.dataset, self.keys, self.expires = config, dataset, keys, expires
+        self.prefix = json.dumps(header, separators=(",", ":"))[:-1]
+
+    def __call__(self, batches):
+        import pyarrow as pa
+
+        store = open_backend(self.config, create=True)
+        counts: dict[str, int] = {}
+        try:
+            for batch in batches:
+                records = [self._record(row) for row in batch.to_pylist()]
+                for i in range(0, len(records), self.config.online.batch_rows):
+                    store.put(records[i:i + self.config.online.batch_rows])
+                for row in batch.column(0).to_pylist():
+                    counts[row] = counts.get(row, 0) + 1
+        finally:
+            store.close()
+        yield pa.record_batch([pa.array(list(counts), pa.string()), pa.array(list(counts.values()), pa.int64())],
+                              names=["entity", "records"])
+
+    def _record(self, row: dict) -> Record:
+        name, values = row["entity"], row["key"]
+        key = json.dumps(dict(zip(self.keys[name], values)), separators=(",", ":"), ensure_ascii=False)
+        value = f'{self.prefix},"entity":"{name}","key":{key},"state":{row["state"]}}}'.encode()
+        return Record(R.entity_key(self.dataset, name, values), value, self.expires)
+
+
+def history(lake: Lake, source: str, spec: FeatureSpec, day: dt.date, version: int):
+    """The events a state as of ``day`` holds: ingested by ``day``, event time in ``[C - lookback, C)``
+    (``C``: the start of the next day), one row per event ID (its latest delivery), with ``__t`` in µs."""
+    from pyspark.sql import functions as F
+
+    stop = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    start = stop - dt.timedelta(days=spec.lookback())
+    where = [("ingest_date", "<=", day), (spec.event_time_column, ">=", start), (spec.event_time_column, "<", stop)]
+    columns = spec.source_columns()
+    order = [c for c in DEDUPE_ORDER if c in lake.schema(source, version).names]
+    events = lake.read(source, columns=list(dict.fromkeys(columns + order)), version=version, where=where)
+    latest = events.groupBy(spec.id_column).agg(
+        F.max_by(F.struct(*columns), F.struct(*order)).alias("e")) if order else events.select(
+        F.struct(*columns).alias("e"))
+    # e.<time>, not <time>: a name that "e.*" introduces in the same select is a lateral alias, which Spark
+    # Connect's analyzer refuses
+    return latest.select("e.*", F.unix_micros(F.col(f"e.{spec.event_time_column}")).alias("__t"))
