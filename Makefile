@@ -6,11 +6,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 
-.PHONY: demo test test-e2e test-spark40 test-mwaa setup bench clean-state chromium redis package deploy
+.PHONY: demo ui test test-e2e test-spark40 test-mwaa setup bench clean-state chromium redis package deploy
 
 # Airflow demo (src/batchml/orchestration/demo.py); DEMO_ARGS e.g. "--nightly-days 8 --rows-per-day 20000".
 demo: $(VENV)/.installed
 	$(PY) -m batchml.orchestration.demo $(DEMO_ARGS)
+
+# The Airflow UI (with its scheduler) and the MLflow UI on the demo's state; prints the URLs and the login.
+ui: $(VENV)/.installed
+	$(VENV)/bin/batchml --env demo ui
 
 test: $(VENV)/.installed $(INFRA_VENV)/.installed chromium redis
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder

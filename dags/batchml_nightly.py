@@ -7,6 +7,8 @@ the failed checks in its log and stops the later stages; to release them, trigge
 ``run_date`` and the ``override_*`` Params (the release is recorded in ops.validation_overrides).
 When monitoring files a retraining request, ``request_retraining`` emits the
 ``batchml_retraining_request`` Asset event that starts ``batchml_training``; otherwise it is skipped.
+``fallback_used`` fails (and with it the run) when the fallback rules scored rows of the day; monitoring
+still runs. Each run's note says the business date and the outcome, e.g. ``2024-03-01 · gate blocked: ...``.
 """
 
 from __future__ import annotations
@@ -36,3 +38,5 @@ with DAG(
     request_retraining = PythonOperator(task_id="request_retraining", python_callable=tasks.request_retraining,
                                         outlets=[tasks.RETRAINING_REQUEST])
     chain(resolve_run, record_override, *stages, request_retraining)
+    fallback_used = PythonOperator(task_id="fallback_used", python_callable=tasks.fallback_used, retries=0)
+    next(t for t in stages if t.stage == "score") >> fallback_used  # beside monitor: marked, still monitored

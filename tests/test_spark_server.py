@@ -52,8 +52,8 @@ def _overlay(tmp_path: Path) -> Path:
     overlay = tmp_path / "conf"
     if not overlay.exists():
         shutil.copytree(REPO / "conf", overlay)
-        with open(overlay / "test" / "batchml.yaml", "a") as f:
-            f.write("tables:\n  test.events:\n    partition_by: [d]\n")
+        base = overlay / "base" / "batchml.yaml"  # tables are declared in conf/base only
+        base.write_text(base.read_text().replace("\ntables:\n", "\ntables:\n  test.events:\n    partition_by: [d]\n", 1))
     return overlay
 
 

@@ -1,5 +1,6 @@
 """Command line: ``batchml demo-data``, ``batchml run <stage>``, ``batchml demo``, ``batchml table``,
-``batchml model``, ``batchml spark-server``, ``batchml serve-features``, ``batchml conf-from-terraform``."""
+``batchml model``, ``batchml spark-server``, ``batchml serve-features``, ``batchml ui``,
+``batchml conf-from-terraform``."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", help="dataset config name (default: default_dataset)")
     r.add_argument("--rescore", action="store_true", help="score: replace a finished run date's scores")
     r.add_argument("--reason", help="score --rescore: why (recorded in the scoring runs table)")
+    r.add_argument("--migrate", action="store_true",
+                   help="score: first convert scores tables of an older layout (CHANGELOG.md, Migration)")
 
     m = sub.add_parser("demo", help="the main job: generate demo data, then run the pipeline day by day")
     _demo_args(m, days=14, rows=20_000, bad_rate=0.001, bad_file_rate=0.1)
@@ -68,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("spark-server", help="a long-lived local Spark (Spark Connect) that jobs attach to")
     c.add_argument("action", choices=["start", "status", "stop"])
     c.add_argument("--port", type=int, default=15002)
+
+    u = sub.add_parser("ui", help="the Airflow UI and the MLflow UI on this machine's state (Ctrl-C stops them)")
+    u.add_argument("--port", type=int, default=8080, help="Airflow UI / API port")
+    u.add_argument("--mlflow-port", type=int, default=5000)
 
     t = sub.add_parser("conf-from-terraform", help="print conf/<env>/batchml.yaml filled from `terraform output -json`")
     t.add_argument("--outputs", default="-", help="file with `terraform output -json` (default: stdin)")
@@ -151,7 +158,10 @@ def _dispatch(args, config) -> int:
 
         if args.rescore and (args.stage != "score" or not args.reason):
             raise ValueError("--rescore applies to the score stage and needs --reason")
+        if args.migrate and args.stage != "score":
+            raise ValueError("--migrate applies to the score stage")
         options = {"rescore_reason": args.reason} if args.rescore else {}
+        options.update({"migrate": True} if args.migrate else {})
         return run_stage(args.stage, config, args.run_date, args.dataset, **options)
     if args.command == "demo":
         return _demo(args, config)
@@ -165,6 +175,10 @@ def _dispatch(args, config) -> int:
         return _model(args, config)
     if args.command == "spark-server":
         return _spark_server(args, config)
+    if args.command == "ui":
+        from batchml.orchestration import ui
+
+        return ui.serve(config, args.port, args.mlflow_port)
     if args.command == "serve-features":
         from batchml.online.service import serve
 

@@ -24,7 +24,7 @@ from batchml.scoring.spec import ScoringSpec
 from batchml.training.spec import ModelSpec
 from batchml.validation.spec import TableValidation
 
-# Env vars that override single keys (documented in the README).
+# Env vars that override single keys (documented in the README and docs/configuration.md).
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "BATCHML_HOME": ("home",),
     "BATCHML_SPARK_MASTER": ("spark", "master"),
@@ -97,7 +97,8 @@ class MlflowConfig(Strict):
 
 
 class TableConfig(Strict):
-    description: str = ""
+    description: str = ""  # written to the Delta table's metadata (its description)
+    columns: dict[str, str] = {}  # column -> description, written to the Delta schema (each column's comment)
     partition_by: list[str] = []
     allow_schema_evolution: bool = False
 
@@ -217,6 +218,8 @@ class OrchestrationConfig(Strict):
     submit: Literal["spark-submit", "emr-serverless"] = "spark-submit"
     spark_conn_id: str = "spark_default"  # spark-submit: master, deploy mode, queue, spark-binary
     emr_serverless: EmrServerlessConfig | None = None
+    # An http connection to Airflow's REST API: tasks set each DAG run's note through it (docs/airflow.md)
+    airflow_api_conn_id: str = "airflow_api"
 
     @model_validator(mode="after")
     def _emr_needs_its_settings(self) -> "OrchestrationConfig":

@@ -44,11 +44,18 @@ def check_java() -> str:
     return line
 
 
+def log4j_option() -> str:
+    """The JVM flag that points Spark's logging at batchml's config (warnings and errors only, to stderr)."""
+    from batchml.resources import folder
+
+    return f"-Dlog4j2.configurationFile=file:{folder('spark') / 'log4j2.properties'}"
+
+
 def session_conf(config: Config) -> dict[str, str]:
     """Every Spark setting batchml needs, for an in-process session and for a Connect server alike."""
     scratch = Path(config.home) / "spark"
     s = config.spark
-    java_options = " ".join(filter(None, ["-Duser.timezone=UTC", s.java_options.strip()]))
+    java_options = " ".join(filter(None, ["-Duser.timezone=UTC", log4j_option(), s.java_options.strip()]))
     conf = {
         "spark.driver.memory": s.driver_memory,
         "spark.sql.shuffle.partitions": str(s.shuffle_partitions),

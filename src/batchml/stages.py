@@ -23,12 +23,12 @@ def _validate(config: Config, run_date: dt.date, dataset: str | None, spark=None
     import sys
 
     from batchml.validation.gate import validate
+    from batchml.validation.overrides import blocked_message
 
     outcomes = validate(config, run_date, dataset, spark)
-    blocked = [f"{o.table}: {', '.join(o.blocking_checks())}" for o in outcomes if o.blocked]
+    blocked = [f"{o.table}: {check}" for o in outcomes if o.blocked for check in o.blocking_checks()]
     if blocked:
-        print(f"validation BLOCKED for {run_date}: " + "; ".join(blocked)
-              + " (see the report, or release with `batchml override`)", file=sys.stderr)
+        print(blocked_message(config, dataset or config.default_dataset, run_date, blocked), file=sys.stderr)
         return 1
     return 0
 
@@ -56,13 +56,13 @@ def _monitor(config: Config, run_date: dt.date, dataset: str | None, spark=None)
 
 
 def _score(config: Config, run_date: dt.date, dataset: str | None, spark=None,
-           rescore_reason: str | None = None) -> int:
+           rescore_reason: str | None = None, migrate: bool = False) -> int:
     """Exit ``scoring.fallback.exit_code`` (default 3) when any row was scored by the fallback rules."""
     import sys
 
     from batchml.scoring.score import score, scoring_spec
 
-    summary = score(config, run_date, dataset, spark, rescore_reason=rescore_reason)  # logs the summary line
+    summary = score(config, run_date, dataset, spark, rescore_reason=rescore_reason, migrate=migrate)  # logs it
     if summary.fallback_rows:
         print(summary.line(), file=sys.stderr)
         return scoring_spec(config, summary.dataset).fallback.exit_code

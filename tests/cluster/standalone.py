@@ -33,6 +33,11 @@ def install_spark(target: Path) -> Path:
     return target
 
 
+# Each application unpacks the ~0.9 GB environment archive in every worker's work folder: delete the folders
+# of finished applications within seconds (Spark's own worker cleanup), or a rehearsal fills the disk.
+CLEANUP = "-Dspark.worker.cleanup.enabled=true -Dspark.worker.cleanup.interval=5 -Dspark.worker.cleanup.appDataTtl=1"
+
+
 @dataclass
 class StandaloneCluster:
     spark_home: Path
@@ -60,7 +65,8 @@ class StandaloneCluster:
         work = self.root / f"worker{i}"
         self._launch(f"worker{i}", "org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1",
                      "--cores", "1", "--memory", self.worker_memory, "--webui-port", str(free_port()),
-                     env={"SPARK_WORKER_DIR": str(work / "work"), "SPARK_LOCAL_DIRS": str(work / "local")})
+                     env={"SPARK_WORKER_DIR": str(work / "work"), "SPARK_LOCAL_DIRS": str(work / "local"),
+                          "SPARK_WORKER_OPTS": CLEANUP})
 
     def kill_worker(self, i: int) -> list[int]:
         """SIGKILL worker ``i``'s JVM and the executor JVMs it launched; returns their pids."""
@@ -71,6 +77,10 @@ class StandaloneCluster:
             os.kill(pid, signal.SIGKILL)
         worker.wait(30)
         return pids
+
+    def app_folders(self) -> list[Path]:
+        """Applications' folders still in the workers' work folders (each holds an unpacked environment)."""
+        return sorted(self.root.glob("worker*/work/app-*"))
 
     def state(self) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=10) as response:

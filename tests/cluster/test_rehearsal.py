@@ -223,8 +223,12 @@ def rehearsal(tmp_path_factory, release, cluster, s3, registry) -> dict:
                                                         "BATCHML_HOME": str(root / "reader")})
     keys = config.storage.s3.model_copy(update={"access_key_id": "test", "secret_access_key": "test"})
     config = config.model_copy(update={"storage": config.storage.model_copy(update={"s3": keys})})
-    return {"probe": report, "kill": kill, "lake": Lake(config), "seconds": time.monotonic() - started,
-            "root": root, "work": sorted(p.name for p in driver.work.iterdir())}
+    seconds = time.monotonic() - started
+    deadline = time.monotonic() + 60
+    while cluster.app_folders() and time.monotonic() < deadline:
+        time.sleep(1)
+    return {"probe": report, "kill": kill, "lake": Lake(config), "seconds": seconds, "root": root,
+            "work": sorted(p.name for p in driver.work.iterdir()), "app_folders_left": cluster.app_folders()}
 
 
 def kill_a_worker_mid_stage(driver: Driver, cluster: StandaloneCluster, stage: str, day: dt.date) -> dict:
@@ -274,6 +278,8 @@ def test_executors_and_driver_run_only_the_release(rehearsal):
         assert not leaks, f"{place['executable']} reaches the repository or the dev venv: {leaks}"
         assert all("/environment/lib/python3.11/site-packages/" in m for m in place["modules"])
     assert rehearsal["work"] == ["environment"], "the jobs must not write into their working directory"
+    # every finished application's unpacked environment is deleted by the workers (a rehearsal filled a disk)
+    assert rehearsal["app_folders_left"] == []
     executors = {json.loads(e)["executable"] for e in rehearsal["probe"]["executors"]}
     assert len(executors) == 2 and all(e.endswith("/environment/bin/python") for e in executors)
 

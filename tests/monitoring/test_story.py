@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from batchml.stages import run_stage
 from batchml.storage import Lake
 from tests.conftest import make_config
 from tests.monitoring import story
+from tests.orchestration.browser import check_reports
 
 QUIET = [dt.date(2024, 1, 22), dt.date(2024, 2, 26)]  # no matured labels yet; matured dates before the drift
 CONCEPT = dt.date(2024, 3, 4)  # concept drift from Feb 1; labels of Feb 1..3 have matured (30 days)
@@ -92,7 +95,7 @@ def test_realized_performance_matches_a_direct_computation(world):
     assert rows[dt.date(2024, 1, 20)].matured and not rows[dt.date(2024, 2, 20)].matured
 
 
-def test_tables_report_and_idempotent_rerun(world, spark):
+def test_tables_report_and_idempotent_rerun(world, spark, tmp_path):
     config, _, outcomes = world
     spec = config.dataset().monitoring
     lake = Lake(config, spark)
@@ -111,3 +114,12 @@ def test_tables_report_and_idempotent_rerun(world, spark):
     assert len(drift) == 4 * (len(story.FEATURES) + 2 + 1)  # 4 run dates x (features, categoricals, score)
     html = open(outcomes[COVARIATE].report_uri).read()
     assert "<svg" in html and "<script" not in html and "log_amount" in html and "ALERT" in html
+    drift_rows = re.findall(r"<tr class=\"(breach|)\"><td>([^<]+)</td><td>([0-9.]+)</td>", html)
+    psis = [float(p) for _, _, p in drift_rows]
+    assert psis == sorted(psis, reverse=True)  # highest PSI first, every breach highlighted
+    assert {c for b, c, _ in drift_rows if b} == {r["column"] for r in outcomes[COVARIATE].reasons
+                                                  if r["kind"] in ("data_drift", "prediction_drift")}
+    check_reports({Path(outcomes[COVARIATE].report_uri): [
+        "PSI over time", "Columns over the alert line: reference against this run", "log_amount: PSI",
+        "Score distribution", "Realized performance per scoring date", "labels not matured yet", "run date",
+        "share of rows"]}, tmp_path / "chromium")

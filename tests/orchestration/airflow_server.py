@@ -4,9 +4,6 @@ driven through its REST API (v2) with a JWT from the simple auth manager, as the
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +12,8 @@ from pathlib import Path
 
 import requests
 
-USER = "admin"
+from batchml.orchestration import ui
+from batchml.orchestration.ui import USER
 
 
 def free_port() -> int:
@@ -25,46 +23,30 @@ def free_port() -> int:
 
 
 class AirflowServer:
+    """``airflow standalone`` with ``batchml ui``'s environment (``ui.environment``), on a free port."""
+
     def __init__(self, env: dict[str, str]):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.home = Path(env["AIRFLOW_HOME"])
-        self.password = secrets.token_urlsafe(12)
-        self.env = {**env,
-                    "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(self.port),
-                    "AIRFLOW__API__BASE_URL": self.url,
-                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-                    "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(24),
-                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+        self.env = {**ui.environment(env["BATCHML_HOME"], self.port, env["BATCHML_ENV"], base=env,
+                                     spark_remote=env.get("BATCHML_SPARK_REMOTE")),
                     # Only the runs the test creates: no run for "yesterday" when the DAG is unpaused.
                     "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
                     "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "10",
                     "AIRFLOW__CORE__PARALLELISM": "4"}
+        self.password = ui.password(self.home)
         self.log = self.home / "standalone.log"
         self.proc: subprocess.Popen | None = None
         self.session = requests.Session()
 
     def start(self, timeout: float = 300) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "passwords.json").write_text(json.dumps({USER: self.password}))
         airflow = str(Path(sys.executable).parent / "airflow")
         with open(self.log, "w") as out:  # its own process group: stop() ends every child
             self.proc = subprocess.Popen([airflow, "standalone"], env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited {self.proc.returncode}; see {self.log}")
-            try:
-                health = requests.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
-                if health.get("scheduler", {}).get("status") == "healthy":
-                    break
-            except (requests.RequestException, ValueError):
-                pass
-            time.sleep(2)
-        else:
-            raise TimeoutError(f"Airflow did not come up on {self.url} in {timeout}s; see {self.log}")
+        ui.wait_healthy(self.url, self.proc, self.log, timeout)
         self.session.headers["Authorization"] = f"Bearer {self.token()}"
 
     def token(self) -> str:
@@ -73,13 +55,8 @@ class AirflowServer:
         return r.json()["access_token"]
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        if self.proc:
+            ui.stop(self.proc)
 
     def api(self, method: str, path: str, **kwargs):
         r = self.session.request(method, f"{self.url}/api/v2{path}", timeout=60, **kwargs)

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -88,8 +89,12 @@ class Browser:
     def text(self) -> str:
         return self.js("document.body ? document.body.innerText : ''") or ""
 
-    def screenshot(self, path: Path) -> Path:
-        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)["data"]
+    def screenshot(self, path: Path, full_page: bool = False) -> Path:
+        params = {"format": "png", "captureBeyondViewport": full_page}
+        if full_page:
+            size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+            params["clip"] = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        data = self.send("Page.captureScreenshot", **params)["data"]
         path.write_bytes(base64.b64decode(data))
         return path
 
@@ -99,3 +104,42 @@ class Browser:
         finally:
             self.proc.terminate()
             self.proc.wait(20)
+
+
+ARTIFACTS = Path(os.environ.get("BATCHML_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
+
+
+def check_reports(pages: dict[Path, list[str]], profile: Path) -> list[Path]:
+    """Render self-contained report pages in headless Chromium as people see them, each to a full-page PNG under
+    ``tests/artifacts/``: the picture is not blank, the page holds every expected section, and no chart runs off
+    the page or is empty. Skips when Chromium is missing (``make test`` installs it)."""
+    import pytest
+
+    if chromium() is None:
+        pytest.skip("Chromium is not installed (Debian package `chromium`; `make test` installs it as root)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser = Browser(profile)
+    try:
+        return [_check_page(browser, page, sections) for page, sections in pages.items()]
+    finally:
+        browser.close()
+
+
+def _check_page(browser: Browser, page: Path, sections: list[str]) -> Path:
+    from PIL import Image, ImageStat
+
+    browser.goto(page.resolve().as_uri())
+    browser.wait_for(f"document.readyState === 'complete' && location.href === {json.dumps(page.resolve().as_uri())}")
+    text = browser.text()
+    charts = browser.js("[...document.querySelectorAll('svg')].map(s => { const r = s.getBoundingClientRect();"
+                        " return [r.width, r.height, r.right, s.querySelectorAll('rect,polyline,circle').length]; })")
+    width = browser.js("document.documentElement.scrollWidth")
+    png = browser.screenshot(ARTIFACTS / f"report_{page.parent.name}_{page.stem}.png", full_page=True)
+    missing = [s for s in sections if s not in text]
+    assert not missing, f"{page}: sections missing from the rendered page: {missing}"
+    assert all(w > 0 and h > 0 and right <= width + 1 and marks > 0 for w, h, right, marks in charts), (page, charts)
+    image = Image.open(png).convert("L")
+    spread = ImageStat.Stat(image).stddev[0]
+    dark = sum(image.histogram()[:200]) / (image.width * image.height)
+    assert spread > 10 and dark > 0.01, f"{png} looks blank (stddev {spread:.1f}, {dark:.1%} non-white pixels)"
+    return png

@@ -64,6 +64,11 @@ def test_the_request_carries_release_entrypoint_arguments_and_logging(tmp_path):
     assert confs["spark.emr-serverless.driverEnv.BATCHML_CONF_DIR"] == f"{RELEASE}/conf"
     assert confs["spark.emr-serverless.driverEnv.BATCHML_ENV"] == "emr"
     assert confs["spark.executor.memory"] == "4g"
+    log4j = request["configurationOverrides"]["applicationConfiguration"]
+    assert [c["classification"] for c in log4j] == ["spark-driver-log4j2"]
+    levels = log4j[0]["properties"]
+    assert levels["rootLogger.level"] == "warn" and levels["logger.cachemanager.level"] == "error"
+    assert not [k for k in levels if k.startswith("appender")]  # EMR's appenders stay
     monitoring = request["configurationOverrides"]["monitoringConfiguration"]
     assert monitoring["s3MonitoringConfiguration"]["logUri"] == "s3://code/logs/emr/"
     assert monitoring["cloudWatchLoggingConfiguration"]["logGroupName"] == "/aws/emr-serverless/batchml"

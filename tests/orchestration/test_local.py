@@ -48,3 +48,47 @@ def test_release_params_name_the_failed_checks_of_the_first_blocked_table(monkey
                       "override_reason": "drift is expected after the launch"}
     assert resolve(params, None).override_table == "bronze.card_chargebacks"  # the DAG accepts them
     assert release_params("card_transactions", str(DAY + dt.timedelta(days=1)), "ana", "nothing blocked here") is None
+
+
+def test_run_notes_say_the_date_and_what_the_lake_shows(monkeypatch, tmp_path):
+    from batchml.orchestration import run_note
+    from batchml.scoring.score import RUNS_SCHEMA
+
+    monkeypatch.setenv("BATCHML_ENV", "test")
+    monkeypatch.setenv("BATCHML_HOME", str(tmp_path))
+    config, dataset, tx = load_config(), "card_transactions", "bronze.card_transactions"
+    lake = Lake(config)
+
+    def attempt(n: int, status: str, by: str | None = None) -> None:
+        row = {"run_date": DAY, "dataset": dataset, "table": tx, "check": "drift:amount", "status": status,
+               "passed": False, "attempt": n, "override_by": by}
+        lake.write_arrow(pa.Table.from_pylist([row], gate.RESULT_SCHEMA), gate.RESULTS)
+
+    assert run_note.outcome(config, dataset, DAY) == "2024-03-01"
+    attempt(1, "failed")
+    assert run_note.outcome(config, dataset, DAY, "validate") == "2024-03-01 · gate blocked: drift:amount"
+    attempt(2, "overridden", "ana")  # the latest attempt decides
+    assert run_note.outcome(config, dataset, DAY, "score") == "2024-03-01 · released drift:amount (ana) · FAILED at score"
+    runs = config.dataset().scoring.runs_table
+    done = {"run_date": DAY, "dataset": dataset, "generation": 1, "event": "completed", "rows": 2783,
+            "fallback_rows": 2783, "fallback_reason": "no champion"}
+    lake.write_arrow(pa.Table.from_pylist([done], RUNS_SCHEMA), runs)
+    assert run_note.outcome(config, dataset, DAY) == "2024-03-01 · released drift:amount (ana) · FALLBACK 2783/2783 rows"
+    lake.write_arrow(pa.Table.from_pylist([{**done, "generation": 2, "fallback_rows": 0}], RUNS_SCHEMA), runs)
+    assert run_note.outcome(config, dataset, DAY) == "2024-03-01 · released drift:amount (ana) · scored 2783 rows"
+
+
+def test_the_ui_environment_runs_tasks_as_the_demo_does(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    from batchml.orchestration import ui
+
+    env = ui.environment(tmp_path, 8123, "demo", base={"PATH": "/usr/bin"})
+    assert json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"])["host"] == "local[2]"  # never spark-submit's yarn default
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent) and env["BATCHML_ENV"] == "demo"
+    api = json.loads(env["AIRFLOW_CONN_AIRFLOW_API"])
+    assert api["host"] == "http://127.0.0.1:8123" and api["login"] == ui.USER
+    assert api["password"] == ui.password(Path(env["AIRFLOW_HOME"]))  # kept: the same login next time
+    assert ui.environment(tmp_path, 8123, "demo", base={})["AIRFLOW_CONN_AIRFLOW_API"] == env["AIRFLOW_CONN_AIRFLOW_API"]

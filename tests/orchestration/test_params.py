@@ -43,3 +43,11 @@ def test_airflow_rejects_bad_values_in_the_form():
         with pytest.raises(Exception, match=key):
             ParamsDict({**nightly_params(), key: nightly_params()[key].__class__(
                 bad, **nightly_params()[key].schema)}).validate()
+
+
+def test_the_form_marks_no_field_required_and_says_which_date_wins():
+    """Airflow's trigger form marks a field required unless its type allows null: every batchml param is optional."""
+    params = nightly_params()
+    assert all("null" in p.schema["type"] for p in params.values()), {k: p.schema["type"] for k, p in params.items()}
+    assert "wins" in params["run_date"].description and "Logical date" in params["run_date"].description
+    assert resolve({"override_checks": None}, INTERVAL).override_checks == []

@@ -2,10 +2,15 @@
 
 One server for the module; every stage is a real ``spark-submit`` on a local master. The day is short
 (300 rows, below the gate's ``row_count`` minimum of 1000):
-1. a plain trigger: the gate blocks, validate fails with the checks in its log, the
-   later stages stop, and the failure callback reaches the alert sinks;
-2. a trigger with the override params releases it; the release is recorded and every event is scored once;
-3. the UI as a person sees it: log in with headless Chromium, open the grid, screenshot, run shown successful.
+1. a plain trigger: the gate blocks, validate fails with the checks, the report and the release params in its
+   log (no job stack trace, no Spark INFO lines), the later stages stop, the failure callback reaches the
+   alert sinks, and the run's note says the gate blocked;
+2. a trigger with the override params releases it; the release is recorded and every event is scored once, by
+   the fallback rules (no model is trained here): ``fallback_used`` fails, monitoring runs, the note says so;
+3. the UI as a person sees it: log in with headless Chromium, open the grid, screenshot, the run's note shown.
+
+The server runs with ``batchml ui``'s environment (``ui.environment``), so its tasks set the run notes through
+the REST API as they would under ``batchml ui``.
 
 Each task is a cold ``spark-submit`` on a local master, as deployed; the multi-day legs in ``test_multi_day.py``
 attach to Spark Connect instead.
@@ -66,32 +71,51 @@ def test_a_blocked_gate_stops_the_later_stages_with_a_clear_log(server):
     assert states["ingest"] == "success" and states["validate"] == "failed"
     assert {states[t] for t in ("build_features", "score", "monitor", "request_retraining")} == {"upstream_failed"}
     log = airflow.task_log(DAG, run["dag_run_id"], "validate")
-    assert "VALIDATION GATE BLOCKED" in log and "bronze.card_transactions: row_count" in log
+    assert "VALIDATION GATE BLOCKED card_transactions for run date 2024-01-01: bronze.card_transactions: row_count" in log
+    report = root / "artifacts" / "reports" / "validation" / "card_transactions" / str(SHORT_DAY)
+    assert str(report / "bronze.card_transactions.html") in log and "override_checks" in log
+    # the message comes before Airflow's one failure record (its traceback is structured), and the job left none
+    assert log.count("Task failed with exception") == 1 and "Traceback" not in log
+    assert log.index("VALIDATION GATE BLOCKED") < log.index("Task failed with exception")
+    assert " INFO SparkContext" not in log and "Skipping registering function" not in log  # noise filtered
+    assert "validation BLOCKED card_transactions 2024-01-01" in log  # the job's own one line
     alerts = [json.loads(line) for line in (root / "alerts" / "alerts.jsonl").read_text().splitlines()]
     assert [a["run_id"] for a in alerts if a["kind"] == "airflow_task_failed" and a["task_id"] == "validate"] == [
         run["dag_run_id"]]  # the failure callback reached the alert sinks
+    assert _note(airflow, run) == "2024-01-01 · gate blocked: row_count"
+
+
+def _note(airflow: AirflowServer, run: dict) -> str:
+    return airflow.api("GET", f"/dags/{DAG}/dagRuns/{run['dag_run_id']}")["note"]
 
 
 def test_an_override_in_the_params_releases_the_gate_and_is_recorded(server):
     airflow, root = server
     run = _trigger(airflow, OVERRIDE)
-    assert run["state"] == "success", airflow.task_states(DAG, run["dag_run_id"])
+    states = airflow.task_states(DAG, run["dag_run_id"])
+    # no model is trained here: the fallback rules score the day, fallback_used marks it, monitoring still runs
+    assert run["state"] == "failed" and states.pop("fallback_used") == "failed", states
+    assert states.pop("request_retraining") == "skipped" and set(states.values()) == {"success"}, states
     from deltalake import DeltaTable
 
     overrides = DeltaTable(str(lake_path(root, "ops.validation_overrides"))).to_pandas()
     assert overrides[["check", "by", "reason"]].values.tolist() == [["row_count", "ana", OVERRIDE["override_reason"]]]
     results = DeltaTable(str(lake_path(root, "ops.validation_results"))).to_pandas()
     released = results[(results["run_date"] == SHORT_DAY) & (results["check"] == "row_count")]
-    assert released[["status", "override_by"]].values.tolist() == [["overridden", "ana"]]
+    history = released.sort_values("attempt")[["attempt", "status", "override_by"]].values.tolist()
+    assert history == [[1, "failed", None], [2, "overridden", "ana"]]  # both gate runs of the day are kept
     scores = DeltaTable(str(lake_path(root, "scores.card_transactions"))).to_pandas()
     silver = DeltaTable(str(lake_path(root, "silver.card_transactions"))).to_pandas()
     assert scores["transaction_id"].is_unique and set(scores["transaction_id"]) == set(silver["transaction_id"])
     assert len(silver) >= 250  # the short day went through (300 rows, a few quarantined)
+    assert _note(airflow, run) == f"2024-01-01 · released row_count (ana) · FALLBACK {len(scores)}/{len(scores)} rows"
+    alerts = [json.loads(line) for line in (root / "alerts" / "alerts.jsonl").read_text().splitlines()]
+    assert not [a for a in alerts if a.get("task_id") == "fallback_used"]  # scoring's own alert is enough
 
 
 @pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (Debian package `chromium`; "
                     "`make test` installs it when run as root)")
-def test_the_ui_shows_the_successful_run_after_login(server, tmp_path):
+def test_the_ui_shows_the_run_and_its_note_after_login(server, tmp_path):
     airflow, _ = server
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser = Browser(tmp_path / "chromium-profile")
@@ -112,9 +136,9 @@ def test_the_ui_shows_the_successful_run_after_login(server, tmp_path):
         latest = airflow.api("GET", f"/dags/{DAG}/dagRuns", params={"order_by": "-run_after", "limit": 1})
         run_id = latest["dag_runs"][0]["dag_run_id"]
         browser.goto(f"{airflow.url}/dags/{DAG}/runs/{run_id}")
-        browser.wait_for("document.body.innerText.toLowerCase().includes('success')")
+        browser.wait_for("document.body.innerText.includes('FALLBACK')")  # the run's note, on its page
         browser.screenshot(ARTIFACTS / "airflow_run_batchml_nightly.png")
         page = browser.text()
-        assert run_id in page and "success" in page.lower()
+        assert run_id in page and "2024-01-01 · released row_count (ana) · FALLBACK" in page
     finally:
         browser.close()

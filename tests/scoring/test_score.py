@@ -97,7 +97,7 @@ def test_reason_codes_are_the_top_contributions(env):
                                       approx_contribs=True)[:, :-1]
     for i, tx in enumerate(rows.column("transaction_id").to_pylist()):
         if flagged[tx]:
-            codes = json.loads(got.loc[tx, "reason_codes"])
+            codes = list(got.loc[tx, "reason_codes"])  # list<struct<feature, contribution>>
             top = np.argsort(-contribs[i], kind="stable")[:3]
             assert [c["feature"] for c in codes] == [h.FEATURES[j] for j in top]
             np.testing.assert_allclose([c["contribution"] for c in codes], contribs[i][top], atol=1e-5)
@@ -229,6 +229,61 @@ def test_consumers_read_the_table_with_deltalake_as_documented(env):
     assert len(df) == 600 and set(df["run_date"].astype(str)) == {"2024-02-01"}
     assert DeltaTable(env["lake"].uri(SCORES)).metadata().partition_columns == ["run_date", "chunk"]
     assert pc.sum(env["lake"].read_arrow(SCORES, [("run_date", "=", DAY[1])]).column("review")).as_py() == 12
+
+
+def test_the_scores_table_carries_its_contract_for_consumers(env):
+    """Read with deltalake alone, as a consumer would: typed reason codes, descriptions, commit info."""
+    import pyarrow as pa
+
+    table = DeltaTable(env["lake"].uri(SCORES))
+    config = env["config"].tables[SCORES]
+    schema = pa.schema(table.schema().to_arrow())
+    assert schema.field("reason_codes").type == pa.list_(pa.struct([("feature", pa.string()),
+                                                                     ("contribution", pa.float64())]))
+    assert table.metadata().description == config.description
+    comments = {f.name: f.metadata.get("comment") for f in table.schema().fields}
+    assert comments == {name: config.columns.get(name) for name in schema.names} and None not in comments.values()
+    codes = table.to_pyarrow_table(filters=[("run_date", "=", DAY[1])], columns=["reason_codes"]).column(0)
+    first = next(c for c in codes.to_pylist() if c)
+    assert [set(item) for item in first] == [{"feature", "contribution"}] * 3 and first[0]["feature"] in h.FEATURES
+    chunk_commits = [c for c in table.history() if c.get("batchml.job") == "score" and "batchml.chunk" in c]
+    assert chunk_commits and all(c["batchml.runDate"] and c["batchml.generation"] and c["batchml.modelVersion"]
+                                 for c in chunk_commits)
+    first_day = [c for c in chunk_commits if c["batchml.runDate"] == str(DAY[1])]
+    assert {(c["batchml.generation"], c["batchml.modelVersion"]) for c in first_day} == {("1", str(env["first"]
+                                                                                             .model_version))}
+
+
+def test_an_old_layout_table_is_refused_until_migrated(tmp_path, capsys):
+    """Scores written before reason codes were typed: scoring stops with what to do; --migrate converts once."""
+    import pyarrow as pa
+
+    from batchml.cli import main
+    from batchml.scoring import layout
+
+    config = h.scoring_config(tmp_path)
+    lake, spec = Lake(config), config.dataset(h.DATASET).scoring
+    old = pa.table({"transaction_id": ["a", "b", "c"], "score": [0.9, 0.1, 0.4], "fallback": [False, False, True],
+                    "fallback_rule": [None, None, "large_amount"], "run_date": [DAY[1]] * 3, "chunk": [0, 0, 0],
+                    "reason_codes": ['[{"feature": "amount", "contribution": 1.25}]', None, '[{"rule": "large_amount"}]']})
+    lake.write_arrow(old, SCORES)
+    argv = ["--env", "test", "run", "score", "--run-date", str(DAY[2])]
+    environ = {"BATCHML_HOME": str(tmp_path), "BATCHML_CONF_DIR": str(tmp_path / "conf")}
+    with pytest.MonkeyPatch.context() as m:
+        for k, v in environ.items():
+            m.setenv(k, v)
+        assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "reason_codes as a JSON string" in err and "--migrate" in err
+    assert lake.version(SCORES) == 0  # nothing written
+    layout.check(lake, spec, migrate=True, command="unused")
+    migrated = lake.read_arrow(SCORES).sort_by("transaction_id")
+    assert migrated.column("reason_codes").to_pylist() == [[{"feature": "amount", "contribution": 1.25}], None, None]
+    assert migrated.column("fallback_rule").to_pylist() == [None, None, "large_amount"]
+    assert layout.old_tables(lake, spec) == [] and lake.read_arrow(SCORES, version=0).column("reason_codes").type \
+        == pa.string()  # time travel still reads the old layout
+    assert [c["batchml.change"] for c in lake.history(SCORES) if c.get("batchml.job") == "migrate"] == [
+        "reason_codes: JSON string -> list<struct>"]
 
 
 def test_rescore_flag_needs_a_reason_and_the_score_stage(capsys):

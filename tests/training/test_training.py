@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +20,7 @@ from batchml.training.spec import Costs, Param, Splits
 from batchml.training.splits import NotEnoughHistory, plan_splits
 from batchml.training.train import finished_run, train
 from tests.conftest import make_config
+from tests.orchestration.browser import check_reports
 from tests.training import helpers as H
 
 D = H.CUTOFF
@@ -163,6 +165,36 @@ def test_train_registers_model_with_contract_lineage_and_card(world):
     assert expected["review_rate"] == expected["band_rate"]
     assert f"| `decline` (automatic, score >= {mv.threshold:.4g}) | {expected['positive_rate']:.2%} |" in card
     assert list(mv.feature_columns) == ["amount", "risk_signal", "noise", "customer_count_24h", "channel_ecom"]
+    counts = [row.split("|")[2:4] for row in card.splitlines()  # rows and positives of every metrics table
+              if row.count("|") == 11 and "---" not in row and "positives" not in row]
+    assert counts and all(c.strip().replace(",", "").isdigit() for pair in counts for c in pair)  # 1, not 1.0000
+
+
+def test_mlflow_describes_run_model_and_version_and_lists_inputs(world, tmp_path):
+    config, result = world["config"], world["result"]
+    spec, c = config.dataset().model, store.client(config)
+    version = c.get_model_version(spec.registered_name, str(result.version))
+    run = c.get_run(result.run_id)
+    assert "batchml.feature_columns" not in version.tags  # the inputs are an artifact, not a tag
+    listed = json.load(open(c.download_artifacts(result.run_id, "feature_columns.json")))
+    assert listed["feature_columns"] == list(store.load(config, spec.registered_name, version=result.version)
+                                             .feature_columns)
+    assert version.description.startswith(f"**{spec.registered_name} v{result.version}**") and "PR-AUC" in \
+        version.description and "Full model card" in version.description
+    assert run.data.tags["mlflow.note.content"] == version.description
+    assert config.dataset().description in c.get_registered_model(spec.registered_name).description
+    table_version = Lake(config).version(spec.training_table)
+    inputs = [(i.dataset.name, json.loads(i.dataset.source), sorted(t.value for t in i.tags))
+              for i in run.inputs.dataset_inputs]
+    assert [(name, source["path"], source.get("delta_table_version", 0), tags) for name, source, tags in inputs] == [
+        (f"{spec.training_table}@v{table_version}", Lake(config).uri(spec.training_table), table_version,
+         [str(D), "training"])]  # MLflow leaves a version 0 out of the source
+    page = Path(config.storage.artifacts_uri, "reports/models", config.default_dataset,
+                f"{spec.registered_name}-v{result.version}.html")
+    assert "<h2>Intended use</h2>" in page.read_text() and "<table>" in page.read_text()
+    assert f"Full model card: `{page}`" in version.description
+    check_reports({page: ["Model card", "Intended use", "Decisions at the threshold", "Test-window metrics",
+                          "By slice", "Known limits"]}, tmp_path / "chromium")
 
 
 def test_rerun_for_the_same_date_reuses_the_model(world):

@@ -14,6 +14,7 @@ from batchml.ingest.ingest import ingest
 from batchml.stages import run_stage
 from batchml.storage import Lake
 from batchml.validation.gate import OVERRIDES, RESULTS, record_override, validate
+from tests.orchestration.browser import check_reports
 
 START = dt.date(2024, 1, 1)
 TX = "bronze.card_transactions"
@@ -127,13 +128,15 @@ def test_schema_contract_mismatch_blocks(config, spark):
     assert o.blocked and "schema_columns" in o.blocking_checks() and "schema_type:mcc" in o.blocking_checks()
 
 
-def test_drift_blocks_and_an_override_releases_exactly_one_run_date(config, spark, capsys):
+def test_drift_blocks_and_an_override_releases_exactly_one_run_date(config, spark, capsys, tmp_path):
     load(config, spark, days=4, drift_from=day(2))
     for i in range(2):
         assert not outcome(validate(config, day(i), spark=spark)).blocked
     assert run_stage("validate", config, day(2), spark=spark) == 1
-    err = capsys.readouterr().err
-    assert "validation BLOCKED for 2024-01-03" in err and "drift:amount" in err
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # one line: checks, the real report, the release
+    report = Path(config.storage.artifacts_uri, "reports/validation/card_transactions/2024-01-03", f"{TX}.html")
+    assert err.startswith("validation BLOCKED card_transactions 2024-01-03: ") and "drift:amount" in err
+    assert f"Report: {report}" in err and "batchml override --dataset card_transactions --run-date 2024-01-03" in err
     o = outcome(validate(config, day(2), spark=spark))
     for check in o.blocking_checks():
         record_override(config, day(2), TX, check, by="ana", reason="new merchant campaign, confirmed with risk")
@@ -143,16 +146,35 @@ def test_drift_blocks_and_an_override_releases_exactly_one_run_date(config, spar
     # The next day has the same drift and no override: still blocked.
     assert outcome(validate(config, day(3), spark=spark)).blocked
     lake = Lake(config, spark)
-    rows = lake.read_arrow(RESULTS, [("check", "=", "drift:amount")]).to_pylist()
-    by_day = {r["run_date"]: r for r in rows}
-    assert by_day[day(2)]["status"] == "overridden" and by_day[day(2)]["override_by"] == "ana"
-    assert by_day[day(3)]["status"] == "failed" and by_day[day(3)]["override_by"] is None
+    rows = lake.read_arrow(RESULTS, [("check", "=", "drift:amount"), ("table", "=", TX)]).to_pylist()
+    # every gate run of a day is kept: day 2 blocked twice (the stage, then validate), then released
+    history = {d: [(r["attempt"], r["status"], r["override_by"]) for r in sorted(rows, key=lambda r: r["attempt"])
+                   if r["run_date"] == d] for d in (day(2), day(3))}
+    assert history == {day(2): [(1, "failed", None), (2, "failed", None), (3, "overridden", "ana")],
+                       day(3): [(1, "failed", None)]}
+    assert released.attempt == 3
     assert lake.read_arrow(OVERRIDES).num_rows == len(o.blocking_checks())
-    # The report shows the override and the drift.
+    from batchml.orchestration import lake_state
+
+    assert lake_state.blocked_checks(config, config.default_dataset, day(2)) == []  # the latest attempt decides
+    assert lake_state.blocked_checks(config, config.default_dataset, day(3)) == [f"{TX}: drift:amount"]
+    # The latest report shows the release, the first attempt's report still shows the block and how to release.
     html = Path(released.report_uri).read_text()
-    assert "overridden" in html and "new merchant campaign" in html and "<svg" in html
+    assert "PASSED (" in html and "released by ana: new merchant campaign" in html and "<svg" in html
+    assert "How to release" not in html and "amount is distributed as in the accepted rows" in html
+    first = Path(released.report_uri.replace(".html", ".attempt-1.html")).read_text()
+    assert "BLOCKED" in first and "How to release" in first and "override_checks" in first
     doc = json.loads(Path(released.report_uri.replace(".html", ".json")).read_text())
-    assert doc["blocked"] is False and any(r["override_by"] == "ana" for r in doc["results"])
+    assert doc["blocked"] is False and doc["attempt"] == 3 and any(r["override_by"] == "ana" for r in doc["results"])
+    index = Path(released.report_uri).parents[1] / "index.html"
+    assert index.read_text().count(f"<td>{TX}</td>") == 4
+    assert "2024-01-03/bronze.card_transactions.attempt-3.html" in index.read_text()
+    check_reports({Path(released.report_uri.replace(".html", ".attempt-1.html")): [
+                       "BLOCKED", "How to release", "batchml override", "Population stability (PSI) by column",
+                       "Checks", "schema (", "amount lies between"],
+                   Path(released.report_uri): ["PASSED (", "released by ana", "earlier attempts: 1, 2"],
+                   index: ["Validation gate: card_transactions", "2024-01-04", "BLOCKED", "PASSED ("]},
+                  tmp_path / "chromium")
 
 
 def test_override_needs_who_and_why(config):

@@ -1,8 +1,9 @@
 """The monitoring report: one self-contained HTML page with inline SVG plots (no scripts, no CDN).
 
-Plots: PSI per monitored column over run dates (with the alert line), the score distribution
-against the reference on reference-decile bins, and realized performance per scoring date
-(filled markers: matured labels).
+Plots: PSI over run dates for the columns that drift most (with a legend and the alert line), for every column
+over the alert line its reference-vs-this-run histogram, the score distribution against the reference, and
+realized performance per scoring date (only dates whose labels have matured: younger ones would read missing
+labels as negatives). Tables: drift sorted by PSI with breaches highlighted, and performance per scoring date.
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ from __future__ import annotations
 import html
 from collections import defaultdict
 
-W, H, PAD = 640, 240, 40
+W, H = 800, 260
+LEFT, RIGHT, TOP, BOTTOM = 56, 210, 14, 52  # plot margins; the legend sits in the right one
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf"]
+TOP_COLUMNS = 10
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1000px;color:#222}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}.ALERT{color:#b00}.OK{color:#070}
+tr.breach td{background:#fdecea;font-weight:600}.muted{color:#777}h2{font-size:17px;margin-top:1.6em}"""
 
 
 def render(outcome, history: list[dict], spec) -> str:
@@ -20,32 +26,26 @@ def render(outcome, history: list[dict], spec) -> str:
     status = "ALERT" if outcome.reasons else "OK"
     reasons = "".join(f"<li>{html.escape(_reason(r))}</li>" for r in outcome.reasons) or "<li>none</li>"
     score = next((d for d in outcome.drift if d.column == "score"), None)
-    rows = "".join(
-        f"<tr><td>{html.escape(d.column)}</td><td>{d.test}</td><td>{d.statistic:.4g}</td><td>{d.p_value:.3g}</td>"
-        f"<td>{d.psi:.4f}</td><td>{d.reference_rows}</td><td>{d.batch_rows}</td></tr>" for d in outcome.drift)
-    perf = "".join(
-        f"<tr><td>{p.scoring_date}</td><td>{p.age_days}</td><td>{'yes' if p.matured else 'no'}</td><td>{p.rows}</td>"
-        f"<td>{p.positives}</td><td>{_f(p.precision)}</td><td>{_f(p.recall)}</td><td>{_f(p.f1)}</td>"
-        f"<td>{_f(p.pr_auc)}</td><td>{_pct(p.positive_decision_rate)}</td><td>{_pct(p.review_rate)}</td>"
-        f"<td>{_pct(p.overflow_rate)}</td></tr>" for p in outcome.performance)
+    breaching = [d for d in _by_psi(outcome.drift) if d.column != "score" and d.psi > spec.psi_alert]
     verdict_text = (f"{verdict.metric} on {len(verdict.dates)} matured dates: {_f(verdict.value)} vs champion "
                     f"{_f(verdict.baseline)} (drop {_f(verdict.relative_drop)}, p {_f(verdict.p_value)}, "
                     f"{verdict.positives} positives) - {verdict.status}")
     return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>batchml monitoring {html.escape(outcome.dataset)} {outcome.run_date}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}.ALERT{{color:#b00}}.OK{{color:#070}}</style></head><body>
+<title>batchml monitoring {html.escape(outcome.dataset)} {outcome.run_date}</title><style>{STYLE}</style></head><body>
 <h1>Monitoring: {html.escape(outcome.dataset)}, run date {outcome.run_date}</h1>
 <p>Champion version {outcome.model_version}. Verdict: <b class="{status}">{status}</b></p><ul>{reasons}</ul>
 <p>Performance: {html.escape(verdict_text)}</p>
-<h2>PSI per column over time (alert above {spec.psi_alert})</h2>{_psi_plot(history, spec.psi_alert)}
-<h2>Score distribution against the reference (reference-decile bins)</h2>{_bars(score)}
-<h2>Realized performance per scoring date (filled: labels matured)</h2>{_perf_plot(outcome.performance)}
-<h2>Drift, this run</h2><table><tr><th>column</th><th>test</th><th>statistic</th><th>p</th><th>PSI</th>
-<th>reference rows</th><th>batch rows</th></tr>{rows}</table>
-<h2>Performance, this run</h2><table><tr><th>scoring date</th><th>age (days)</th><th>matured</th><th>rows</th>
-<th>positives</th><th>precision</th><th>recall</th><th>F1</th><th>PR-AUC</th><th>positive decisions</th>
-<th>review</th><th>review overflow</th></tr>{perf}</table>
+<h2>PSI over time: the {TOP_COLUMNS} columns that drift most this run (alert above {spec.psi_alert})</h2>
+{_psi_plot(history, spec.psi_alert, outcome.drift)}
+<h2>Columns over the alert line: reference against this run</h2>
+{''.join(_histogram(d, f"{d.column}: PSI {d.psi:.3f}") for d in breaching) or '<p>none</p>'}
+<h2>Score distribution against the reference (reference-decile bins)</h2>
+{_histogram(score, "score") if score and score.batch_rows else '<p>no scores for this run date</p>'}
+<h2>Realized performance per scoring date (matured labels only)</h2>{_perf_plot(outcome.performance)}
+<h2>Drift, this run (highest PSI first)</h2>{_drift_table(outcome.drift, spec.psi_alert)}
+<h2>Performance, this run</h2>{_perf_table(outcome.performance)}
+<p class="muted">PSI: population stability index on reference-decile bins (0.1 moderate, 0.2 large shift). A date's
+labels have matured {spec.maturity_days} days after it; younger dates show no metrics. Generated by batchml.</p>
 </body></html>"""
 
 
@@ -63,78 +63,133 @@ def _pct(x) -> str:
     return "-" if x is None else f"{x:.2%}"
 
 
-def _svg(body: str, y_max: float, x_labels: list[str]) -> str:
-    ticks = "".join(f'<text x="{PAD - 4}" y="{_y(v, y_max) + 4:.1f}" font-size="10" text-anchor="end">{v:.2f}</text>'
-                    for v in (0, y_max / 2, y_max))
-    labels = ""
-    if x_labels:
-        for i in sorted({0, len(x_labels) // 2, len(x_labels) - 1}):
-            labels += (f'<text x="{_x(i, len(x_labels)):.1f}" y="{H - 8}" font-size="10" '
-                       f'text-anchor="middle">{html.escape(x_labels[i])}</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">'
-            f'<rect width="{W}" height="{H}" fill="white"/><line x1="{PAD}" y1="{H - PAD}" x2="{W - 10}" '
-            f'y2="{H - PAD}" stroke="#444"/><line x1="{PAD}" y1="10" x2="{PAD}" y2="{H - PAD}" stroke="#444"/>'
-            f"{ticks}{labels}{body}</svg>")
+def _by_psi(drifts) -> list:
+    return sorted(drifts, key=lambda d: (-d.psi, d.column))
 
 
+# -- tables ---------------------------------------------------------------------------------------
+def _drift_table(drifts, alert: float) -> str:
+    rows = "".join(
+        f'<tr class="{"breach" if d.psi > alert else ""}"><td>{html.escape(d.column)}</td><td>{d.psi:.4f}</td>'
+        f'<td>{"ALERT" if d.psi > alert else "ok"}</td><td>{d.test}</td><td>{d.statistic:.4g}</td>'
+        f"<td>{d.p_value:.3g}</td><td>{d.reference_rows:,}</td><td>{d.batch_rows:,}</td></tr>" for d in _by_psi(drifts))
+    return ("<table><tr><th>column</th><th>PSI</th><th>status</th><th>test</th><th>statistic</th><th>p</th>"
+            f"<th>reference rows</th><th>batch rows</th></tr>{rows}</table>")
+
+
+def _perf_table(dates) -> str:
+    def metrics(p) -> str:
+        if not p.matured:
+            return '<td colspan="4" class="muted">labels not matured yet</td>'
+        return f"<td>{_f(p.precision)}</td><td>{_f(p.recall)}</td><td>{_f(p.f1)}</td><td>{_f(p.pr_auc)}</td>"
+
+    rows = "".join(
+        f"<tr><td>{p.scoring_date}</td><td>{p.age_days}</td><td>{'yes' if p.matured else 'no'}</td><td>{p.rows:,}</td>"
+        f"<td>{p.positives:,}</td>{metrics(p)}<td>{_pct(p.positive_decision_rate)}</td><td>{_pct(p.review_rate)}</td>"
+        f"<td>{_pct(p.overflow_rate)}</td></tr>" for p in dates)
+    return ("<table><tr><th>scoring date</th><th>age (days)</th><th>matured</th><th>rows</th><th>positives</th>"
+            "<th>precision</th><th>recall</th><th>F1</th><th>PR-AUC</th><th>positive decisions</th><th>review</th>"
+            f"<th>review overflow</th></tr>{rows}</table>")
+
+
+# -- plots ----------------------------------------------------------------------------------------
 def _x(i: int, n: int) -> float:
-    return PAD + (W - PAD - 20) * (i / max(n - 1, 1))
+    return LEFT + (W - LEFT - RIGHT) * (i / max(n - 1, 1))
 
 
 def _y(v: float, y_max: float) -> float:
-    return H - PAD - (H - PAD - 10) * min(v / y_max, 1.0)
+    return H - BOTTOM - (H - BOTTOM - TOP) * min(v / y_max, 1.0)
 
 
-def _psi_plot(history: list[dict], alert: float) -> str:
-    dates = sorted({str(r["run_date"]) for r in history})
+def _axes(body: str, y_max: float, x_labels: list[str], x_title: str, y_title: str, legend: list[tuple[str, str]],
+          y_format: str = "{:.2f}") -> str:
+    """An SVG with both axes, their titles, y ticks, a few x labels (the last one never clipped) and a legend."""
+    ticks = "".join(f'<text x="{LEFT - 4}" y="{_y(v, y_max) + 4:.1f}" font-size="10" text-anchor="end">'
+                    f"{y_format.format(v)}</text>" for v in (0, y_max / 2, y_max))
+    labels = ""
+    if x_labels:
+        for i in sorted({0, len(x_labels) // 2, len(x_labels) - 1}):
+            anchor = "start" if i == 0 and len(x_labels) > 1 else "end" if i == len(x_labels) - 1 else "middle"
+            labels += (f'<text x="{_x(i, len(x_labels)):.1f}" y="{H - BOTTOM + 14}" font-size="10" '
+                       f'text-anchor="{anchor}">{html.escape(x_labels[i])}</text>')
+    keys = "".join(f'<rect x="{W - RIGHT + 14}" y="{TOP + 14 * k}" width="10" height="10" fill="{c}"/>'
+                   f'<text x="{W - RIGHT + 28}" y="{TOP + 14 * k + 9}" font-size="11">{html.escape(_short(name))}</text>'
+                   for k, (name, c) in enumerate(legend))
+    middle = (H - BOTTOM + TOP) / 2
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">'
+            f'<rect width="{W}" height="{H}" fill="white"/>'
+            f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" stroke="#444"/>'
+            f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}" stroke="#444"/>'
+            f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 12}" font-size="11" text-anchor="middle">{x_title}</text>'
+            f'<text x="14" y="{middle}" font-size="11" text-anchor="middle" transform="rotate(-90 14 {middle})">'
+            f"{y_title}</text>{ticks}{labels}{body}{keys}</svg>")
+
+
+def _short(text: str, most: int = 30) -> str:
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
+def _psi_plot(history: list[dict], alert: float, drifts) -> str:
+    """PSI per run date of the columns with the highest PSI this run (the score included)."""
+    top = [d.column for d in _by_psi(drifts)][:TOP_COLUMNS]
+    rows = [r for r in history if r["column"] in top]
+    if not rows:
+        return "<p>no drift history yet</p>"
+    dates = sorted({str(r["run_date"]) for r in rows})
     series: dict[str, dict[str, float]] = defaultdict(dict)
-    for r in history:
+    for r in rows:
         series[r["column"]][str(r["run_date"])] = r["psi"]
-    y_max = max([alert * 1.5] + [r["psi"] for r in history])
-    body = (f'<line x1="{PAD}" x2="{W - 10}" y1="{_y(alert, y_max):.1f}" y2="{_y(alert, y_max):.1f}" '
-            'stroke="#b00" stroke-dasharray="4"/>')
-    for k, (column, values) in enumerate(sorted(series.items())):
-        pts = " ".join(f"{_x(dates.index(d), len(dates)):.1f},{_y(v, y_max):.1f}" for d, v in sorted(values.items()))
-        color = COLORS[k % len(COLORS)]
-        body += (f'<polyline points="{pts}" fill="none" stroke="{color}"><title>{html.escape(column)}</title>'
-                 "</polyline>")
-        last = max(values)
-        body += (f'<circle cx="{_x(dates.index(last), len(dates)):.1f}" cy="{_y(values[last], y_max):.1f}" r="2" '
-                 f'fill="{color}"><title>{html.escape(column)}: {values[last]:.3f}</title></circle>')
-    return _svg(body, y_max, dates)
+    y_max = max([alert * 1.5] + [r["psi"] for r in rows])
+    body = (f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{_y(alert, y_max):.1f}" y2="{_y(alert, y_max):.1f}" '
+            f'stroke="#b00" stroke-dasharray="4"/><text x="{W - RIGHT - 4}" y="{_y(alert, y_max) - 4:.1f}" '
+            f'font-size="10" fill="#b00" text-anchor="end">alert {alert}</text>')
+    legend = []
+    for k, column in enumerate(c for c in top if c in series):
+        color, values = COLORS[k % len(COLORS)], series[column]
+        points = [(dates.index(d), v) for d, v in sorted(values.items())]
+        body += (f'<polyline points="{" ".join(f"{_x(i, len(dates)):.1f},{_y(v, y_max):.1f}" for i, v in points)}" '
+                 f'fill="none" stroke="{color}" stroke-width="1.5"><title>{html.escape(column)}</title></polyline>')
+        body += "".join(f'<circle cx="{_x(i, len(dates)):.1f}" cy="{_y(v, y_max):.1f}" r="2" fill="{color}">'
+                        f"<title>{html.escape(column)} {dates[i]}: {v:.3f}</title></circle>" for i, v in points)
+        legend.append((f"{column} ({values[max(values)]:.2f})", color))
+    return _axes(body, y_max, dates, "run date", "PSI", legend)
 
 
-def _bars(score) -> str:
-    if score is None or not score.histogram or not score.batch_rows:
-        return "<p>no scores for this run date</p>"
-    ref_n = sum(r for r, _ in score.histogram) or 1
-    cur_n = sum(c for _, c in score.histogram) or 1
-    shares = [(r / ref_n, c / cur_n) for r, c in score.histogram]
+def _histogram(d, title: str) -> str:
+    """Shares of the reference and of this run per bin, side by side."""
+    ref_n = sum(r for r, _ in d.histogram) or 1
+    cur_n = sum(c for _, c in d.histogram) or 1
+    shares = [(r / ref_n, c / cur_n) for r, c in d.histogram]
+    labels = list(d.bins) if len(d.bins) == len(shares) else [f"bin {i + 1}" for i in range(len(shares))]
     y_max = max(max(shares, key=max)) * 1.1 or 1.0
-    slot = (W - PAD - 20) / len(shares)
+    slot = (W - LEFT - RIGHT) / len(shares)
     body = ""
     for i, (r, c) in enumerate(shares):
-        x = PAD + i * slot
         for j, (v, color) in enumerate(((r, "#999"), (c, "#1f77b4"))):
-            body += (f'<rect x="{x + 2 + j * slot / 2 - j * 2:.1f}" y="{_y(v, y_max):.1f}" width="{slot / 2 - 3:.1f}" '
-                     f'height="{H - PAD - _y(v, y_max):.1f}" fill="{color}"><title>bin {i + 1}: {v:.3f}</title></rect>')
-    body += '<text x="60" y="20" font-size="11" fill="#999">reference</text>'
-    body += '<text x="140" y="20" font-size="11" fill="#1f77b4">this batch</text>'
-    return _svg(body, y_max, [f"bin {i + 1}" for i in range(len(shares))])
+            x = LEFT + i * slot + 2 + j * (slot / 2 - 1)
+            body += (f'<rect x="{x:.1f}" y="{_y(v, y_max):.1f}" width="{max(slot / 2 - 3, 1):.1f}" '
+                     f'height="{H - BOTTOM - _y(v, y_max):.1f}" fill="{color}"><title>{html.escape(labels[i])}: '
+                     f"{v:.3f}</title></rect>")
+    if len(shares) <= 12:  # every bin named under its bars
+        body += "".join(f'<text x="{LEFT + (i + 0.5) * slot:.1f}" y="{H - BOTTOM + 26}" font-size="9" '
+                        f'text-anchor="middle">{html.escape(labels[i][:14])}</text>' for i in range(len(shares)))
+    axis = "reference decile bins" if d.kind == "numeric" else "category"
+    return f"<h3>{html.escape(title)}</h3>" + _axes(body, y_max, [], axis, "share of rows",
+                                                   [("reference", "#999"), ("this run", "#1f77b4")])
 
 
 def _perf_plot(dates: list) -> str:
-    if not dates:
-        return "<p>no scored dates with labels yet</p>"
-    labels = [d.scoring_date.isoformat() for d in dates]
-    body = ""
+    matured = [d for d in dates if d.matured]
+    if not matured:
+        return "<p>no scoring date has matured labels yet</p>"
+    labels = [d.scoring_date.isoformat() for d in matured]
+    body, legend = "", []
     for k, metric in enumerate(("recall", "precision", "pr_auc")):
         color = COLORS[k]
-        pts = [(i, getattr(d, metric), d.matured) for i, d in enumerate(dates) if getattr(d, metric) is not None]
+        pts = [(i, getattr(d, metric)) for i, d in enumerate(matured) if getattr(d, metric) is not None]
         body += (f'<polyline fill="none" stroke="{color}" points="'
-                 + " ".join(f"{_x(i, len(dates)):.1f},{_y(v, 1.0):.1f}" for i, v, _ in pts) + '"/>')
-        body += "".join(f'<circle cx="{_x(i, len(dates)):.1f}" cy="{_y(v, 1.0):.1f}" r="2.5" stroke="{color}" '
-                        f'fill="{color if m else "white"}"><title>{metric} {labels[i]}: {v:.3f}</title></circle>'
-                        for i, v, m in pts)
-        body += f'<text x="{PAD + 10 + 80 * k}" y="20" font-size="11" fill="{color}">{metric}</text>'
-    return _svg(body, 1.0, labels)
+                 + " ".join(f"{_x(i, len(matured)):.1f},{_y(v, 1.0):.1f}" for i, v in pts) + '"/>')
+        body += "".join(f'<circle cx="{_x(i, len(matured)):.1f}" cy="{_y(v, 1.0):.1f}" r="2.5" fill="{color}">'
+                        f"<title>{metric} {labels[i]}: {v:.3f}</title></circle>" for i, v in pts)
+        legend.append((metric, color))
+    return _axes(body, 1.0, labels, "scoring date", "metric at the threshold", legend)

@@ -22,6 +22,9 @@
 5. Print the story (when each alert fired against when each drift began), where the scored
    table, the reports and the Airflow state are, and one timed lookup in the online store.
 
+The console shows one line per day (``progress.DayLines``: each stage's time, k/N, the day's verdict), the
+steps, the story and the summary; everything else goes to ``$BATCHML_HOME/logs/demo.log`` (``progress.log_to_file``).
+
 Runs under the ``demo`` config environment (``conf/demo``): small-data Spark settings, and labels
 that count as mature after 7 days, so the concept-drift alert can fire within the run.
 """
@@ -39,9 +42,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from batchml.orchestration import local
+from batchml.orchestration import local, progress
 
 log = logging.getLogger("batchml.demo.airflow")
+LINES = progress.DayLines(0)  # the console's day lines; main() sets the day count
 GATE_STAGES = ("ingest", "validate")  # the warm-up load's, and each day's first part
 HISTORY_LATER = ("features",)         # a history day's part after its gate
 SCORED_LATER = ("features", "materialize", "score")  # a scored day's, then monitor for its printed verdict
@@ -64,16 +68,15 @@ def _args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from batchml.cli import quiet_noisy_loggers
-
-    quiet_noisy_loggers()
+    global LINES
     a = _args(argv)
     os.environ.setdefault("BATCHML_ENV", "demo")  # also inherited by the Airflow tasks' spark-submits
     from batchml.config import load_config
 
     config = load_config()
     home = Path(config.home)
+    log_file = progress.log_to_file(home / "logs" / "demo.log")
+    sys.excepthook = _one_line_failure(log_file)
     started = time.monotonic()
     days = [a.start + dt.timedelta(days=i) for i in range(a.warmup_days + a.history_days + a.quiet_days
                                                           + a.concept_days + a.nightly_days)]
@@ -83,13 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     nightly = rest[len(history) + len(scored):]
     concept_from = scored[a.quiet_days] if a.concept_days else None
     drift_from = nightly[0] if nightly else None
+    LINES = progress.DayLines(bool(warmup) + len(history) + len(scored) + len(nightly))
+    print(f"make demo: details of every step go to {log_file}", flush=True)
     _step(f"1/5 demo data: {len(days)} days from {days[0]} x {a.rows_per_day} rows (config env {config.env})"
           + (f", concept drift from {concept_from}" if concept_from else "")
           + (f", covariate drift from {drift_from}" if drift_from else ""))
     cmd = [str(Path(sys.executable).parent / "batchml"), "demo-data", "--start", str(a.start), "--days",
            str(len(days)), "--rows-per-day", str(a.rows_per_day), "--seed", str(a.seed)]
     cmd += ["--concept-drift-from", str(concept_from)] if concept_from else []
-    subprocess.run(cmd + (["--drift-from", str(drift_from)] if drift_from else []), check=True)
+    subprocess.run(cmd + (["--drift-from", str(drift_from)] if drift_from else []), check=True, stdout=sys.stderr)
     if warmup:
         moved = bundle_history(config, warmup)
         print(f"  warm-up: the {len(warmup)} days' {moved} files arrive as one historical load on {warmup[-1]}",
@@ -119,7 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     _step(f"5/5 done in {(time.monotonic() - started) / 60:.1f} min")
     _story(config, scored[:a.quiet_days], concept_from, drift_from)
     _summary(config, env, home / "airflow" / "demo_nightly.log")
+    print(f"Log:       {log_file}  (INFO lines of every stage, Spark and library output)")
     return 0
+
+
+def _one_line_failure(log_file: Path):
+    """An uncaught error: its traceback to the log file, one line naming it on the console."""
+    def hook(kind, error, trace):
+        sys.__excepthook__(kind, error, trace)  # stderr: the log file
+        print(f"\nmake demo failed: {kind.__name__}: {error}\n  the traceback and everything before it: {log_file}",
+              flush=True)
+    return hook
 
 
 def _airflow_env(home: Path, spark_remote: str | None = None) -> dict:
@@ -139,13 +154,17 @@ def _airflow_days(config, home: Path, nightly: list[dt.date], spark_url: str) ->
 
 
 def _show_run(line: local.RunLine) -> None:
+    day = dt.date.fromisoformat(line.day)
     if line.kind == "release":
         checks = ", ".join(line.details["override_checks"])
-        print(f"  {line.day}: the gate blocked {line.details['override_table']}: {checks}; releasing through "
-              "the DAG's override params (recorded in ops.validation_overrides)", flush=True)
+        print(f"    {day}: releasing {line.details['override_table']}: {checks} through the DAG's override params "
+              "(recorded in ops.validation_overrides)", flush=True)
+    elif line.state == "success":
+        LINES.stage(day, "Airflow run", line.seconds)
+        LINES.finish(day, line.note)
     else:
-        print(f"  {line.day}: {'success' if line.state == 'success' else 'FAILED'} in {line.seconds:.0f}s  "
-              f"{json.dumps(line.details, sort_keys=True)}", flush=True)
+        failed = sorted(t for t, state in line.details.items() if state == "failed")
+        print(f"    {day}: Airflow run failed in {line.seconds:.0f}s ({', '.join(failed)}): {line.note}", flush=True)
 
 
 def _blocked(config, day: dt.date) -> list[str]:
@@ -185,15 +204,12 @@ def _in_session(config, spark, warmup: list[dt.date], history: list[dt.date], sc
     from batchml.spark import activate
     from batchml.stages import TRAINING_STAGES, run_stage
 
-    t0 = time.monotonic()
     if warmup:
         _run_day(config, warmup[-1], GATE_STAGES, spark)
-        print(f"  warm-up: ingest, validate of the historical load: {time.monotonic() - t0:.0f}s", flush=True)
+        LINES.finish(warmup[-1], f"the warm-up's historical load ({len(warmup)} days)")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-later-stages", initializer=activate,
                             initargs=(spark,)) as later:
-        t0 = time.monotonic()
         _overlapped(config, spark, history, HISTORY_LATER, later, monitored=False)
-        print(f"  ingest, validate, features of {len(history)} days: {time.monotonic() - t0:.0f}s", flush=True)
         t0 = time.monotonic()
         for stage in TRAINING_STAGES:
             try:
@@ -205,7 +221,8 @@ def _in_session(config, spark, warmup: list[dt.date], history: list[dt.date], sc
                 print(f"  first training failed at {stage}: {exc}; scoring will use the fallback rules")
                 break
         else:
-            print(f"  first training: {time.monotonic() - t0:.0f}s", flush=True)
+            print(f"  first training ({', '.join(TRAINING_STAGES)}, cut-off {history[-1]}): "
+                  f"{time.monotonic() - t0:.0f}s", flush=True)
         _overlapped(config, spark, scored, SCORED_LATER, later, monitored=True)
 
 
@@ -218,21 +235,28 @@ def _overlapped(config, spark, days: list[dt.date], rest, later, monitored: bool
     """
     pending = None
     for day in days:
-        started = time.monotonic()
         passed = _run_day(config, day, GATE_STAGES, spark)
         if pending is not None:
             pending.result()
-        pending = later.submit(_finish_day, config, spark, day, rest, monitored, started) if passed else None
+        pending = later.submit(_finish_day, config, spark, day, rest, monitored) if passed else None
+        if not passed:
+            LINES.finish(day, "blocked: its later stages skip this day")
     if pending is not None:
         pending.result()
 
 
-def _finish_day(config, spark, day: dt.date, stages, monitored: bool, started: float) -> None:
-    if _run_day(config, day, stages, spark) and monitored:
+def _finish_day(config, spark, day: dt.date, stages, monitored: bool) -> None:
+    if not _run_day(config, day, stages, spark):
+        LINES.finish(day, "a stage failed: see the log")
+    elif monitored:
         from batchml.monitoring.monitor import monitor
 
-        print(f"  {day}: {_verdict_line(monitor(config, day, spark=spark))}  ({time.monotonic() - started:.0f}s "
-              "since its ingest began)", flush=True)
+        t0 = time.monotonic()
+        verdict = _verdict_line(monitor(config, day, spark=spark))
+        LINES.stage(day, "monitor", time.monotonic() - t0)
+        LINES.finish(day, verdict)
+    else:
+        LINES.finish(day)
 
 
 def _run_day(config, day: dt.date, stages, spark) -> bool:
@@ -240,23 +264,28 @@ def _run_day(config, day: dt.date, stages, spark) -> bool:
     from batchml.stages import run_stage
 
     for stage in stages:
+        t0, note = time.monotonic(), ""
         code = run_stage(stage, config, day, spark=spark)
         if stage == "validate" and code != 0:
-            _release(config, day)
+            note = f"blocked {_release(config, day)}, released"
             code = run_stage(stage, config, day, spark=spark)
+        note = note or ("FALLBACK rules" if stage == "score" and code != 0 else "")
+        LINES.stage(day, stage, time.monotonic() - t0, note)
         if code != 0 and stage != "score":  # score exits 3 when fallback rules scored rows
             log.warning("%s: %s exited %s; later stages skip this day", day, stage, code)
             return False
     return True
 
 
-def _release(config, day: dt.date) -> None:
+def _release(config, day: dt.date) -> str:
+    """Release what the gate blocked, recorded as an analyst's override; returns the checks."""
     from batchml.validation import gate
 
-    for item in _blocked(config, day):
+    blocked = _blocked(config, day)
+    for item in blocked:
         table, check = item.split(": ", 1)
-        print(f"  {day}: the gate blocked {item}; releasing it (recorded in ops.validation_overrides)", flush=True)
         gate.record_override(config, day, table, check, "demo", RELEASE_REASON)
+    return ", ".join(item.split(": ", 1)[1] for item in blocked)
 
 
 def _verdict_line(outcome) -> str:
@@ -314,12 +343,12 @@ def _summary(config, env: dict, run_log: Path) -> None:
         print(f"Scored:    {scoring.table} ({lake.count(scoring.table)} rows) at {lake.uri(scoring.table)}")
     print(f"Online:    {_online_lookup(config, lake)}")
     artifacts = config.storage.artifacts_uri
-    print(f"Reports:   {artifacts}/reports/  (validation/<date>/*.html, monitoring/<dataset>/<date>.html, model cards)")
+    dataset = config.default_dataset
+    print(f"Reports:   {artifacts}/reports/  (validation/{dataset}/index.html, monitoring/{dataset}/<date>.html, "
+          f"models/{dataset}/*.html)")
     print(f"Alerts:    {Path(config.home) / 'alerts' / 'alerts.jsonl'}")
-    print(f"Airflow:   AIRFLOW_HOME={env['AIRFLOW_HOME']}; task logs in {run_log}")
-    print(f"           UI: BATCHML_ENV=demo AIRFLOW_HOME={env['AIRFLOW_HOME']} "
-          f"AIRFLOW__CORE__DAGS_FOLDER={env['AIRFLOW__CORE__DAGS_FOLDER']} .venv/bin/airflow standalone"
-          "   (then http://localhost:8080)")
+    print(f"Airflow:   AIRFLOW_HOME={env['AIRFLOW_HOME']}; the runs' task output in {run_log}")
+    print("UIs:       make ui  (Airflow with its scheduler and MLflow on this state; prints the URLs and the login)")
 
 
 def _online_lookup(config, lake) -> str:

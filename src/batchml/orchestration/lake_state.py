@@ -30,9 +30,18 @@ def blocked_checks(config: Config, dataset: str, run_date: dt.date) -> list[str]
     return failed_checks(Lake(config), run_date, dataset)
 
 
-def scoring_fallback(config: Config, dataset: str, run_date: dt.date) -> dict | None:
-    """``{"rows", "reason"}`` when the date's latest scoring generation completed with rows scored by the
-    fallback rules; None when it did not complete (a crash) or scored every row with the model."""
+def released_checks(config: Config, dataset: str, run_date: dt.date) -> list[tuple[str, str, str]]:
+    """``(table, check, by)`` the gate's latest run for this date let through on a recorded override."""
+    from batchml.storage import Lake
+    from batchml.validation.overrides import latest_attempts
+
+    rows = latest_attempts(Lake(config), run_date, dataset)
+    return sorted((r["table"], r["check"], r["override_by"]) for r in rows if r["status"] == "overridden")
+
+
+def scoring_outcome(config: Config, dataset: str, run_date: dt.date) -> dict | None:
+    """``{"rows", "fallback_rows", "reason"}`` of the date's latest scoring generation when it completed; None
+    when it did not (never ran, or crashed)."""
     from batchml.storage import Lake
 
     scoring = config.dataset(dataset).scoring
@@ -44,9 +53,19 @@ def scoring_fallback(config: Config, dataset: str, run_date: dt.date) -> dict | 
     rows = lake.read_arrow(scoring.runs_table, [("run_date", "=", run_date), ("dataset", "=", dataset)]).to_pylist()
     latest = max((r["generation"] for r in rows), default=None)
     completed = [r for r in rows if r["generation"] == latest and r["event"] == "completed"]
-    if not completed or not completed[0]["fallback_rows"]:
+    if not completed:
         return None
-    return {"rows": completed[0]["fallback_rows"], "reason": completed[0]["fallback_reason"]}
+    done = completed[0]
+    return {"rows": done["rows"], "fallback_rows": done["fallback_rows"] or 0, "reason": done["fallback_reason"]}
+
+
+def scoring_fallback(config: Config, dataset: str, run_date: dt.date) -> dict | None:
+    """``{"rows", "total", "reason"}`` when the date's latest scoring generation completed with rows scored by the
+    fallback rules; None when it did not complete (a crash) or scored every row with the model."""
+    done = scoring_outcome(config, dataset, run_date)
+    if not done or not done["fallback_rows"]:
+        return None
+    return {"rows": done["fallback_rows"], "total": done["rows"], "reason": done["reason"]}
 
 
 def record_overrides(config: Config, dataset: str, run_date: dt.date, table: str, checks: list[str], by: str,

@@ -81,18 +81,20 @@ class RunLine:
     state: str = ""  # run: the DAG run's state
     seconds: float = 0.0  # run: wall time of the dag.test() call
     details: dict = field(default_factory=dict)  # run: task states; release: the override params
+    note: str = ""  # run: the note set on the DAG run (run_note.outcome)
 
     def text(self) -> str:
         details = json.dumps(self.details, sort_keys=True)
         if self.kind == "run":
-            return f"DAGRUN {self.dag_id} {self.day} {self.state} {self.seconds:.0f}s {details}"
+            return f"DAGRUN {self.dag_id} {self.day} {self.state} {self.seconds:.0f}s {details}\t{self.note}"
         return f"RELEASE {self.dag_id} {self.day} {details}"
 
     @classmethod
     def parse(cls, line: str) -> RunLine | None:
         if line.startswith("DAGRUN "):
-            _, dag_id, day, state, seconds, details = line.rstrip("\n").split(" ", 5)
-            return cls("run", dag_id, day, state, float(seconds.rstrip("s")), json.loads(details))
+            _, dag_id, day, state, seconds, rest = line.rstrip("\n").split(" ", 5)
+            details, _, note = rest.partition("\t")
+            return cls("run", dag_id, day, state, float(seconds.rstrip("s")), json.loads(details), note)
         if line.startswith("RELEASE "):
             _, dag_id, day, details = line.rstrip("\n").split(" ", 3)
             return cls("release", dag_id, day, details=json.loads(details))
@@ -147,7 +149,8 @@ def _test_dates(dag_id: str, dates: list[str], conf: dict | None, release: tuple
         # a manual run's data interval is the one that ENDS at its logical date: [day, day + 1)
         run = dag.test(logical_date=pendulum.parse(day, tz="UTC").add(days=1), run_conf=run_conf)
         states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-        print(RunLine("run", dag_id, day, str(run.state), time.monotonic() - started, states).text(), flush=True)
+        note = _note(run, day, (run_conf or {}).get("dataset"), states)
+        print(RunLine("run", dag_id, day, str(run.state), time.monotonic() - started, states, note).text(), flush=True)
         return str(run.state)
 
     failed = []
@@ -169,6 +172,32 @@ def _default_dataset() -> str:
     from batchml.config import load_config
 
     return load_config().default_dataset
+
+
+def _note(run, day: str, dataset: str | None, states: dict[str, str]) -> str:
+    """Set the run's note from the lake (as its tasks would through the REST API, which dag.test() lacks)."""
+    from batchml.config import load_config
+    from batchml.orchestration import run_note
+
+    config = load_config()
+    crashed = [t for t, s in states.items() if s == "failed" and t != "fallback_used"]
+    note = run_note.outcome(config, dataset or config.default_dataset, dt.date.fromisoformat(day),
+                            crashed[0] if crashed else None)
+    set_note(run, note)
+    return note
+
+
+def set_note(run, note: str) -> None:
+    """Write a DAG run's note to the metadata DB (this runner is an Airflow process; tasks use the REST API)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        stored = session.get(DagRun, run.id)
+        if stored.dag_run_note is None:
+            stored.note = (note, None)
+        else:
+            stored.dag_run_note.content = note
 
 
 if __name__ == "__main__":

@@ -74,13 +74,16 @@ class StageOperator(BaseOperator):
         config = config_from_environment()
         runner = _spark_submit if config.orchestration.submit == "spark-submit" else _emr_serverless
         try:
-            return runner(self, context, config, spec)
+            result = runner(self, context, config, spec)
         except AirflowException as exc:
-            if isinstance(exc, AirflowFailException) or not self._ended_as_designed(config, spec):
+            if isinstance(exc, AirflowFailException) or not self._ended_as_designed(context, config, spec):
                 raise  # the job crashed: Airflow retries
-            return None
+            result = None
+        if self.stage in NOTED_STAGES:
+            note_run(context, config, spec)
+        return result
 
-    def _ended_as_designed(self, config, spec: RunSpec) -> bool:
+    def _ended_as_designed(self, context, config, spec: RunSpec) -> bool:
         """After a failed job: True when the lake shows a day scored partly by the fallback rules; a blocked
         gate raises AirflowFailException (no retries); False for anything else."""
         run_date = dt.date.fromisoformat(spec.run_date)
@@ -88,21 +91,48 @@ class StageOperator(BaseOperator):
             fallback = lake_state.scoring_fallback(config, spec.dataset, run_date)
             if fallback:
                 # rows are scored and flagged; the stage already alerted: monitoring must still run
-                self.log.warning("score %s %s: %s row(s) were scored by the FALLBACK rules, not the champion "
-                                 "model (%s); see the scoring summary above and the alert sinks",
-                                 spec.dataset, spec.run_date, fallback["rows"], fallback["reason"])
+                self.log.warning("score %s %s: %s of %s row(s) were scored by the FALLBACK rules, not the champion "
+                                 "model (%s); the fallback_used task marks the day", spec.dataset, spec.run_date,
+                                 fallback["rows"], fallback["total"], fallback["reason"])
                 return True
         if self.stage == "validate":
             blocked = lake_state.blocked_checks(config, spec.dataset, run_date)
             if blocked:
-                self.log.error(
-                    "VALIDATION GATE BLOCKED %s for run date %s: %s. Downstream tasks will not run. Open the "
-                    "report under %s/reports/validation/%s/, fix the data and clear this task, or, if the "
-                    "change is real, trigger this DAG with run_date=%s and the override_* params (table, "
-                    "checks, by, reason) to release them.", spec.dataset, spec.run_date, "; ".join(blocked),
-                    config.storage.artifacts_uri, spec.run_date, spec.run_date)
-                raise AirflowFailException(f"validation gate blocked {spec.run_date}: {'; '.join(blocked)}")
+                self.log.error("%s", blocked_gate_message(config, spec, blocked))
+                raise AirflowFailException(f"validation gate blocked {spec.run_date}: {'; '.join(blocked)} "
+                                           "(see the message above)") from None
         return False
+
+
+NOTED_STAGES = ("validate", "score", "monitor")  # the stages after which the run's note can change
+
+
+def note_run(context, config, spec: RunSpec, failed_task: str | None = None) -> None:
+    """Set the DAG run's note from the lake; a note that cannot be set is logged, never fails the task."""
+    from batchml.orchestration import run_note
+
+    note = run_note.outcome(config, spec.dataset, dt.date.fromisoformat(spec.run_date), failed_task)
+    try:
+        run_note.publish(context, config, note)
+    except (RuntimeError, OSError) as exc:  # the API server is down or refuses: the run itself is fine
+        context["ti"].log.warning("could not set the run note %r: %s", note, exc)
+
+
+def blocked_gate_message(config, spec: RunSpec, blocked: list[str]) -> str:
+    """What a person reads first in a blocked validate task's log: checks, report, how to release."""
+    import json
+
+    from batchml.validation.overrides import blocked_by_table, release_commands, release_params, report_uri
+
+    run_date = dt.date.fromisoformat(spec.run_date)
+    lines = [f"VALIDATION GATE BLOCKED {spec.dataset} for run date {spec.run_date}: {'; '.join(blocked)}",
+             "Downstream tasks will not run. If the data is wrong, fix it upstream, then clear ingest and validate."]
+    for table, checks in blocked_by_table(blocked).items():
+        lines += [f"Report: {report_uri(config, spec.dataset, run_date, table)}",
+                  "If the change is real, release it (recorded): trigger batchml_nightly with these params",
+                  "  " + json.dumps(release_params(spec.dataset, run_date, table, checks)),
+                  "or from a shell:", *("  " + c for c in release_commands(spec.dataset, run_date, table, checks))]
+    return "\n".join(lines)
 
 
 def job_name(stage: str, spec: RunSpec) -> str:
@@ -116,9 +146,13 @@ def job_arguments(config, spec: RunSpec) -> list[str]:
 def _spark_submit(op: StageOperator, context, config, spec: RunSpec):
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
+    from batchml.spark import log4j_option
+
+    # the driver JVM starts before the job's Python: its logging config goes on the command line
     job = SparkSubmitOperator(task_id=op.task_id, application=f"{jobs_uri()}/{JOBS[op.stage]}",
                               conn_id=config.orchestration.spark_conn_id, name=job_name(op.stage, spec),
-                              application_args=job_arguments(config, spec))
+                              application_args=job_arguments(config, spec),
+                              conf={"spark.driver.defaultJavaOptions": log4j_option()})
     return job.execute(context)
 
 
@@ -151,8 +185,20 @@ def emr_job_request(config, stage: str, spec: RunSpec) -> dict:
             "entryPointArguments": job_arguments(config, spec),
             "sparkSubmitParameters": " ".join(f"--conf {shlex.quote(f'{k}={v}')}" for k, v in conf.items()),
         }},
-        "configurationOverrides": {"monitoringConfiguration": monitoring} if monitoring else {},
+        "configurationOverrides": {
+            # the driver's log: batchml's logger levels over EMR's own appenders (classification spark-driver-log4j2)
+            "applicationConfiguration": [{"classification": "spark-driver-log4j2", "properties": log4j_levels()}],
+            **({"monitoringConfiguration": monitoring} if monitoring else {})},
     }
+
+
+def log4j_levels() -> dict[str, str]:
+    """The logger levels of batchml's log4j2.properties (no appenders: EMR keeps writing where it does)."""
+    from batchml.resources import folder
+
+    lines = (folder("spark") / "log4j2.properties").read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#")]
+    return {k.strip(): v.strip() for k, v in pairs if k.strip().startswith(("logger.", "rootLogger.level"))}
 
 
 def _emr_serverless(op: StageOperator, context, config, spec: RunSpec):

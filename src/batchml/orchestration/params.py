@@ -27,8 +27,10 @@ def run_params() -> dict[str, Param]:
     """Run date and dataset: every batchml DAG has them."""
     return {
         "run_date": Param(None, type=["null", "string"], pattern=DATE_PATTERN, format="date",
-                          title="Run date", description="Date to process (YYYY-MM-DD). Empty: the data "
-                          "interval's start date (what a scheduled run or a backfill uses)."),
+                          title="Run date", description="The business date to process (YYYY-MM-DD). When set, it "
+                          "wins: the Logical date above then only names the run. Empty: the day the run's data "
+                          "interval starts, which for a scheduled run, a backfill or a manual trigger is the day "
+                          "before its Logical date."),
         "dataset": Param(None, type=["null", "string"], pattern=NAME_PATTERN, title="Dataset",
                          description="Dataset config under conf/base/datasets/. Empty: default_dataset."),
     }
@@ -41,9 +43,9 @@ def nightly_params() -> dict[str, Param]:
         "override_table": Param(None, type=["null", "string"], pattern=NAME_PATTERN, title="Override: table",
                                 description="Validated table whose failed checks to release, "
                                 "e.g. bronze.card_transactions. Leave empty for no override."),
-        "override_checks": Param([], type="array", items={"type": "string", "minLength": 1},
+        "override_checks": Param(None, type=["null", "array"], items={"type": "string", "minLength": 1},
                                  title="Override: checks", description="Check names as shown in the "
-                                 "validation report, one per line, e.g. drift:amount"),
+                                 "validation report, one per line, e.g. drift:amount. Leave empty for no override."),
         "override_by": Param(None, type=["null", "string"], minLength=1, title="Override: by",
                              description="Who releases the checks (recorded)."),
         "override_reason": Param(None, type=["null", "string"], minLength=MIN_REASON, title="Override: reason",

@@ -49,7 +49,17 @@ def resolve_run(**context) -> dict:
     log.info("batchml run: run date %s, dataset %s%s", spec.run_date, spec.dataset,
              f", override of {spec.override_table} {spec.override_checks} by {spec.override_by}"
              if spec.override_checks else "")
+    _note(context, config, f"{spec.run_date} · {spec.dataset}")  # the business date, from the first task on
     return spec.to_xcom()
+
+
+def _note(context, config, note: str) -> None:
+    from batchml.orchestration import run_note
+
+    try:
+        run_note.publish(context, config, note)
+    except (RuntimeError, OSError) as exc:  # the API server is down or refuses: the run itself is fine
+        log.warning("could not set the run note %r: %s", note, exc)
 
 
 def resolve_training_run(**context) -> dict:
@@ -105,6 +115,28 @@ def release_params(dataset: str, run_date: str, by: str, reason: str) -> dict | 
             "override_reason": reason}
 
 
+class FallbackScored(AirflowFailException):
+    """Rows of the day were scored by the fallback rules: the ``fallback_used`` task fails to show it."""
+
+
+def fallback_used(**context) -> None:
+    """Fail (red in the grid, the run failed) when the fallback rules scored rows of this date; skip otherwise.
+
+    Scoring itself succeeded (the rows are scored and flagged) and monitoring runs beside this task; the failure
+    is the mark a person notices. Once a model serves again: ``batchml run score --run-date D --rescore
+    --reason ...``, then clear this task.
+    """
+    spec = spec_from(context)
+    fallback = lake_state.scoring_fallback(config_from_environment(), spec.dataset, dt.date.fromisoformat(spec.run_date))
+    if not fallback:
+        raise AirflowSkipException(f"every row of {spec.run_date} was scored by the model")
+    raise FallbackScored(
+        f"FALLBACK: {fallback['rows']} of {fallback['total']} rows of {spec.dataset} {spec.run_date} were scored by "
+        f"the fallback rules, not the model: {fallback['reason']}. They are flagged (fallback = true) and monitoring "
+        f"ran. When a model serves again: batchml run score --dataset {spec.dataset} --run-date {spec.run_date} "
+        "--rescore --reason \"<why>\", then clear this task.")
+
+
 def request_retraining(**context) -> dict:
     """Emit the retraining Asset event when monitoring left a request for this date; else skip."""
     spec = spec_from(context)
@@ -120,10 +152,18 @@ def request_retraining(**context) -> dict:
 
 
 def on_failure(context) -> None:
-    """Task failure callback: the same alert sinks as monitoring (log, alerts.jsonl, webhook, email)."""
+    """Task failure callback: the same alert sinks as monitoring (log, alerts.jsonl, webhook, email), then the
+    run's note (Airflow logs a callback's own error)."""
+    ti = context.get("ti")
+    exception = context.get("exception")
+    if not isinstance(exception, FallbackScored):  # scoring itself sent the fallback alert
+        _alert_failure(context, ti)
+    _note_failure(context, ti, exception)
+
+
+def _alert_failure(context, ti) -> None:
     from batchml.alerts import alert
 
-    ti = context.get("ti")
     event = {"kind": "airflow_task_failed", "dag_id": getattr(ti, "dag_id", None),
              "task_id": getattr(ti, "task_id", None), "run_id": getattr(ti, "run_id", None),
              "try_number": getattr(ti, "try_number", None), "error": str(context.get("exception") or "")[:2000]}
@@ -132,3 +172,14 @@ def on_failure(context) -> None:
         alert(config_from_environment(), event)
     except Exception:  # noqa: BLE001 - a broken config must not hide the task's own failure
         log.exception("could not send the failure alert %s", event)
+
+
+def _note_failure(context, ti, exception) -> None:
+    """The run's note after a failed task: the lake's outcome (a blocked gate, a fallback day) or where it failed."""
+    from batchml.orchestration import run_note
+
+    if ti is None or not ti.xcom_pull(task_ids=RESOLVE_TASK):
+        return  # resolve_run itself failed: no run date to note
+    spec, config = spec_from(context), config_from_environment()
+    crashed = None if isinstance(exception, AirflowFailException) else ti.task_id
+    _note(context, config, run_note.outcome(config, spec.dataset, dt.date.fromisoformat(spec.run_date), crashed))

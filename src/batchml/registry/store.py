@@ -1,9 +1,9 @@
 """MLflow access shared by training (writes models) and scoring / monitoring (read them).
 
-A registered model version is an XGBoost booster plus model-version tags in the ``batchml.``
-namespace (the contract every stage relies on):
+A registered model version is an XGBoost booster, its input columns in order (``feature_columns`` in the logged
+model's metadata, the ``MLmodel`` file, and ``feature_columns.json`` in the run's artifacts), and model-version
+tags in the ``batchml.`` namespace (the contract every stage relies on):
 
-* ``batchml.feature_columns``: JSON list, the booster's input columns in order;
 * ``batchml.threshold``: the decision threshold chosen from the cost matrix;
 * ``batchml.features_table`` / ``batchml.features_version``: the feature table and its Delta version;
 * ``batchml.train_start`` / ``batchml.train_end`` / ``batchml.test_start`` / ``batchml.test_end``:
@@ -15,7 +15,8 @@ The train stage adds (optional for other writers): ``batchml.cutoff_date``, ``ba
 ``batchml.training_version`` (the pinned training set; promotion re-scores its test window from it),
 ``batchml.labels_versions``, ``batchml.dataset``, ``batchml.config_hash`` and ``batchml.code_version``, and
 ``batchml.review_band`` (JSON ``{"low", "high", "below_share", "above_share"}``: the score interval whose
-events go to human review, see docs/scoring.md).
+events go to human review, see docs/scoring.md). Versions registered before the feature list moved out of
+the tags carry it as ``batchml.feature_columns``; ``load`` still reads that.
 
 Only MLflow's ``RESOURCE_DOES_NOT_EXIST`` means "not found" here. Any other MLflow error (connection
 refused, a 5xx, a timeout after MLflow's own retries) propagates: an outage must fail the task, never
@@ -34,8 +35,9 @@ from batchml.config import Config
 log = logging.getLogger(__name__)
 
 TAG = "batchml."
-REQUIRED_TAGS = ("feature_columns", "threshold", "features_table", "features_version",
+REQUIRED_TAGS = ("threshold", "features_table", "features_version",
                  "train_start", "train_end", "test_start", "test_end", "test_metrics")
+FEATURES_KEY = "feature_columns"  # in the logged model's metadata (and the old versions' tags)
 
 
 class ModelUnusable(ValueError):
@@ -80,6 +82,9 @@ def client(config: Config):
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in logs and consoles
     uri = config.mlflow.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -100,12 +105,18 @@ def experiment_id(config: Config, dataset: str) -> str:
 
 
 def log_and_register(config: Config, registered_name: str, booster, feature_columns: list[str],
-                     threshold: float, tags: dict[str, str], input_example=None) -> ModelVersion:
-    """Log ``booster`` to the active MLflow run and register it with the contract's tags."""
+                     threshold: float, tags: dict[str, str], input_example=None,
+                     descriptions: dict[str, str] | None = None) -> ModelVersion:
+    """Log ``booster`` to the active MLflow run and register it with the contract's tags.
+
+    ``descriptions``: ``{"model": ..., "version": ...}``, MLflow's descriptions of the registered model and of
+    this version (the model card's words; ``describe_version`` sets one later).
+    """
     import mlflow
     from mlflow.models import infer_signature
 
-    missing = [k for k in REQUIRED_TAGS if k not in {"feature_columns", "threshold"} and k not in tags]
+    descriptions = descriptions or {}
+    missing = [k for k in REQUIRED_TAGS if k != "threshold" and k not in tags]
     if missing:
         raise ValueError(f"model tags missing: {missing}")
     run = mlflow.active_run()
@@ -115,18 +126,28 @@ def log_and_register(config: Config, registered_name: str, booster, feature_colu
     if input_example is not None:
         signature = infer_signature(input_example, booster.inplace_predict(input_example))
     info = mlflow.xgboost.log_model(booster, name="model", signature=signature, input_example=input_example,
-                                    model_format="ubj", pip_requirements=_requirements())
+                                    model_format="ubj", pip_requirements=_requirements(),
+                                    metadata={FEATURES_KEY: list(feature_columns)})
+    mlflow.log_dict({FEATURES_KEY: list(feature_columns)}, "feature_columns.json")  # for people: the inputs in order
     c = client(config)
     if _registered_model(c, registered_name) is None:
-        c.create_registered_model(registered_name)
+        c.create_registered_model(registered_name, description=descriptions.get("model"))
+    elif descriptions.get("model"):
+        c.update_registered_model(registered_name, description=descriptions["model"])
     # model_id: a tracking server (unlike a local store) rejects a models:/m-... source without it
-    mv = c.create_model_version(registered_name, info.model_uri, run_id=run.info.run_id, model_id=info.model_id)
-    full = {"feature_columns": json.dumps(list(feature_columns)), "threshold": repr(float(threshold)), **tags}
+    mv = c.create_model_version(registered_name, info.model_uri, run_id=run.info.run_id, model_id=info.model_id,
+                                description=descriptions.get("version"))
+    full = {"threshold": repr(float(threshold)), **tags}
     for key, value in full.items():
         c.set_model_version_tag(registered_name, mv.version, TAG + key, str(value))
     log.info("registered %s version %s (run %s)", registered_name, mv.version, run.info.run_id)
     return ModelVersion(registered_name, int(mv.version), run.info.run_id, booster, tuple(feature_columns),
                         float(threshold), {k: str(v) for k, v in full.items()})
+
+
+def describe_version(config: Config, registered_name: str, version: int, description: str) -> None:
+    """MLflow's description of one model version (shown on its page in the registry)."""
+    client(config).update_model_version(registered_name, str(version), description=description)
 
 
 def _requirements() -> list[str]:
@@ -176,9 +197,24 @@ def load(config: Config, registered_name: str, alias: str | None = "champion",
     missing = [k for k in REQUIRED_TAGS if k not in tags]
     if missing:
         raise ModelUnusable(f"model {registered_name} version {version} lacks batchml tags {missing}")
-    booster = _booster(f"models:/{registered_name}/{version}")
-    return ModelVersion(registered_name, int(version), mv.run_id, booster,
-                        tuple(json.loads(tags["feature_columns"])), float(tags["threshold"]), tags)
+    from mlflow.artifacts import download_artifacts
+
+    uri = download_artifacts(f"models:/{registered_name}/{version}")  # once: the booster and its MLmodel file
+    booster = _booster(uri)
+    return ModelVersion(registered_name, int(version), mv.run_id, booster, _feature_columns(uri, tags),
+                        float(tags["threshold"]), tags)
+
+
+def _feature_columns(model_dir: str, tags: dict[str, str]) -> tuple[str, ...]:
+    """The booster's inputs in order: the logged model's metadata, or an older version's tag."""
+    from mlflow.models import Model
+
+    listed = (Model.load(model_dir).metadata or {}).get(FEATURES_KEY)
+    if listed is None and FEATURES_KEY in tags:
+        listed = json.loads(tags[FEATURES_KEY])
+    if not listed:
+        raise ModelUnusable(f"{model_dir} lists no feature columns (model metadata {FEATURES_KEY!r})")
+    return tuple(listed)
 
 
 def _booster(uri: str):

@@ -11,7 +11,6 @@ those columns are null. One bad batch never fails the night.
 from __future__ import annotations
 
 import hashlib
-import json
 import zlib
 from dataclasses import dataclass, field
 
@@ -35,9 +34,13 @@ class ScorerArgs:
     no_model_reason: str | None = None  # set when there is no model: every row uses the rules
 
 
+# The top-k features that pushed a score up, strongest first (the scores table's consumer contract)
+REASON_CODES = pa.list_(pa.struct([("feature", pa.string()), ("contribution", pa.float64())]))
+
+
 def output_schema(id_column: str, rule_inputs: pa.Schema | None = None) -> pa.Schema:
     return pa.schema([(id_column, pa.string()), ("score", pa.float64()), ("threshold", pa.float64()),
-                      ("fallback", pa.bool_()), ("fallback_reason", pa.string()), ("reason_codes", pa.string()),
+                      ("fallback", pa.bool_()), ("fallback_reason", pa.string()), ("reason_codes", REASON_CODES),
                       *(rule_inputs or [])])
 
 
@@ -101,13 +104,13 @@ def score_batch(batch: pa.RecordBatch, booster, args: ScorerArgs, rule_inputs: p
             codes = reason_codes(booster, X, scores, args)
             return pa.RecordBatch.from_arrays(
                 [ids, pa.array(scores), pa.array(np.full(n, args.threshold)), pa.array(np.zeros(n, bool)),
-                 pa.nulls(n, pa.string()), pa.array(codes, pa.string()),
+                 pa.nulls(n, pa.string()), pa.array(codes, REASON_CODES),
                  *[pa.nulls(n, f.type) for f in rule_inputs]], schema=schema)
         except Exception as exc:  # noqa: BLE001 - the model failed on this batch: the rules take over
             reason = f"model failed on a batch of {n} rows: {type(exc).__name__}: {str(exc)[:300]}"
     return pa.RecordBatch.from_arrays(
         [ids, pa.nulls(n, pa.float64()), pa.array(np.full(n, args.fallback_threshold)), pa.array(np.ones(n, bool)),
-         pa.array([reason] * n, pa.string()), pa.nulls(n, pa.string()),
+         pa.array([reason] * n, pa.string()), pa.nulls(n, REASON_CODES),
          *[batch.column(f.name).cast(f.type) for f in rule_inputs]], schema=schema)
 
 
@@ -124,18 +127,17 @@ def features_matrix(batch: pa.RecordBatch | pa.Table, columns) -> np.ndarray:
     return X
 
 
-def reason_codes(booster, X: np.ndarray, scores: np.ndarray, args: ScorerArgs) -> list[str | None]:
-    """JSON ``[{"feature", "contribution"}]``: the top-k features pushing the score up (log-odds)."""
+def reason_codes(booster, X: np.ndarray, scores: np.ndarray, args: ScorerArgs) -> list[list[dict] | None]:
+    """``[{"feature", "contribution"}]`` per row: the top-k features pushing the score up (log-odds)."""
     import xgboost as xgb
 
     rows = np.arange(len(scores)) if args.all_rows else np.flatnonzero(scores >= args.threshold - args.band_below)
-    out: list[str | None] = [None] * len(scores)
+    out: list[list[dict] | None] = [None] * len(scores)
     if len(rows) == 0:
         return out
     contribs = booster.predict(xgb.DMatrix(X[rows], missing=np.nan, nthread=args.threads), pred_contribs=True,
                                approx_contribs=not args.exact, validate_features=False)[:, :-1]  # drop the bias
     top = np.argsort(-contribs, axis=1, kind="stable")[:, :args.top_k]
     for r, row, picks in zip(rows, contribs, top):
-        out[r] = json.dumps([{"feature": args.feature_columns[j], "contribution": round(float(row[j]), 6)}
-                             for j in picks])
+        out[r] = [{"feature": args.feature_columns[j], "contribution": round(float(row[j]), 6)} for j in picks]
     return out

@@ -21,7 +21,7 @@ import pyarrow as pa
 from batchml.alerts import alert
 from batchml.config import Config
 from batchml.registry import store
-from batchml.scoring import predict
+from batchml.scoring import layout, predict
 from batchml.scoring.spec import ScoringSpec
 from batchml.spark import default_parallelism
 from batchml.storage import Lake
@@ -96,7 +96,8 @@ def registered_name(config: Config, dataset: str, spec: ScoringSpec) -> str:
 
 
 def score(config: Config, run_date: dt.date, dataset: str | None = None, spark=None,
-          rescore_reason: str | None = None) -> ScoreSummary:
+          rescore_reason: str | None = None, migrate: bool = False) -> ScoreSummary:
+    """``migrate``: convert scores tables of the old layout first (``layout``); without it they are refused."""
     name = dataset or config.default_dataset
     spec = scoring_spec(config, name)
     features = config.dataset(name).features
@@ -105,6 +106,7 @@ def score(config: Config, run_date: dt.date, dataset: str | None = None, spark=N
     if rescore_reason is not None and len(rescore_reason.strip()) < 10:
         raise ValueError("a re-score needs --reason of at least 10 characters (it is recorded)")
     lake = Lake(config, spark)  # Spark starts after a re-score request is recorded
+    layout.check(lake, spec, migrate, f"batchml run score --dataset {name} --run-date {run_date}")
     runs = {(r["generation"], r["event"]): r for r in _runs(lake, spec, name, run_date)}
     latest = max((generation for generation, _ in runs), default=0)
     scored_at = dt.datetime.now(dt.timezone.utc)  # audit only: never decides which rows are produced
@@ -280,7 +282,8 @@ def _score_chunk(lake, spark, spec, features, dataset, run_date, plan, chunk, mo
     prefix = f"{dataset}/{run_date}/g{plan.generation}/c{chunk}"
     scores_txn, review_txn = (f"score/{prefix}", 1), (f"review/{prefix}", 1)
     where = [("run_date", "=", run_date), ("chunk", "=", chunk)]
-    meta = {"job": "score", "runDate": str(run_date), "chunk": str(chunk)}
+    meta = {"job": "score", "runDate": str(run_date), "chunk": str(chunk), "generation": str(plan.generation),
+            "modelName": plan.model_name, "modelVersion": str(model.version) if model else "none: fallback rules"}
     if lake.committed(spec.table, scores_txn):  # resumed: the queue still comes from the committed scores
         if not lake.committed(spec.review_table, review_txn):
             _write_queue(lake, spec, features.id_column, where, review_txn, meta, scored_at)
@@ -335,8 +338,7 @@ def apply_fallback_rules(scored, spec: ScoringSpec, id_column: str):
         id_column,
         F.when(fallback, F.expr(spec.fallback.score_sql()).cast("double")).otherwise(F.col("score")).alias("score"),
         "threshold", "fallback", "fallback_reason", F.when(fallback, rule).alias("fallback_rule"),
-        F.when(fallback, F.to_json(F.array(F.struct(rule.alias("rule"))))).otherwise(F.col("reason_codes"))
-        .alias("reason_codes"))
+        F.when(~fallback, F.col("reason_codes")).alias("reason_codes"))  # rule-scored rows: see fallback_rule
 
 
 def review_picks(scored, band, id_column: str, capacity: int) -> list:

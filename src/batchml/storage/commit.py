@@ -54,6 +54,7 @@ class WritePlan:
     allow_schema_evolution: bool = False
     metadata: dict = field(default_factory=dict)
     read_version: int | None = None  # the table version the write was planned against (None: no table)
+    description: str = ""  # the table's description (config), given to a table this write creates
 
     @property
     def write_id(self) -> str:
@@ -260,6 +261,7 @@ class _Attempt:
             create_table_with_add_actions(
                 plan.table_uri, Schema.from_arrow(plan.schema), self.adds, mode="error",
                 partition_by=plan.partition_by or None, storage_options=plan.storage.delta_rs(plan.table_uri),
+                name=plan.metadata.get("table"), description=plan.description or None,
                 configuration={"delta.checkpointInterval": "50"}, commit_properties=props)
         except DeltaError as exc:  # CommitFailedError, or "table already exists": did another writer create it?
             if open_table(plan.table_uri, plan.storage) is None:

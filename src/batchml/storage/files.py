@@ -121,6 +121,8 @@ def file_stats(meta: pq.FileMetaData, schema: pa.Schema, read_chunk: ChunkReader
     maxs: dict = {}
     nulls: dict = {}
     for i in range(meta.num_columns):
+        if "." in meta.schema.column(i).path:
+            continue  # a leaf of a nested column (a list or struct): Delta keeps no statistics for it here
         name = meta.schema.column(i).name
         chunks = [meta.row_group(rg).column(i).statistics for rg in range(meta.num_row_groups)]
         if any(st is None or not st.has_null_count for st in chunks):

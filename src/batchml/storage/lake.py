@@ -115,6 +115,10 @@ class Lake:
         table = self._require(name)
         return table.history(limit)
 
+    def schema(self, name: str) -> pa.Schema:
+        """The table's current schema as Arrow, with each column's metadata (``comment``: its description)."""
+        return pa.schema(self._require(name).schema().to_arrow())
+
     # -- Spark I/O ------------------------------------------------------------
     def read(self, name: str, columns: list[str] | None = None, version: int | None = None,
              timestamp: dt.datetime | str | None = None, where=None, transform=None) -> "DataFrame":
@@ -230,6 +234,28 @@ class Lake:
         return dataset, predicates.pruning_expression(prunable, dataset.schema), terms, needed
 
     # -- maintenance -----------------------------------------------------------
+    def rewrite(self, name: str, convert, schema: pa.Schema, metadata: dict | None = None) -> int:
+        """Rewrite the whole table in one commit with a new ``schema`` (a migration); returns the new version.
+
+        ``convert`` maps each Arrow batch of the current snapshot to a batch of ``schema``; batches stream
+        through, so the table never has to fit in memory. Older versions keep their layout (time travel).
+        Not for concurrent use: run it while nothing else writes the table.
+        """
+        from deltalake import write_deltalake
+        from deltalake.transaction import CommitProperties
+
+        if self._native:
+            raise ValueError("rewrite works on delta-rs tables only (storage.engine: delta-rs)")
+        table = self._require(name)
+        batches = (convert(b) for b in table.to_pyarrow_dataset().to_batches())
+        write_deltalake(self.uri(name), pa.RecordBatchReader.from_batches(schema, batches), mode="overwrite",
+                        schema_mode="overwrite", partition_by=list(self.table_config(name).partition_by) or None,
+                        storage_options=self.storage.delta_rs(self.uri(name)),
+                        commit_properties=CommitProperties(custom_metadata={
+                            "batchml.table": name, **{f"batchml.{k}": str(v) for k, v in (metadata or {}).items()}}))
+        self._describe(name, self._require(name))  # the rewrite drops column descriptions: set them again
+        return self.version(name)
+
     def compact(self, name: str, partition_filters=None, target_size: int | None = None) -> dict:
         """Rewrite small files into larger ones (one new version; data unchanged)."""
         table = self._require(name)
@@ -267,8 +293,29 @@ class Lake:
                metadata) -> tuple[committer.WritePlan, WriteResult | None]:
         """The plan against the table's current version, and the result if there is nothing to write."""
         table = self._delta(name)
+        if table is not None and not self._native and self._describe(name, table):
+            table = self._delta(name)
         plan = self._plan(name, schema, mode, replace_where, txn, metadata, None if table is None else table.version())
         return plan, self._preflight(plan, table)
+
+    def _describe(self, name: str, table: DeltaTable) -> bool:
+        """Bring the table's description and column descriptions in line with config; True when it committed.
+
+        They live in the Delta metadata (the table's ``description``, each column's ``comment``), where any
+        Delta reader, catalog or ``DESCRIBE`` finds them. A change is its own commit, made only when config
+        differs from the table.
+        """
+        cfg = self.table_config(name)
+        changed = False
+        if cfg.description and table.metadata().description != cfg.description:
+            table.alter.set_table_description(cfg.description)
+            changed = True
+        fields = {f.name: dict(f.metadata) for f in table.schema().fields}
+        for column, text in cfg.columns.items():
+            if column in fields and fields[column].get("comment") != text:
+                table.alter.set_column_metadata(column, {**fields[column], "comment": text})
+                changed = True
+        return changed
 
     def _plan(self, name, schema, mode, replace_where, txn, metadata, read_version: int | None) -> committer.WritePlan:
         if mode not in ("append", "overwrite"):
@@ -278,14 +325,15 @@ class Lake:
         cfg = self.table_config(name)
         # Spark's nullability inference is unreliable (a literal is NOT NULL), so tables store every
         # column as nullable; required-ness is enforced by contracts and the validation gate.
-        schema = pa.schema([f.with_nullable(True) for f in schema])
+        schema = pa.schema([_described(f.with_nullable(True), cfg.columns.get(f.name)) for f in schema])
         if replace_where is not None:
             replace_where = predicates.check(replace_where, schema.names)
         return committer.WritePlan(
             table_uri=self.uri(name), mode=mode, schema=schema, partition_by=list(cfg.partition_by),
             storage=self.storage, target_file_rows=self.config.storage.target_file_rows,
             replace_where=replace_where, txn=txn, allow_schema_evolution=cfg.allow_schema_evolution,
-            metadata={"table": name, "writeId": uuid.uuid4().hex, **(metadata or {})}, read_version=read_version)
+            metadata={"table": name, "writeId": uuid.uuid4().hex, **(metadata or {})}, read_version=read_version,
+            description=cfg.description)
 
     def _preflight(self, plan: committer.WritePlan, table: DeltaTable | None) -> WriteResult | None:
         missing = [c for c in plan.partition_by if c not in plan.schema.names]
@@ -296,6 +344,11 @@ class Lake:
             return WriteResult(plan.table_uri, committer.version_of_txn(table, plan.txn, self.storage), skipped=True)
         committer.check_schema(plan, table)
         return None
+
+
+def _described(field: pa.Field, text: str | None) -> pa.Field:
+    """The field with its description as Delta column metadata (``comment``), which a new table starts with."""
+    return field.with_metadata({**(field.metadata or {}), b"comment": text.encode()}) if text else field
 
 
 def _bounded_columns(table: DeltaTable, columns: set[str]) -> set[str]:

@@ -70,8 +70,9 @@ def fit(prep: Prepared, r: Range, spec: ModelSpec, params: dict):
         raise ValueError(f"training window {r} has {pos} positive(s) out of {rows} rows; it needs both classes")
     merged = {"n_estimators": 100, "tree_method": "hist", **spec.params, **params}
     merged.setdefault("scale_pos_weight", (rows - pos) / pos)  # class imbalance, from counts already known
+    # verbose=False: no "[i] training-logloss" line per boosting round in the workers' output
     est = estimator(spec.estimator.objective, features_col=prep.features, label_col=LABEL,
-                    num_workers=spec.num_workers, random_state=spec.seed, **merged)
+                    num_workers=spec.num_workers, random_state=spec.seed, verbose=False, **merged)
     train = prep.frame.where(r.column_filter(DATE)).select(*prep.features, LABEL)  # no shuffle: see partitioned
     started = time.perf_counter()
     model = est.fit(train)

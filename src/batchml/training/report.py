@@ -56,10 +56,19 @@ def importance(path: Path, gains: dict[str, float], top: int = 20) -> Path:
     return path
 
 
-def _fmt(x) -> str:
-    if isinstance(x, float):
-        return "n/a" if math.isnan(x) else str(int(x)) if x.is_integer() and x > 1 else f"{x:.4f}"
-    return str(x)
+COUNTS = ("rows", "positives")  # whole numbers, whatever type the metric dict holds them in
+
+
+def _fmt(x, count: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if count:
+        return f"{int(x):,}"
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def _cells(metrics: dict, cols: list[str]) -> str:
+    return " | ".join(_fmt(metrics.get(c), c in COUNTS) for c in cols)
 
 
 def model_card(*, name: str, dataset: str, run_date, windows: dict, lineage: dict, metrics: dict, baseline: dict,
@@ -84,13 +93,13 @@ def model_card(*, name: str, dataset: str, run_date, windows: dict, lineage: dic
         *_decisions(contract, threshold, band, decisions or {}, capacity_warning),
         "## Test-window metrics", "",
         "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|",
-        "| xgboost | " + " | ".join(_fmt(metrics.get(c)) for c in cols) + " |",
-        "| baseline (logistic) | " + " | ".join(_fmt(baseline.get(c)) for c in cols) + " |", "",
+        f"| xgboost | {_cells(metrics, cols)} |",
+        f"| baseline (logistic) | {_cells(baseline, cols)} |", "",
         "## By slice", "",
     ]
     for column, values in slices.items():
         lines += [f"### {column}", "", "| value | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-        lines += [f"| {v} | " + " | ".join(_fmt(m.get(c)) for c in cols) + " |" for v, m in values.items()]
+        lines += [f"| {v} | {_cells(m, cols)} |" for v, m in values.items()]
         lines.append("")
     lines += [
         "## Hyperparameters", "", "```", *[f"{k}: {v}" for k, v in sorted(params.items())], "```", "",
@@ -166,3 +175,23 @@ def _limits(c: CardContext, maturity_days: int) -> list[str]:
             "reliability plot); use the threshold, not the raw score, for decisions.",
             "- Trained on past behaviour; drift in the inputs or in what makes an event positive degrades it "
             "(see monitoring)."]
+
+
+def card_summary(*, name: str, version: int, run_date, dataset: str, metrics: dict, baseline: dict,
+                 threshold: float, decisions: dict | None, contract: "CardContext", card_path: str) -> str:
+    """A few lines from the model card: MLflow's run and model-version description."""
+    names = contract.decisions or {"positive": "positive", "review": "review"}
+    lines = [f"**{name} v{version}**, trained {run_date} on `{dataset}`. Test window: PR-AUC "
+             f"{_fmt(metrics.get('pr_auc'))} (logistic baseline {_fmt(baseline.get('pr_auc'))}), ROC-AUC "
+             f"{_fmt(metrics.get('roc_auc'))}, recall {_fmt(metrics.get('recall'))}, precision "
+             f"{_fmt(metrics.get('precision'))} at the threshold {threshold:.4g}."]
+    if decisions:
+        lines.append(f"Expected decisions: `{names['positive']}` {decisions['positive_rate']:.2%} of events, "
+                     f"`{names['review']}` {decisions['review_rate']:.2%}.")
+    lines.append(f"Full model card: `{card_path}`.")
+    return "\n\n".join(lines)
+
+
+def intended_use(dataset: str, contract: "CardContext") -> str:
+    """The card's intended-use paragraph: MLflow's registered-model description."""
+    return "\n".join(_intended_use(dataset, contract)[1:])

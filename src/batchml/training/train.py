@@ -22,7 +22,8 @@ from batchml.registry import store
 from batchml.storage import Lake
 from batchml.training import fit as fitting
 from batchml.training import metrics as M
-from batchml.training import report, review
+from batchml.storage.artifacts import write_text
+from batchml.training import card_html, report, review
 from batchml.training.dataset import CUTOFF, build_training_set, model_spec, training_set_lineage
 from batchml.training.spec import ModelSpec
 from batchml.training.splits import plan_splits
@@ -173,6 +174,7 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
               "label_maturity_days": spec.label_maturity_days, "threshold": threshold,
               "objective": spec.estimator.objective, "cost_false_negative": spec.costs.false_negative,
               "cost_false_positive": spec.costs.false_positive}
+    _log_training_input(lake, spec.training_table, lineage[spec.training_table], run_date, prep.features)
     mlflow.log_params({k: str(v) for k, v in params.items()})
     mlflow.log_metrics({f"test_{k}": v for k, v in overall.items() if np.isfinite(v)})
     mlflow.log_metrics({f"baseline_test_{k}": v for k, v in baseline.items() if np.isfinite(v)})
@@ -186,17 +188,18 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
                      "batchml.code_version": code,
                      **{f"batchml.input_version.{t}": str(v) for t, v in lineage.items()}})
     gains = booster.get_score(importance_type="total_gain")
+    card = report.model_card(
+        name=spec.registered_name, dataset=name, run_date=run_date, windows=windows, lineage=lineage,
+        metrics=overall, baseline=baseline, slices=slices, threshold=threshold, costs=spec.costs,
+        params=params, features=prep.features, maturity_days=spec.label_maturity_days, code_version=code,
+        config_hash=hashed, contract=card_context(config, name), band=band, decisions=decisions,
+        capacity_warning=warning)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         report.pr_curve(d / "pr_curve.png", y, {"xgboost": p, "baseline": base_p["test"]})
         report.reliability(d / "calibration.png", reliability_table)
         report.importance(d / "feature_importance.png", gains)
-        (d / "model_card.md").write_text(report.model_card(
-            name=spec.registered_name, dataset=name, run_date=run_date, windows=windows, lineage=lineage,
-            metrics=overall, baseline=baseline, slices=slices, threshold=threshold, costs=spec.costs,
-            params=params, features=prep.features, maturity_days=spec.label_maturity_days, code_version=code,
-            config_hash=hashed, contract=card_context(config, name), band=band, decisions=decisions,
-            capacity_warning=warning))
+        (d / "model_card.md").write_text(card)
         (d / "metrics.json").write_text(json.dumps(
             {"test": overall, "baseline": baseline, "slices": slices, "calibration": reliability_table,
              "review_band": json.loads(band.tag()) if band else None, "expected_decisions": decisions,
@@ -213,10 +216,36 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
             "config_hash": hashed, "code_version": code, **({"review_band": band.tag()} if band else {})}
     example = test[prep.features].head(5).astype("float32")
     mv = store.log_and_register(config, spec.registered_name, booster, prep.features, threshold, tags,
-                                input_example=example)
+                                input_example=example,
+                                descriptions={"model": report.intended_use(name, card_context(config, name))})
+    card_uri = write_text(lake.storage, config.storage.artifacts_uri, card_path(name, spec.registered_name, mv.version),
+                          card_html.to_html(card, f"Model card: {spec.registered_name} v{mv.version}"))
+    summary = report.card_summary(name=spec.registered_name, version=mv.version, run_date=run_date, dataset=name,
+                                  metrics=overall, baseline=baseline, threshold=threshold, decisions=decisions,
+                                  contract=card_context(config, name), card_path=card_uri)
+    store.describe_version(config, spec.registered_name, mv.version, summary)
+    mlflow.set_tag("mlflow.note.content", summary)  # the run's description in the MLflow UI
     log.info("train %s %s: version %s, test PR-AUC %.4f (baseline %.4f), ROC-AUC %.4f, threshold %.4f",
              name, run_date, mv.version, overall["pr_auc"], baseline["pr_auc"], overall["roc_auc"], threshold)
     return _Logged(mv.version, overall)
+
+
+def card_path(dataset: str, registered_name: str, version: int) -> str:
+    """The model card's HTML page below ``storage.artifacts_uri``, next to the other reports."""
+    return f"reports/models/{dataset}/{registered_name}-v{version}.html"
+
+
+def _log_training_input(lake: Lake, table: str, version: int, cutoff: dt.date, features: list[str]) -> None:
+    """The training table at its pinned Delta version as the run's input dataset (MLflow's Datasets)."""
+    import mlflow
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    source = DeltaDatasetSource(path=lake.uri(table), delta_table_version=version)
+    schema = Schema([ColSpec("double", f) for f in features])
+    mlflow.log_input(MetaDataset(source, name=f"{table}@v{version}", digest=f"{version}-{cutoff}"[:36], schema=schema),
+                     context="training", tags={"cutoff_date": str(cutoff)})
 
 
 def card_context(config: Config, name: str) -> report.CardContext:

@@ -42,6 +42,7 @@ class Drift:
     drifted: bool
     # PSI bins as (reference count, batch count) pairs: reference-decile buckets or categories
     histogram: tuple[tuple[int, int], ...] = ()
+    bins: tuple[str, ...] = ()  # each histogram bin's label: a value range, or the category
 
 
 def compare(reference, batch, spec: Distributions) -> list[Drift]:
@@ -168,7 +169,7 @@ def _numeric(column: str, probs: list[float], quantiles: np.ndarray, hist: dict,
     psi = _psi(coarse_ref, coarse_cur)
     drifted = p < spec.p_value and (psi >= spec.min_psi or w_std >= spec.min_wasserstein_std)
     return Drift(column, "numeric", "ks", ks, p, psi, w_std, int(n), int(m), drifted,
-                 tuple(zip(coarse_ref.astype(int).tolist(), coarse_cur.astype(int).tolist())))
+                 tuple(zip(coarse_ref.astype(int).tolist(), coarse_cur.astype(int).tolist())), _ranges(psi_edges))
 
 
 def _categorical(column: str, hist: dict, spec: Distributions) -> Drift:
@@ -182,7 +183,13 @@ def _categorical(column: str, hist: dict, spec: Distributions) -> Drift:
     psi = _psi(ref, cur)
     drifted = p < spec.p_value and psi >= spec.min_psi
     return Drift(column, "categorical", "chi2", float(chi2), float(p), psi, None, int(n), int(m), drifted,
-                 tuple(zip(ref.astype(int).tolist(), cur.astype(int).tolist())))
+                 tuple(zip(ref.astype(int).tolist(), cur.astype(int).tolist())), tuple(str(v) for v in values))
+
+
+def _ranges(edges: np.ndarray) -> tuple[str, ...]:
+    """Short labels of the bins that ``edges`` cut, by upper edge: ``< e1``, ``< e2``, ..., ``>= ek``."""
+    e = [f"{x:.3g}" for x in edges]
+    return (*(f"< {x}" for x in e), f">= {e[-1]}") if e else ("all",)
 
 
 def _coarsen(counts: np.ndarray, edges: np.ndarray, psi_edges: np.ndarray) -> np.ndarray:

@@ -7,9 +7,11 @@ For each table the dataset validates, the run date's batch is read once and cach
 2. recorded overrides for this run date release the failed checks they name;
 3. failing rows are quarantined with the rules they broke; if nothing blocks, the passing
    rows (all rows, under policy ``hold``) go to the accepted table, else the batch is held;
-4. results go to ``ops.validation_results`` and to a JSON + HTML report.
+4. results are appended to ``ops.validation_results`` as the date's next attempt, and written as a
+   JSON + HTML report per attempt (plus the latest, and an index of the dataset's days).
 
-Re-running a date recomputes and overwrites that date's outputs, so it is idempotent.
+Re-running a date recomputes and overwrites that date's accepted rows and quarantine, so it is
+idempotent; each run is kept as an attempt, so the history of a day (blocked, then released) stays.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import pyarrow as pa
 from batchml.config import Config, SourceConfig
 from batchml.storage import Lake
 from batchml.validation import distributions, labels, report
+from batchml.validation.explain import describe
 # record_override and the table names are re-exported: the gate's own API (CLI, tests)
 from batchml.validation.overrides import OVERRIDES, RESULTS, record_override, recorded_overrides  # noqa: F401
+from batchml.validation.overrides import next_attempt
 from batchml.validation.spec import TableValidation
 from batchml.validation.suite import build_suite, failing_condition
 
@@ -38,7 +42,8 @@ RESULT_SCHEMA = pa.schema([
     ("check", pa.string()), ("kind", pa.string()), ("column", pa.string()), ("severity", pa.string()),
     ("observed", pa.string()), ("threshold", pa.string()), ("passed", pa.bool_()), ("status", pa.string()),
     ("failing_rows", pa.int64()), ("examples", pa.string()), ("override_by", pa.string()),
-    ("override_reason", pa.string()),
+    ("override_reason", pa.string()), ("attempt", pa.int32()), ("description", pa.string()),
+    ("validated_at", pa.timestamp("us", "UTC")),
 ])
 
 
@@ -56,6 +61,7 @@ class CheckResult:
     status: str = ""  # passed | failed | warned | quarantined | overridden | skipped
     override_by: str | None = None
     override_reason: str | None = None
+    description: str = ""  # the rule in plain words (explain.describe)
 
 
 @dataclass
@@ -68,6 +74,7 @@ class TableOutcome:
     blocked: bool
     results: list[CheckResult]
     report_uri: str = ""
+    attempt: int = 1  # the how-many-th gate run of this table and date
 
     def blocking_checks(self) -> list[str]:
         return [r.check for r in self.results if r.status == "failed"]
@@ -105,6 +112,8 @@ def _validate_table(lake: Lake, dataset: str, table: str, spec: TableValidation,
         if spec.labels:
             results += labels.check(lake, spec.labels, spec.accepted_table, spec.batch_column, batch, run_date)
         _apply_overrides(lake, dataset, table, run_date, results)
+        for r in results:
+            r.description = describe(r.check, r.kind, r.column, spec)
         failing = [c for c in spec.row_checks if any(r.check == c.name and r.status == "failed" for r in results)]
         marked = _mark_failures(batch, spec, failing)
         blocked = _decide(results, spec)
@@ -112,7 +121,8 @@ def _validate_table(lake: Lake, dataset: str, table: str, spec: TableValidation,
         accepted = 0 if blocked else rows - quarantined
     finally:
         batch.unpersist()
-    outcome = TableOutcome(table, version, rows, accepted, quarantined, blocked, results)
+    outcome = TableOutcome(table, version, rows, accepted, quarantined, blocked, results,
+                           attempt=next_attempt(lake, run_date, dataset, table))
     _write_results(lake, dataset, outcome, run_date)
     outcome.report_uri = report.write(lake, dataset, outcome, run_date, spec)
     return outcome
@@ -244,14 +254,17 @@ def _write_row_outputs(lake, dataset, table, spec, marked, failing, run_date, bl
 
 
 def _write_results(lake: Lake, dataset: str, outcome: TableOutcome, run_date: dt.date) -> None:
+    """Append this run as the date's next attempt (an attempt is written once: its transaction id)."""
+    at = dt.datetime.now(dt.timezone.utc)  # audit only: when this attempt ran
     rows = [{"run_date": run_date, "dataset": dataset, "table": outcome.table, "table_version": outcome.version,
              "check": r.check, "kind": r.kind, "column": r.column, "severity": r.severity, "observed": r.observed,
              "threshold": r.threshold, "passed": r.passed, "status": r.status, "failing_rows": r.failing_rows,
              "examples": json.dumps(r.examples) if r.examples else None, "override_by": r.override_by,
-             "override_reason": r.override_reason} for r in outcome.results]
-    lake.write_arrow(pa.Table.from_pylist(rows, RESULT_SCHEMA), RESULTS, mode="overwrite",
-                     replace_where=[("run_date", "=", run_date), ("table", "=", outcome.table)],
-                     metadata={"job": "validate", "runDate": run_date})
+             "override_reason": r.override_reason, "attempt": outcome.attempt, "description": r.description,
+             "validated_at": at} for r in outcome.results]
+    lake.write_arrow(pa.Table.from_pylist(rows, RESULT_SCHEMA), RESULTS,
+                     txn=(f"validate/{dataset}/{outcome.table}/{run_date}", outcome.attempt),
+                     metadata={"job": "validate", "runDate": run_date, "attempt": outcome.attempt})
 
 
 def _text(value) -> str:

@@ -43,9 +43,80 @@ def recorded_overrides(lake: Lake, run_date: dt.date, dataset: str, table: str |
     return lake.read_arrow(OVERRIDES, where).to_pylist()
 
 
-def failed_checks(lake: Lake, run_date: dt.date, dataset: str) -> list[str]:
-    """Checks the gate's latest run for this date failed without release, as ``table: check``."""
+def latest_attempts(lake: Lake, run_date: dt.date, dataset: str) -> list[dict]:
+    """The result rows of each table's latest gate run (attempt) for this date."""
     if not lake.exists(RESULTS):
         return []
-    rows = lake.read_arrow(RESULTS, [("run_date", "=", run_date), ("dataset", "=", dataset)]).to_pylist()
-    return sorted(f"{r['table']}: {r['check']}" for r in rows if r["status"] == "failed")
+    return latest_of(lake.read_arrow(RESULTS, [("run_date", "=", run_date), ("dataset", "=", dataset)]).to_pylist())
+
+
+def latest_of(rows: list[dict]) -> list[dict]:
+    """The rows of each (run date, table)'s latest attempt."""
+    latest: dict[tuple, int] = {}
+    for r in rows:
+        key = (r["run_date"], r["table"])
+        latest[key] = max(latest.get(key, 0), _attempt(r))
+    return [r for r in rows if _attempt(r) == latest[(r["run_date"], r["table"])]]
+
+
+def _attempt(row: dict) -> int:
+    return row.get("attempt") or 1  # rows written before attempts were kept hold none: the first
+
+
+def next_attempt(lake: Lake, run_date: dt.date, dataset: str, table: str) -> int:
+    rows = [r for r in latest_attempts(lake, run_date, dataset) if r["table"] == table]
+    return _attempt(rows[0]) + 1 if rows else 1
+
+
+def failed_checks(lake: Lake, run_date: dt.date, dataset: str) -> list[str]:
+    """Checks the gate's latest run for this date failed without release, as ``table: check``."""
+    return sorted(f"{r['table']}: {r['check']}" for r in latest_attempts(lake, run_date, dataset)
+                  if r["status"] == "failed")
+
+
+def report_relative(dataset: str, run_date: dt.date, table: str, attempt: int | None = None) -> str:
+    """A gate report's path below ``storage.artifacts_uri`` (without extension); the latest when no attempt."""
+    return f"reports/validation/{dataset}/{run_date.isoformat()}/{table}" + (f".attempt-{attempt}" if attempt else "")
+
+
+def report_uri(config: Config, dataset: str, run_date: dt.date, table: str) -> str:
+    from batchml.storage.location import join
+
+    return join(config.storage.artifacts_uri, report_relative(dataset, run_date, table) + ".html")
+
+
+YOU, WHY = "<your name>", "<why the change is real, 10+ characters>"
+
+
+def release_commands(dataset: str, run_date: dt.date, table: str, checks: list[str]) -> list[str]:
+    """The shell commands that release ``checks`` of ``table`` for exactly this run date, then re-run the gate."""
+    lines = [f'batchml override --dataset {dataset} --run-date {run_date} --table {table} --check {c} '
+             f'--by "{YOU}" --reason "{WHY}"' for c in checks]
+    return lines + [f"batchml run validate --dataset {dataset} --run-date {run_date}"]
+
+
+def release_params(dataset: str, run_date: dt.date, table: str, checks: list[str], by: str = YOU,
+                   reason: str = WHY) -> dict:
+    """The ``batchml_nightly`` trigger params that release ``checks`` of ``table`` for this run date."""
+    return {"run_date": run_date.isoformat(), "dataset": dataset, "override_table": table,
+            "override_checks": list(checks), "override_by": by, "override_reason": reason}
+
+
+def blocked_by_table(blocked: list[str]) -> dict[str, list[str]]:
+    """``["table: check", ...]`` grouped by table, in order."""
+    out: dict[str, list[str]] = {}
+    for item in blocked:
+        table, check = item.split(": ", 1)
+        out.setdefault(table, []).append(check)
+    return out
+
+
+def blocked_message(config: Config, dataset: str, run_date: dt.date, blocked: list[str]) -> str:
+    """One line for a blocked gate: the failed checks, the report and the exact release commands."""
+    tables = blocked_by_table(blocked)
+    reports = " ".join(report_uri(config, dataset, run_date, t) for t in tables)
+    commands = " && ".join(c for t, checks in tables.items() for c in release_commands(dataset, run_date, t, checks)
+                           if c.startswith("batchml override"))
+    return (f"validation BLOCKED {dataset} {run_date}: {'; '.join(blocked)}. Report: {reports}. If the change is real, "
+            f"release it (recorded): {commands}, then re-run validate (or trigger batchml_nightly with the "
+            "override_* params shown in the report)")

@@ -1,4 +1,8 @@
-"""Validation reports: JSON for machines, one self-contained HTML page for people."""
+"""Validation reports: JSON for machines, self-contained HTML pages for people.
+
+Every gate run of a table and date is an attempt with its own report (``<table>.attempt-<N>.html``);
+``<table>.html`` is the latest, and ``index.html`` lists the dataset's days with their verdicts.
+"""
 
 from __future__ import annotations
 
@@ -9,71 +13,131 @@ import re
 from dataclasses import asdict
 
 from batchml.storage.artifacts import write_text
+from batchml.validation.overrides import (RESULTS, blocked_by_table, latest_of, release_commands, release_params,
+                                          report_relative)
 
 ORDER = {"failed": 0, "quarantined": 1, "overridden": 2, "warned": 3, "passed": 4, "skipped": 5}
 COLOURS = {"failed": "#c62828", "quarantined": "#ef6c00", "overridden": "#6a1b9a", "warned": "#f9a825",
            "passed": "#2e7d32", "skipped": "#757575"}
+STYLE = """body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1200px} h1{font-size:20px}
+.v{color:#fff;padding:4px 10px;border-radius:4px} .b{color:#fff;padding:2px 8px;border-radius:10px;font-size:12px}
+table{border-collapse:collapse;width:100%;margin-top:12px} td,th{border-bottom:1px solid #ddd;padding:6px;
+text-align:left;vertical-align:top} th{background:#f5f5f5} code{font-size:12px;word-break:break-all}
+.s{font-weight:600} .bar{background:#eee;width:120px;height:8px;display:inline-block}
+.bar i{display:block;height:8px;background:#c62828} .muted{color:#777}
+.box{border:2px solid #c62828;background:#fff5f5;padding:8px 16px;margin:16px 0;border-radius:6px}
+.box pre{background:#fff;border:1px solid #ddd;padding:8px;white-space:pre-wrap}"""
 
 
 def write(lake, dataset: str, outcome, run_date: dt.date, spec) -> str:
-    base = f"reports/validation/{run_date.isoformat()}/{outcome.table}"
+    """Write this attempt's report, the latest report and the dataset's index; returns the latest's URI."""
     doc = {"dataset": dataset, "run_date": run_date.isoformat(), **asdict(outcome)}
     doc.pop("report_uri", None)
     store, root = lake.storage, lake.config.storage.artifacts_uri
-    write_text(store, root, base + ".json", json.dumps(doc, indent=2, default=str))
-    return write_text(store, root, base + ".html", render_html(doc, spec))
+    text, page = json.dumps(doc, indent=2, default=str), render_html(doc, spec)
+    for base in (report_relative(dataset, run_date, outcome.table, outcome.attempt),
+                 report_relative(dataset, run_date, outcome.table)):
+        write_text(store, root, base + ".json", text)
+        uri = write_text(store, root, base + ".html", page)
+    write_text(store, root, f"reports/validation/{dataset}/index.html", render_index(dataset, _all_latest(lake, dataset)))
+    return uri
+
+
+def verdict(doc: dict) -> str:
+    """BLOCKED, PASSED, or PASSED (n check(s) released by who: why)."""
+    if doc["blocked"]:
+        return "BLOCKED"
+    released = [r for r in doc["results"] if r["status"] == "overridden"]
+    if not released:
+        return "PASSED"
+    who = "; ".join(sorted({f"{r['override_by']}: {r['override_reason']}" for r in released}))
+    return f"PASSED ({len(released)} check{'s' if len(released) > 1 else ''} released by {who})"
 
 
 def render_html(doc: dict, spec) -> str:
     results = sorted(doc["results"], key=lambda r: (ORDER.get(r["status"], 9), r["check"]))
-    verdict = "BLOCKED" if doc["blocked"] else "PASSED"
+    shown = _fold_schema(results)
+    word = verdict(doc)
+    colour = "#c62828" if doc["blocked"] else "#6a1b9a" if word != "PASSED" else "#2e7d32"
     counts = {s: sum(r["status"] == s for r in results) for s in ORDER}
-    rows = "\n".join(_row(r, doc["rows"]) for r in results)
     badges = " ".join(f'<span class="b" style="background:{COLOURS[s]}">{n} {s}</span>'
                       for s, n in counts.items() if n)
     e = html.escape
+    earlier = ", ".join(f'<a href="{e(doc["table"])}.attempt-{k}.html">{k}</a>' for k in range(1, doc["attempt"]))
     return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>{e(doc['table'])} {doc['run_date']}: {verdict}</title>
-<style>
-body{{font:14px system-ui,sans-serif;margin:24px;color:#222}} h1{{font-size:20px}}
-.v{{color:#fff;padding:4px 10px;border-radius:4px;background:{'#c62828' if doc['blocked'] else '#2e7d32'}}}
-.b{{color:#fff;padding:2px 8px;border-radius:10px;font-size:12px}}
-table{{border-collapse:collapse;width:100%;margin-top:12px}} td,th{{border-bottom:1px solid #ddd;padding:6px;
-text-align:left;vertical-align:top}} th{{background:#f5f5f5}} code{{font-size:12px;word-break:break-all}}
-.s{{font-weight:600}} .bar{{background:#eee;width:120px;height:8px;display:inline-block}}
-.bar i{{display:block;height:8px;background:#c62828}}
-</style></head><body>
-<h1>{e(doc['dataset'])} / {e(doc['table'])} — run date {doc['run_date']} <span class="v">{verdict}</span></h1>
-<p>Table version {doc['version']} · {doc['rows']:,} row(s) in the batch · {doc['accepted_rows']:,} accepted ·
-{doc['quarantined_rows']:,} quarantined · policy <b>{e(spec.policy)}</b></p>
+<title>{e(doc['table'])} {doc['run_date']}: {e(word)}</title><style>{STYLE}</style></head><body>
+<h1>{e(doc['dataset'])} / {e(doc['table'])} — run date {doc['run_date']}
+<span class="v" style="background:{colour}">{e(word)}</span></h1>
+<p>Attempt {doc['attempt']}{f' (earlier attempts: {earlier})' if earlier else ''} ·
+table version {doc['version']} · {doc['rows']:,} row(s) in the batch · {doc['accepted_rows']:,} accepted ·
+{doc['quarantined_rows']:,} quarantined · policy <b>{e(spec.policy)}</b> ·
+<a href="../index.html">all days</a></p>
+{_release_box(doc, results)}
 <p>{badges}</p>
 {_drift_svg(results)}
-<table><tr><th>status</th><th>check</th><th>severity</th><th>observed</th><th>failing rows</th>
-<th>threshold</th><th>examples</th></tr>
-{rows}
+<h3>Checks</h3>
+<table><tr><th>status</th><th>check</th><th>rule</th><th>observed</th><th>failing rows</th><th>examples</th></tr>
+{"".join(_row(r, doc["rows"]) for r in shown)}
 </table>
-<p style="color:#777">Sensitive columns ({e(', '.join(spec.sensitive_columns) or 'none')}) never show example values.
-Generated by batchml.</p></body></html>"""
+<p class="muted">Status: <b>failed</b> blocks the batch; <b>quarantined</b> rows were split off and the rest went on;
+<b>overridden</b> failed but was released by a person; <b>warned</b> reports only. Sensitive columns
+({e(', '.join(spec.sensitive_columns) or 'none')}) never show example values. Generated by batchml.</p>
+</body></html>"""
+
+
+def _fold_schema(results: list[dict]) -> list[dict]:
+    """Passing schema checks as one row; failing ones stay on their own."""
+    passing = [r for r in results if r["kind"] == "schema" and r["status"] == "passed"]
+    if len(passing) < 2:
+        return results
+    folded = {"status": "passed", "check": f"schema ({len(passing)} checks)", "severity": "error", "kind": "schema",
+              "description": "the contract's columns are all there, each with its declared type",
+              "observed": ", ".join(r["column"] for r in passing if r.get("column")), "failing_rows": None,
+              "examples": []}
+    rest = [r for r in results if r not in passing]
+    at = next((i for i, r in enumerate(rest) if ORDER.get(r["status"], 9) >= ORDER["passed"]), len(rest))
+    return rest[:at] + [folded] + rest[at:]
+
+
+def _release_box(doc: dict, results: list[dict]) -> str:
+    failed = [f"{doc['table']}: {r['check']}" for r in results if r["status"] == "failed"]
+    if not failed:
+        return ""
+    run_date = dt.date.fromisoformat(doc["run_date"])
+    e = html.escape
+    parts = []
+    for table, checks in blocked_by_table(failed).items():
+        commands = "\n".join(release_commands(doc["dataset"], run_date, table, checks))
+        params = json.dumps(release_params(doc["dataset"], run_date, table, checks), indent=1)
+        parts.append(f"<p>From a shell:</p><pre>{e(commands)}</pre><p>Or in Airflow, trigger "
+                     f"<code>batchml_nightly</code> with these params (the run date, then the override fields):</p>"
+                     f"<pre>{e(params)}</pre>")
+    return (f'<div class="box"><h3>How to release</h3><p>The batch is held: nothing of {e(doc["run_date"])} went '
+            "on. If the data is wrong, fix it upstream and re-run ingest and validate. If the change is real and "
+            "accepted, release the failed checks for this run date only (who and why are recorded and shown "
+            f"here):</p>{''.join(parts)}</div>")
 
 
 def _row(r: dict, total: int) -> str:
     e = html.escape
     status = f'<span class="s" style="color:{COLOURS.get(r["status"], "#000")}">{e(r["status"])}</span>'
+    if r.get("severity") == "warn":
+        status += '<br><small class="muted">warn only</small>'
     if r.get("override_by"):
-        status += f'<br><small>by {e(r["override_by"])}: {e(r["override_reason"] or "")}</small>'
+        status += f'<br><small>released by {e(r["override_by"])}: {e(r["override_reason"] or "")}</small>'
     failing = ""
-    if r.get("failing_rows") is not None:
+    if r.get("failing_rows"):  # zero failing rows: nothing to show
         share = r["failing_rows"] / total if total else 0
         failing = (f'{r["failing_rows"]:,}<br><span class="bar"><i style="width:{min(share * 100, 100):.1f}%">'
                    f"</i></span> {share:.3%}")
     examples = ", ".join(e(x) for x in r.get("examples") or [])
-    return (f"<tr><td>{status}</td><td>{e(r['check'])}</td><td>{e(r['severity'])}</td>"
-            f"<td><code>{e(r['observed'])}</code></td><td>{failing}</td><td><code>{e(r['threshold'])}</code></td>"
-            f"<td><code>{examples}</code></td></tr>")
+    rule = e(r.get("description") or r["check"])
+    return (f"<tr><td>{status}</td><td>{e(r['check'])}</td><td title=\"{e(r.get('threshold') or '')}\">{rule}</td>"
+            f"<td><code>{e(r['observed'])}</code></td><td>{failing}</td><td><code>{examples}</code></td></tr>")
 
 
 def _drift_svg(results: list[dict]) -> str:
-    """Bars of PSI per drift-checked column, with the 0.1 and 0.2 reference lines."""
+    """Bars of PSI per drift-checked column, with the 0.1 and 0.2 reference lines and axis titles."""
     items = []
     for r in results:
         m = re.search(r"PSI=([0-9.]+)", r["observed"] or "")
@@ -81,6 +145,7 @@ def _drift_svg(results: list[dict]) -> str:
             items.append((r["column"], float(m.group(1)), r["status"]))
     if not items:
         return ""
+    items.sort(key=lambda i: -i[1])
     width, bar_h, scale_max = 520, 18, max(0.3, max(v for _, v, _ in items) * 1.1)
     x = lambda v: 150 + (width - 170) * min(v, scale_max) / scale_max  # noqa: E731
     bars = "".join(
@@ -92,5 +157,40 @@ def _drift_svg(results: list[dict]) -> str:
     lines = "".join(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="12" y2="{height}" stroke="#999" '
                     f'stroke-dasharray="4"/><text x="{x(t) - 10:.1f}" y="10" font-size="10">{t}</text>'
                     for t in (0.1, 0.2))
-    return (f'<h3>Population stability (PSI) against the reference</h3><svg width="{width + 40}" '
-            f'height="{height}" xmlns="http://www.w3.org/2000/svg">{lines}{bars}</svg>')
+    title = (f'<text x="150" y="{height + 18}" font-size="11">PSI against the reference window (0.1: '
+             'moderate shift, 0.2: large)</text>')
+    return (f'<h3>Population stability (PSI) by column</h3><svg width="{width + 40}" height="{height + 26}" '
+            f'xmlns="http://www.w3.org/2000/svg">{lines}{bars}{title}</svg>')
+
+
+def _all_latest(lake, dataset: str) -> list[dict]:
+    """The latest attempt's rows of every table and date of ``dataset`` (the index's input)."""
+    if not lake.exists(RESULTS):
+        return []
+    rows = lake.read_arrow(RESULTS, [("dataset", "=", dataset)]).to_pylist()
+    return [{**r, "attempts": r.get("attempt") or 1} for r in latest_of(rows)]
+
+
+def render_index(dataset: str, rows: list[dict]) -> str:
+    """One line per run date and table: verdict of the latest attempt, failed and released checks, links."""
+    e = html.escape
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["run_date"], r["table"]), []).append(r)
+    lines = []
+    for (day, table), results in sorted(groups.items(), reverse=True):
+        doc = {"blocked": any(r["status"] == "failed" for r in results), "results": results}
+        word = verdict(doc)
+        colour = "#c62828" if doc["blocked"] else "#6a1b9a" if word != "PASSED" else "#2e7d32"
+        attempts = results[0]["attempts"]
+        links = " ".join(f'<a href="{day}/{e(table)}.attempt-{k}.html">{k}</a>' for k in range(1, attempts + 1))
+        failed = ", ".join(r["check"] for r in results if r["status"] in ("failed", "overridden"))
+        lines.append(f'<tr><td><a href="{day}/{e(table)}.html">{day}</a></td><td>{e(table)}</td>'
+                     f'<td style="color:{colour};font-weight:600">{e(word)}</td><td>{e(failed)}</td>'
+                     f"<td>{links}</td></tr>")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Validation: {e(dataset)}</title>
+<style>{STYLE}</style></head><body><h1>Validation gate: {e(dataset)}</h1>
+<p>Every run date and table, newest first: the verdict of the latest attempt, the checks that failed (or were
+released), and each attempt's report.</p>
+<table><tr><th>run date</th><th>table</th><th>verdict</th><th>failed or released checks</th><th>attempts</th></tr>
+{"".join(lines)}</table></body></html>"""
