@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -165,6 +166,13 @@ def test_train_registers_model_with_contract_lineage_and_card(world):
     assert expected["review_rate"] == expected["band_rate"]
     assert f"| `decline` (automatic, score >= {mv.threshold:.4g}) | {expected['positive_rate']:.2%} |" in card
     assert list(mv.feature_columns) == ["amount", "risk_signal", "noise", "customer_count_24h", "channel_ecom"]
+    # the Spark fit's model is the classifier's kind: a binary:logistic booster scoring probabilities
+    assert json.loads(mv.booster.save_config())["learner"]["objective"]["name"] == "binary:logistic"
+    X = np.random.default_rng(0).normal(size=(200, len(mv.feature_columns))).astype(np.float32)
+    p = mv.booster.inplace_predict(X)
+    assert p.shape == (200,) and ((p >= 0) & (p <= 1)).all() and p.std() > 0
+    outputs = mlflow.models.get_model_info(f"models:/{spec.registered_name}/{result.version}").signature.outputs
+    assert [s.type for s in outputs.inputs] == [np.dtype("float32")]  # one float tensor: the probability
     counts = [row.split("|")[2:4] for row in card.splitlines()  # rows and positives of every metrics table
               if row.count("|") == 11 and "---" not in row and "positives" not in row]
     assert counts and all(c.strip().replace(",", "").isdigit() for pair in counts for c in pair)  # 1, not 1.0000
