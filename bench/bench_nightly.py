@@ -74,7 +74,7 @@ def build_history(folder: Path, args) -> float:
     from batchml.demo import DemoOptions, generate
     from batchml.orchestration.demo import bundle_history
     from batchml.spark import get_spark
-    from batchml.stages import NIGHTLY_STAGES, run_stage
+    from batchml.stages import NIGHTLY_STAGES
 
     started = time.perf_counter()
     work = folder
