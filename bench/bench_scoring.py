@@ -116,7 +116,7 @@ def main() -> None:
 
     def floor():  # one process: deltalake read of the day, float32 matrix, inplace_predict
         data = DeltaTable(uri, storage_options=options).to_pyarrow_table(
-            partitions=[("event_date", "=", day.isoformat())], columns=FEATURES)
+            filters=[("event_date", "=", day)], columns=FEATURES)
         state["X"] = features_matrix(data, FEATURES)
         state["p"] = booster.inplace_predict(state["X"])
 
