@@ -14,7 +14,7 @@ import pytest
 
 from batchml.demo import DemoOptions, generate
 from batchml.ingest.ingest import LandingChanged
-from batchml.rebuild import NotFresh, rebuild
+from batchml.rebuild import NotFresh, rebuild, rebuild_config
 from batchml.stages import run_stage
 from batchml.storage import Lake
 from batchml.validation.overrides import record_override
@@ -49,17 +49,19 @@ def store_alias(config, version: int) -> None:
     store.client(config).set_registered_model_alias(config.dataset().model.registered_name, "champion", str(version))
 
 
-def rows(config, lake_uri: str, table: str) -> list[tuple] | None:
-    """The table's rows, sorted, wall-clock columns dropped, the lake's own location written as <lake>."""
+def rows(config, of, table: str) -> list[tuple] | None:
+    """The table's rows, sorted, wall-clock columns dropped, the lake's own location written as <lake>
+    and its reports' (a retraining request's file) as <artifacts>."""
     from deltalake import DeltaTable
 
-    lake = Lake(config)
-    path = Path(lake.uri(table).replace(config.storage.lake_uri, lake_uri, 1))
+    lake_uri, artifacts = of.storage.lake_uri, of.storage.artifacts_uri
+    path = Path(Lake(config).uri(table).replace(config.storage.lake_uri, lake_uri, 1))
     if not (path / "_delta_log").is_dir():
         return None
     frame = DeltaTable(str(path)).to_pandas()
     frame = frame[sorted(c for c in frame.columns if c not in CLOCKS)]
-    return sorted(tuple(repr(v).replace(lake_uri, "<lake>") for v in row) for row in frame.itertuples(index=False))
+    return sorted(tuple(repr(v).replace(artifacts, "<artifacts>").replace(lake_uri, "<lake>") for v in row)
+                  for row in frame.itertuples(index=False))
 
 
 def test_rebuilt_tables_equal_the_live_ones_row_for_row(live, spark, tmp_path):
@@ -70,8 +72,8 @@ def test_rebuilt_tables_equal_the_live_ones_row_for_row(live, spark, tmp_path):
         ["ingest", "validate", "features", f"score (model v{v})", f"monitor (model v{v})"] for v in versions]
     compared = 0
     for table in sorted(config.tables):
-        live_rows = rows(config, config.storage.lake_uri, table)
-        assert live_rows == rows(config, into, table), table
+        live_rows = rows(config, config, table)
+        assert live_rows == rows(config, rebuild_config(config, into), table), table
         compared += live_rows is not None
     assert compared >= 12  # bronze, silver, quarantine, manifest, gate, overrides, features, tiles, scores, ...
 
