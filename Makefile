@@ -25,10 +25,10 @@ test: $(VENV)/.installed $(INFRA_VENV)/.installed chromium redis
 #   installed from its wheel: the installed-wheel test, the storage tests and one stage chain;
 # - the DAG side as MWAA installs it: the pinned Airflow and providers, batchml[airflow], the DagBag.
 # Each leg's venv is named by a hash of the files that define it, and kept under $(LEG_HOME) between runs:
-# it is rebuilt (from PyPI, older ones removed) only when pyproject.toml or the MWAA constraints change.
+# it is rebuilt (from PyPI, older ones removed) only when pyproject.toml, this file or MWAA's constraints change.
 LEG_HOME ?= $(HOME)/.cache/batchml-ci
-SPARK40_VENV := $(LEG_HOME)/venv-spark40-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
-MWAA_VENV := $(LEG_HOME)/venv-mwaa-$(shell cat pyproject.toml infra/mwaa/constraints.txt | sha256sum | cut -c1-12)
+SPARK40_VENV := $(LEG_HOME)/venv-spark40-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+MWAA_VENV := $(LEG_HOME)/venv-mwaa-$(shell cat pyproject.toml Makefile infra/mwaa/constraints.txt | sha256sum | cut -c1-12)
 MWAA_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12) $(PYTHON))
 
 test-spark40: $(SPARK40_VENV)/.installed
@@ -42,7 +42,7 @@ test-spark40: $(SPARK40_VENV)/.installed
 $(SPARK40_VENV)/.installed:
 	rm -rf $(LEG_HOME)/venv-spark40* && mkdir -p $(LEG_HOME) && $(PYTHON) -m venv $(SPARK40_VENV)
 	$(SPARK40_VENV)/bin/pip install --quiet '.[spark]' 'pyspark==4.0.2' 'pytest>=8,<10' 'pytest-xdist>=3.6,<4' \
-	  'moto[server]>=5.0,<6'
+	  'moto[server]>=5.0,<6' 'polars>=1.20,<2'
 	rm -rf build
 	touch $@
 
