@@ -10,13 +10,17 @@ import pytest
 from batchml.config import Config, TableConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-LONGEST_FIRST = ("tests/orchestration/test_scheduler.py", "tests/orchestration/test_multi_day.py")
+LONGEST_FIRST = ("tests/cluster/test_rehearsal.py", "tests/orchestration/test_multi_day.py",
+                 "tests/orchestration/test_scheduler.py", "tests/contract/test_flight_delays.py")
 
 
 def pytest_collection_modifyitems(items):
-    """The Airflow files first: they are the longest, so the other xdist worker takes the rest meanwhile
+    """The longest files first, in that order, so the other xdist worker takes the rest meanwhile
     (`make test` keeps this order with --no-loadscope-reorder)."""
-    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
+    def rank(item) -> int:
+        return next((i for i, path in enumerate(LONGEST_FIRST) if item.nodeid.startswith(path)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
