@@ -3,8 +3,9 @@ one outcome row per flight (CSV, local Berlin time without an offset).
 
 Disruptions grow with congestion: the number of flights that left the same airport in the three
 hours before, which is exactly the ``origin_count_3h`` feature. Planted: one flight whose origin is
-its destination (the gate quarantines it) and one flight whose outcome never arrives (it has no
-label, so training leaves it out).
+its destination (the gate quarantines it), one flight whose outcome never arrives (it has no
+label, so training leaves it out) and, on the last day, flights of a carrier never seen before (a
+category unseen at training: scored as a missing value and counted).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Generated:
     outcomes: dict[str, dict] = field(default_factory=dict)  # by flight id, with the truth
     same_airport: str = ""  # quarantined by the gate
     no_outcome: str = ""  # never labelled
+    new_carrier: list[str] = field(default_factory=list)  # last day: carrier NEW, unseen at training
 
     def disrupted(self, flight_id: str) -> int:
         o = self.outcomes[flight_id]
@@ -50,6 +52,9 @@ def generate(landing: Path, days: int = 6, per_day: int = 500, seed: int = 5) ->
     bad["dest"] = bad["origin"]
     out.no_outcome = out.flights[START + dt.timedelta(days=2)][1]["flight_id"]
     del out.outcomes[out.no_outcome]
+    for f in out.flights[START + dt.timedelta(days=days - 1)][2:7]:
+        f["carrier"] = "NEW"
+        out.new_carrier.append(f["flight_id"])
     for day, flights in out.flights.items():
         _write_jsonl(landing / "flights" / day.isoformat() / f"flights-{day}.jsonl", flights)
         delivered = [out.outcomes[f["flight_id"]] for f in flights if f["flight_id"] in out.outcomes]

@@ -10,6 +10,7 @@ training-set, train, evaluate and promote on day 5; score days 5 and 6; monitor 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pyarrow.compute as pc
 import pytest
@@ -134,3 +135,27 @@ def test_monitoring_judges_value_labels_and_tracks_decision_rates(run):
     assert perf[CUTOFF]["positive_decision_rate"] == pytest.approx(decided)
     drift = _table(run, ds.monitoring.drift_table, [("run_date", "=", LAST)])
     assert "origin_count_3h" in drift.column("column").to_pylist()
+
+
+def test_carrier_and_origin_are_native_categoricals_coded_as_at_training(run):
+    """Categories come from training and travel with the model; a carrier unseen at training is scored as
+    missing and counted; the scores equal single-node XGBoost on pandas categoricals with the same categories."""
+    import numpy as np
+    import pandas as pd
+    import xgboost as xgb
+
+    config, ds, data = run["config"], run["ds"], run["data"]
+    model = store.load(config, ds.model.registered_name)
+    assert model.categories == {"carrier": ["DE", "EW", "LH", "XQ"], "origin": sorted(G.AIRPORTS)}
+    types = dict(zip(model.feature_columns, model.booster.feature_types))
+    assert types["carrier"] == types["origin"] == "c" and types["distance_km"] == "q"
+    feats = _table(run, ds.features.table, [("departure_date", "=", LAST)]).to_pandas()
+    frame = pd.DataFrame({c: pd.Categorical(feats[c], categories=model.categories[c]) if c in model.categories
+                          else feats[c].astype("float64") for c in model.feature_columns})
+    expected = dict(zip(feats["flight_id"], model.booster.predict(xgb.DMatrix(frame, enable_categorical=True))))
+    scores = _table(run, ds.scoring.table, [("run_date", "=", LAST)]).to_pandas()
+    assert not scores["fallback"].any() and set(data.new_carrier) <= set(scores["flight_id"])
+    np.testing.assert_allclose(scores["score"], scores["flight_id"].map(expected), rtol=1e-6)
+    done = [r for r in _table(run, ds.scoring.runs_table, [("run_date", "=", LAST)]).to_pylist()
+            if r["event"] == "completed"]
+    assert [json.loads(r["unseen_categories"]) for r in done] == [{"carrier": len(data.new_carrier), "origin": 0}]
