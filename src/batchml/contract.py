@@ -63,6 +63,10 @@ def _features(at, ds: DatasetConfig) -> Iterator[Problem]:
         named += [(("entities", entity_name, "keys", str(i)), k) for i, k in enumerate(entity.keys)]
         named += [(("entities", entity_name, "aggregations", str(i), "column"), a.column)
                   for i, a in enumerate(entity.aggregations) if a.column]
+    for lf_name, lf in f.label_features.items():
+        named += [(("label_features", lf_name, "keys", str(i)), k) for i, k in enumerate(lf.keys)]
+    if f.label_features and ds.label is None:
+        yield ((*at, "features", "label_features"), "label features need the dataset's label: section")
     for key, column in named:
         if column not in columns:
             yield ((*at, "features", *key), _not_in(column, ds.events, "events"))

@@ -159,3 +159,24 @@ def test_carrier_and_origin_are_native_categoricals_coded_as_at_training(run):
     done = [r for r in _table(run, ds.scoring.runs_table, [("run_date", "=", LAST)]).to_pylist()
             if r["event"] == "completed"]
     assert [json.loads(r["unseen_categories"]) for r in done] == [{"carrier": len(data.new_carrier), "origin": 0}]
+
+
+def test_route_label_features_see_only_outcomes_known_before_departure_and_delivered(run):
+    """The route's outcomes known in [t - 2d, t) and within a day of their flight, delivered by the run date
+    (outcomes of day X land on X + 1): a brute-force oracle from the generator's truth, every flight of LAST."""
+    data, ds = run["data"], run["ds"]
+    feats = {r["flight_id"]: r for r in _table(run, ds.features.table, [("departure_date", "=", LAST)]).to_pylist()}
+    accepted = [f for d, fs in data.flights.items() for f in fs if f["flight_id"] != data.same_airport]
+    seen = [0, 0]
+    for f in data.flights[LAST]:
+        t, route = f["scheduled_departure"], (f["origin"], f["dest"])
+        known = [o for o in accepted if (o["origin"], o["dest"]) == route and o["flight_id"] in data.outcomes
+                 and o["scheduled_departure"].date() + dt.timedelta(days=1) <= LAST  # delivered by LAST
+                 and t - dt.timedelta(days=2) <= data.outcomes[o["flight_id"]]["known_at"] < t
+                 and data.outcomes[o["flight_id"]]["known_at"] <= o["scheduled_departure"] + dt.timedelta(days=1)]
+        positives = sum(data.disrupted(o["flight_id"]) for o in known)
+        row = feats[f["flight_id"]]
+        assert (row["route_labelled_2d"], row["route_positives_2d"]) == (len(known), positives), f["flight_id"]
+        assert row["route_positive_rate_2d"] == (pytest.approx(positives / len(known)) if known else None)
+        seen = [seen[0] + len(known), seen[1] + positives]
+    assert seen[0] > 1000 and seen[1] > 100  # the oracle is not vacuous

@@ -8,6 +8,7 @@ import pytest
 
 from batchml.features.compute import compute_features, features_for_events
 from batchml.features.spec import FeatureSpec
+from batchml.labels import LabelSpec
 from tests.features.helpers import at, bronze_frame, event, random_events, reference
 
 D = dt.date(2024, 3, 1)
@@ -120,3 +121,45 @@ def test_scoring_path_gives_the_training_features_for_the_same_rows(spark):
     assert set(scored) == {r["transaction_id"] for r in to_score}
     for tx, row in scored.items():
         assert row == training[tx], tx
+
+
+LABELLED = FeatureSpec.model_validate({**SPEC.model_dump(), "label_features": {
+    "merchant_fraud": {"keys": ["merchant_id"], "windows": ["30d"], "maturity_days": 7}}})
+CHARGEBACK = LabelSpec(key="transaction_id", time_column="reported_at", presence=True)
+
+
+def chargebacks(spark, rows: list[tuple[str, dt.datetime, dt.date]]):
+    import pyarrow as pa
+
+    schema = pa.schema([("transaction_id", pa.string()), ("reported_at", pa.timestamp("us", "UTC")),
+                        ("ingest_date", pa.date32())])
+    return spark.createDataFrame(pa.Table.from_pylist(
+        [{"transaction_id": t, "reported_at": r, "ingest_date": i} for t, r, i in rows], schema))
+
+
+def test_label_features_count_only_outcomes_known_before_the_event_and_ingested_by_the_run_date(spark):
+    """Merchant m1's fraud rate from matured labels: positives when reported, negatives inferred at maturity
+    (7 days); a label reported at or after the event's time, or delivered after the run date, is invisible."""
+    events = [
+        event("a", days_ago(20, 10), merchant="m1"),   # chargeback at D-15: a positive known at D-15
+        event("b", days_ago(20, 11), merchant="m1"),   # no chargeback: a negative known at D-13 11:00
+        event("c", days_ago(3, 9), merchant="m1"),     # reported D-1 but delivered D+1: invisible at D
+        event("e", days_ago(2, 9), merchant="m1"),     # no label, not mature (D+5): not counted
+        event("f", days_ago(5, 9), merchant="m1"),     # reported (in time) exactly at x's time: x cannot see it
+        event("o", days_ago(20, 9), merchant="m2"),    # another merchant
+        event("x", at(D, 12), merchant="m1"),
+        event("y", at(D, 13), merchant="m1"),
+        event("z", at(D, 13), merchant="m2", customer="c9"),
+    ]
+    on_time = [("a", days_ago(15, 0), D - dt.timedelta(days=15)), ("o", days_ago(19, 0), D - dt.timedelta(days=19))]
+    planted = [("c", days_ago(1, 0), NEXT),  # reported before x, delivered after the run date
+               ("f", at(D, 12), D)]          # reported at the very instant of x
+    got = by_id(compute_features(bronze_frame(spark, events), LABELLED, D, NEXT, sql=[],
+                                 labels=chargebacks(spark, on_time + planted), label=CHARGEBACK))
+    want = {"x": (2, 1, 0.5), "y": (3, 2, 2 / 3), "z": (1, 1, 1.0)}  # (labelled, positives, rate) over 30d
+    assert {tx: (got[tx]["merchant_fraud_labelled_30d"], got[tx]["merchant_fraud_positives_30d"],
+                 pytest.approx(got[tx]["merchant_fraud_positive_rate_30d"])) for tx in want} == want
+    # the planted labels change nothing an event could not know: the features without them are the same for x
+    without = by_id(compute_features(bronze_frame(spark, events), LABELLED, D, NEXT, sql=[],
+                                     labels=chargebacks(spark, on_time), label=CHARGEBACK))
+    assert without["x"] == got["x"] and without["y"] != got["y"]

@@ -56,6 +56,23 @@ def render_feature_docs(spec: FeatureSpec, dataset: str = "card_transactions",
         for n in since:
             lines.append(f"| `{n}_seconds_since_last` | seconds from the `{n}`'s latest earlier event "
                          f"(within the lookback: from the start of D - {spec.lookback()} days) to `t` |")
+    if spec.label_features:
+        lines += ["", "## Features from matured labels", "",
+                  "Over the dataset's label feed (`label:`), per entity of the event. Each earlier event of the "
+                  "entity contributes its outcome once known: at its label row's time when that time is within "
+                  "the feature's maturity of the event (value labels: the `label.value` expression on the event's "
+                  "earliest known row; presence labels: a row is a positive), and for presence labels a negative "
+                  "at event time + maturity when no row came by then. An event at `t` counts the outcomes known "
+                  "in `[t - window, t)`, strictly before `t`, from label rows ingested by its run date: a label "
+                  "delivered later is invisible, exactly as a late event is. Empty windows give 0 labelled, "
+                  "0 positives and a null rate; events with a null key get nulls.", "",
+                  "| feature | keys | window | maturity | value |", "|---|---|---|---|---|"]
+        what = {"labelled": "number of the entity's outcomes known", "positives": "positive outcomes known",
+                "positive_rate": "positives / labelled (null when none)"}
+        for name, lf in spec.label_features.items():
+            for feature, kind, window in lf.names(name):
+                lines.append(f"| `{feature}` | {', '.join(f'`{k}`' for k in lf.keys)} | {window} | "
+                             f"{lf.maturity_days} d | {what[kind]} in `[t - {window}, t)` |")
     lines += ["", "## Passthrough columns", "", ", ".join(f"`{c}`" for c in spec.passthrough) or "none"]
     if spec.sql:
         lines += ["", "## Derived features (Spark SQL)", "",

@@ -57,6 +57,26 @@ class Entity(_Strict):
     time_since_last: bool = False  # <entity>_seconds_since_last
 
 
+class LabelFeature(_Strict):
+    """Window aggregates over the dataset's matured labels, per entity of the event (docs/features.md).
+
+    Each earlier event of the entity contributes its outcome once it is known: a label row's time when
+    the label (presence: any row; value: the ``label.value`` expression) is known within ``maturity_days``
+    of the event; for presence labels, a negative at event time + ``maturity_days`` when no row is known
+    by then. An event at ``t`` sees the outcomes known in ``[t - window, t)`` whose label rows were
+    ingested by its run date."""
+
+    keys: list[str] = Field(min_length=1)
+    windows: list[str] = Field(min_length=1)  # whole days
+    maturity_days: int = Field(ge=0)  # how long after an event its outcome may arrive and still count
+    description: str = ""
+
+    def names(self, name: str) -> list[tuple[str, str, str]]:
+        """(feature, kind, window) with kind ``labelled`` (outcomes known), ``positives`` or ``positive_rate``."""
+        return [(f"{name}_{kind}_{w}", kind, w) for w in self.windows
+                for kind in ("labelled", "positives", "positive_rate")]
+
+
 class FeatureSpec(_Strict):
     table: str  # the feature table, declared under tables: and partitioned by date_column
     id_column: str  # the events' unique id (one feature row per id)
@@ -67,6 +87,7 @@ class FeatureSpec(_Strict):
     passthrough: list[str] = []  # event columns copied into the table and visible to the SQL files
     entities: dict[str, Entity]
     sql: list[str] = []  # Spark SQL files (relative to the repository) applied in order: SELECT ... FROM {features}
+    label_features: dict[str, LabelFeature] = {}  # aggregates of matured labels per entity (needs label:)
 
     @model_validator(mode="after")
     def _check(self) -> "FeatureSpec":
@@ -81,7 +102,13 @@ class FeatureSpec(_Strict):
                     raise ValueError(f"window {label!r}: windows longer than a day must be whole days")
             if not entity.aggregations and not entity.time_since_last:
                 raise ValueError(f"entity {name!r} declares no features")
-        names = self.feature_names()
+        for name, lf in self.label_features.items():
+            if not _NAME.match(name):
+                raise ValueError(f"label feature name {name!r} must be lower_snake_case")
+            for label in lf.windows:
+                if window_seconds(label) % DAY_S:
+                    raise ValueError(f"label feature {name!r}: window {label!r} must be whole days")
+        names = self.feature_names() + self.label_feature_names()
         if len(set(names)) != len(names):
             raise ValueError("feature names must be unique")
         if self.lookback_days is not None and self.lookback_days < self.max_window_days():
@@ -106,6 +133,7 @@ class FeatureSpec(_Strict):
         for entity in self.entities.values():
             cols += entity.keys + [a.column for a in entity.aggregations if a.column]
         cols += self.passthrough
+        cols += [k for lf in self.label_features.values() for k in lf.keys]
         return list(dict.fromkeys(cols))
 
     def window_features(self):
@@ -119,6 +147,15 @@ class FeatureSpec(_Strict):
         names = [f for f, _, _, _ in self.window_features()]
         names += [f"{n}_seconds_since_last" for n, e in self.entities.items() if e.time_since_last]
         return names
+
+
+    def label_feature_names(self) -> list[str]:
+        return [f for name, lf in self.label_features.items() for f, _, _ in lf.names(name)]
+
+    def label_lookback_days(self) -> int:
+        """Days of events before the run date whose outcomes the label features may see."""
+        return max((window_seconds(w) // DAY_S + lf.maturity_days for lf in self.label_features.values()
+                    for w in lf.windows), default=0)
 
 
 def tile_tables(dataset: str, spec: FeatureSpec) -> dict[str, str]:
