@@ -180,3 +180,29 @@ def test_route_label_features_see_only_outcomes_known_before_departure_and_deliv
         assert row["route_positive_rate_2d"] == (pytest.approx(positives / len(known)) if known else None)
         seen = [seen[0] + len(known), seen[1] + positives]
     assert seen[0] > 1000 and seen[1] > 100  # the oracle is not vacuous
+
+
+def test_origin_weather_is_the_latest_observation_an_hour_before_departure_delivered_by_the_run_date(run):
+    """The as-of join against an oracle from the generator: per flight of the last two days, the origin's
+    observation with the latest valid time <= departure - 1h among those delivered by the flight's date, at
+    most 3 hours old. One observation delivered a day late is invisible to its own day's flights."""
+    data, ds = run["data"], run["ds"]
+    late, checked = data.late_weather, 0
+    for day in DAYS[-2:]:
+        feats = {r["flight_id"]: r for r in _table(run, ds.features.table, [("departure_date", "=", day)]).to_pylist()}
+        for f in data.flights[day]:
+            if f["flight_id"] == data.same_airport:
+                continue
+            cut = f["scheduled_departure"] - dt.timedelta(hours=1)
+            known = [w for w in data.weather if w["airport"] == f["origin"] and w["delivered"] <= day
+                     and w["valid_from"] <= cut]
+            best = max(known, key=lambda w: w["valid_from"])
+            fresh = f["scheduled_departure"] - best["valid_from"] <= dt.timedelta(hours=3)
+            row = feats[f["flight_id"]]
+            assert row["origin_weather_wind_kt"] == (best["wind_kt"] if fresh else None), f["flight_id"]
+            assert row["origin_weather_visibility_km"] == (best["visibility_km"] if fresh else None)
+            checked += 1
+    hidden = [f for f in data.flights[DAYS[-2]] if f["origin"] == late["airport"]
+              and late["valid_from"] <= f["scheduled_departure"] - dt.timedelta(hours=1)
+              < late["valid_from"] + dt.timedelta(hours=1)]
+    assert checked > 900 and hidden  # flights that would have used the late observation exist

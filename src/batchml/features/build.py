@@ -55,10 +55,11 @@ def build_features(config: Config, run_date: dt.date, dataset: str | None = None
         return WriteResult(lake.uri(spec.table), lake.version(spec.table), skipped=True)
     store = TileStore(lake, name, spec, source_table(config, name))
     outcomes = _label_outcomes(config, lake, name, spec) if spec.label_features else None
+    references = _references(config, lake, name, spec) if spec.as_of else None
     cache: list = []
     try:
         first_ingest = store.ensure(todo[0], todo[-1], cache)
-        results = [_build_day(lake, store, name, spec, day, first_ingest, outcomes) for day in todo]
+        results = [_build_day(lake, store, name, spec, day, first_ingest, outcomes, references) for day in todo]
     finally:
         for df in cache:
             df.unpersist()
@@ -96,6 +97,31 @@ def _label_outcomes(config: Config, lake: Lake, dataset: str, spec: FeatureSpec)
     return outcomes
 
 
+def _references(config: Config, lake: Lake, dataset: str, spec: FeatureSpec):
+    """``references(name, day)`` for ``compute.features_from_tiles``: the rows of as-of join ``name``'s feed
+    (its gate's accepted table, else bronze) that a build of ``day`` may use, and their valid-time column."""
+    from batchml.features import tiles as T
+
+    ds = config.dataset(dataset)
+
+    def references(name: str, day: dt.date):
+        join = spec.as_of[name]
+        feed = ds.reference[join.feed]
+        gate = ds.validation.get(feed.table)
+        table = gate.accepted_table if gate else feed.table
+        if not lake.exists(table):
+            raise FileNotFoundError(f"features {dataset} {day}: as_of join {name!r} needs reference feed "
+                                    f"{join.feed!r} ({table}), which nothing has been ingested into yet")
+        first = dt.datetime.combine(day, dt.time(), dt.timezone.utc) - dt.timedelta(
+            seconds=spec.as_of_reach_seconds(name))
+        valid = feed.event_time_column
+        rows = lake.read(table, columns=list(dict.fromkeys([*join.keys.values(), valid, *join.columns, *T.VERSION])),
+                         where=[(valid, ">=", first), (valid, "<", _midnight(day + dt.timedelta(days=1))),
+                                ("ingest_date", "<=", day)])
+        return rows, valid
+    return references
+
+
 def _midnight(day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
 
@@ -107,13 +133,14 @@ def _micros_of(column: str):
 
 
 def _build_day(lake: Lake, store: TileStore, name: str, spec: FeatureSpec, day: dt.date,
-               first_ingest: dt.date, outcomes=None) -> WriteResult:
+               first_ingest: dt.date, outcomes=None, references=None) -> WriteResult:
     stop = day + dt.timedelta(days=1)
     cache: list = []
     rows = store.edge_rows(edge_days(spec, day, stop), first_ingest, day)
     tiles = {entity: store.tiles(entity, day) for entity in spec.entities}
     features = features_from_tiles(rows, tiles, store.versions(), store.records(day), spec, day, stop,
-                                   load_sql(spec, lake.config.conf_dir), cache=cache, outcomes=outcomes)
+                                   load_sql(spec, lake.config.conf_dir), cache=cache, outcomes=outcomes,
+                                   references=references)
     try:
         return lake.write(features, spec.table, mode="overwrite", replace_where=[(spec.date_column, "=", day)],
                           txn=_txn(name, day), metadata={"job": "features", "runDate": str(day)})

@@ -67,7 +67,7 @@ def edge_days(spec: FeatureSpec, start: dt.date, end: dt.date) -> list[dt.date]:
 
 
 def compute_features(events, spec: FeatureSpec, start: dt.date, end: dt.date, sql: list[str] | None = None,
-                     cache: list | None = None, labels=None, label=None):
+                     cache: list | None = None, labels=None, label=None, references: dict | None = None):
     """Features for every event with event date in ``[start, end)`` (UTC), one row per event.
 
     ``events`` are bronze or silver rows (with ``ingest_date`` and the ``_source_*`` columns). The
@@ -76,6 +76,7 @@ def compute_features(events, spec: FeatureSpec, start: dt.date, end: dt.date, sq
     spec's SQL files with query texts (tests); None loads the files. ``cache``: pass a list to
     persist the narrowed input; the caller unpersists what it finds there after its action.
     ``labels`` / ``label``: the label table's rows and the ``LabelSpec``, for ``spec.label_features``.
+    ``references``: reference feed name -> its rows (bronze or silver), for ``spec.as_of``.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -96,17 +97,23 @@ def compute_features(events, spec: FeatureSpec, start: dt.date, end: dt.date, sq
 
         def outcomes(name, day):
             return label_outcomes(rows, labels, spec, label, name, day)
-    return features_from_tiles(rows, tiles, revisions, records, spec, start, end, sql, outcomes=outcomes)
+    missing = sorted({j.feed for j in spec.as_of.values()} - set(references or {}))
+    if missing:
+        raise ValueError(f"the spec's as_of joins need the rows of reference feeds {missing}")
+    return features_from_tiles(rows, tiles, revisions, records, spec, start, end, sql, outcomes=outcomes,
+                               references=lambda name, day: references[spec.as_of[name].feed])
 
 
 def features_from_tiles(rows, tiles: dict, versions: list, records: list[dict], spec: FeatureSpec, start: dt.date,
-                        end: dt.date, sql: list[str] | None = None, cache: list | None = None, outcomes=None):
+                        end: dt.date, sql: list[str] | None = None, cache: list | None = None, outcomes=None,
+                        references=None):
     """Features of ``[start, end)`` from raw ``rows`` (``tiles.source_rows``; at least the edge days),
     each entity's ``tiles``, the tile ``versions`` (``(ingest_date, as_of)`` pairs; originals may be
     left out) and the replaced-row ``records`` (``tiles.supersessions`` rows as dicts).
 
     ``cache``: for a one-day range, the day's edge rows are persisted (every entity reads them).
     ``outcomes(name, day)``: the ``label_outcomes`` of label feature ``name`` for ``day`` (label features only).
+    ``references(name, day)``: the reference feed rows as-of join ``name`` may use for ``day`` (as_of only).
     """
     days = [start + dt.timedelta(days=i) for i in range((end - start).days)]
     if not days:
@@ -126,6 +133,10 @@ def features_from_tiles(rows, tiles: dict, versions: list, records: list[dict], 
                 raise ValueError(f"label feature {name!r} needs the label outcomes")
             part = part.join(label_window_features(edges, outcomes(name, day), spec, name, day), spec.id_column,
                              "left")
+        for name in spec.as_of:
+            if references is None:
+                raise ValueError(f"as_of join {name!r} needs its reference feed's rows")
+            part = part.join(as_of_features(edges, references(name, day), spec, name, day), spec.id_column, "left")
         parts.append(part)
     out = reduce(lambda a, b: a.unionByName(b), parts)
     for text in (load_sql(spec) if sql is None else sql):
@@ -328,6 +339,44 @@ def label_outcomes(rows, labels, spec: FeatureSpec, label, name: str, day: dt.da
         out = out.where(in_time & F.col("__lp").isNotNull()).select(*lf.keys, F.col("__lt").alias("__t"),
                                                                     F.col("__lp").alias("__pos"))
     return out.where(F.col("__t") < d0 + DAY_US)
+
+
+def as_of_features(edges, reference, spec: FeatureSpec, name: str, day: dt.date, ingest_column: str = "ingest_date"):
+    """(id, ``<name>_<column>``...) for the day's events with all keys set, from as-of join ``name``;
+    ``reference`` is (the feed's rows, its valid-time column).
+
+    A sort-merge as-of join: the events (at ``t - tolerance``) and the reference rows (at their valid time)
+    of a key go into one stream ordered by time, reference rows first on a tie; each event takes the last
+    reference row before it (``last(..., ignorenulls)`` over a running frame). Spark shuffles by the keys
+    and sorts within them: no pairwise comparison of events and reference rows. Reference rows ingested
+    after ``day`` are invisible; of several rows for the same keys and valid time the latest ingest wins.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    join, d0 = spec.as_of[name], _micros(day)
+    tolerance = join.tolerance_seconds() * US
+    ev_keys, ref_keys = list(join.keys), list(join.keys.values())
+    k = [f"__k{i}" for i in range(len(ev_keys))]
+    targets = edges.where((F.col("__t") >= d0) & reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in ev_keys]))
+    stream = targets.select(*[F.col(c).alias(n) for c, n in zip(ev_keys, k)], (F.col("__t") - tolerance).alias("__at"),
+                            F.lit(1).alias("__kind"), F.col(spec.id_column), F.lit(None).alias("__row"))
+    version = Window.partitionBy(*ref_keys, "__at").orderBy(*[F.col(c).desc() for c in T.VERSION])
+    reference, valid = reference
+    rows = (reference.where(F.col(ingest_column) <= F.lit(day))
+            .withColumn("__at", F.unix_micros(F.col(valid)))
+            .where(F.col("__at") >= d0 - spec.as_of_reach_seconds(name) * US)
+            .withColumn("__v", F.row_number().over(version)).where("__v = 1"))
+    rows = rows.select(*[F.col(c).alias(n) for c, n in zip(ref_keys, k)], "__at", F.lit(0).alias("__kind"),
+                       F.lit(None).cast(targets.schema[spec.id_column].dataType).alias(spec.id_column),
+                       F.struct(F.col("__at").alias("valid"), *[F.col(c) for c in join.columns]).alias("__row"))
+    stream = stream.withColumn("__row", F.lit(None).cast(rows.schema["__row"].dataType)).unionByName(rows)
+    before = Window.partitionBy(*k).orderBy("__at", "__kind").rowsBetween(Window.unboundedPreceding, 0)
+    found = stream.withColumn("__hit", F.last("__row", ignorenulls=True).over(before)).where("__kind = 1")
+    fresh = F.lit(True) if join.max_age is None else (
+        F.col("__at") + tolerance - F.col("__hit.valid") <= window_seconds(join.max_age) * US)
+    return found.select(spec.id_column, *[F.when(fresh, F.col(f"__hit.{c}")).alias(f)
+                                          for c, f in zip(join.columns, join.names(name))])
 
 
 def label_window_features(edges, outcomes, spec: FeatureSpec, name: str, day: dt.date):

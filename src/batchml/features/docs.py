@@ -73,6 +73,20 @@ def render_feature_docs(spec: FeatureSpec, dataset: str = "card_transactions",
             for feature, kind, window in lf.names(name):
                 lines.append(f"| `{feature}` | {', '.join(f'`{k}`' for k in lf.keys)} | {window} | "
                              f"{lf.maturity_days} d | {what[kind]} in `[t - {window}, t)` |")
+    if spec.as_of:
+        lines += ["", "## Point-in-time joins to reference feeds", "",
+                  "Per event at `t`, the reference feed's row with the same keys and the latest valid time "
+                  "`<= t - tolerance`, among the rows ingested by the run date (a row delivered later is "
+                  "invisible; of several rows with the same keys and valid time the latest delivery wins); null "
+                  "when there is none or it is older than the maximum age (`t - valid time > max age`). Computed "
+                  "as a sort-merge: events and reference rows of a key in one time-ordered stream, each event "
+                  "taking the last reference row before it.", "",
+                  "| feature | feed | keys (event = reference) | tolerance | max age |", "|---|---|---|---|---|"]
+        for name, join in spec.as_of.items():
+            keys = ", ".join(f"`{e}` = `{r}`" for e, r in join.keys.items())
+            for feature, column in zip(join.names(name), join.columns):
+                lines.append(f"| `{feature}` | `{join.feed}`.`{column}` | {keys} | {join.tolerance or '0'} | "
+                             f"{join.max_age or f'the lookback ({spec.lookback()} d)'} |")
     lines += ["", "## Passthrough columns", "", ", ".join(f"`{c}`" for c in spec.passthrough) or "none"]
     if spec.sql:
         lines += ["", "## Derived features (Spark SQL)", "",
