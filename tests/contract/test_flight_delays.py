@@ -3,8 +3,9 @@
 It differs from the demo on every axis of the dataset contract: other key and time columns, JSON Lines
 events and CSV outcomes in local time without an offset, an outcome row with a value for every event
 (explicit negatives, ``label.value``), its own tables in its own file, another date column, decision
-names and cost structure. Six days of about 500 flights: ingest, validate and features each day;
-training-set, train, evaluate and promote on day 5; score days 5 and 6; monitor day 6.
+names and cost structure. Six days of about 500 flights: ingest, validate and features as date ranges
+(`batchml run <stage> --from D1 --to D2`: each date as its own run); training-set, train, evaluate and
+promote on day 5; score days 5 and 6; monitor day 6.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from batchml.registry import promotion as P
 from batchml.registry import store
-from batchml.stages import run_stage
+from batchml.stages import run_stage, run_stage_range
 from batchml.storage import Lake
 from tests.conftest import make_config
 from tests.contract import flights as G
@@ -33,14 +34,12 @@ def run(base_config, tmp_path_factory, spark):
     config = make_config(base_config, root)
     data = G.generate(root / "landing", days=len(DAYS))
     codes = {}
-    for day in DAYS:
-        for stage in ("ingest", "validate", "features"):
-            codes[stage, day] = run_stage(stage, config, day, DATASET, spark)
-        if day == CUTOFF:
-            for stage in ("training-set", "train", "evaluate", "promote"):
-                codes[stage, day] = run_stage(stage, config, day, DATASET, spark)
-        if day >= CUTOFF:
-            codes["score", day] = run_stage("score", config, day, DATASET, spark)
+    for stage in ("ingest", "validate", "features"):  # the history as a backfill: batchml run <stage> --from --to
+        codes[stage, "range"] = run_stage_range(stage, config, DAYS[0], DAYS[-1], DATASET, spark)
+    for stage in ("training-set", "train", "evaluate", "promote"):
+        codes[stage, CUTOFF] = run_stage(stage, config, CUTOFF, DATASET, spark)
+    for day in (CUTOFF, LAST):
+        codes["score", day] = run_stage("score", config, day, DATASET, spark)
     codes["monitor", LAST] = run_stage("monitor", config, LAST, DATASET, spark)
     return {"config": config, "data": data, "codes": codes, "lake": Lake(config, spark),
             "ds": config.dataset(DATASET)}
@@ -52,6 +51,13 @@ def _table(run, name, where=None):
 
 def test_every_stage_succeeds(run):
     assert set(run["codes"].values()) == {0}, run["codes"]
+    # the ranges ran each date as its own run date: one ingest per date and feed, one gate run per date
+    manifest = _table(run, "ops.ingest_manifest", [("dataset", "=", DATASET)])
+    runs = set(zip(manifest.column("feed").to_pylist(), manifest.column("run_date").to_pylist()))
+    expected = {(feed, day) for day in DAYS for feed in ("events", "reference.weather")}
+    assert runs == expected | {("labels", day) for day in DAYS[1:]}  # outcomes land the day after their flights
+    gate = _table(run, "ops.validation_results", [("table", "=", "bronze.flights")])
+    assert sorted(set(gate.column("run_date").to_pylist())) == DAYS
 
 
 def test_ingest_and_the_gate_follow_this_datasets_contract(run):
