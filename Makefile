@@ -24,9 +24,11 @@ test: $(VENV)/.installed $(INFRA_VENV)/.installed chromium redis
 # - Spark 4.0.2, as AWS's emr-spark-8.0.0 runs it, in a venv outside the repository where batchml is
 #   installed from its wheel: the installed-wheel test, the storage tests and one stage chain;
 # - the DAG side as MWAA installs it: the pinned Airflow and providers, batchml[airflow], the DagBag.
+# Each leg's venv is named by a hash of the files that define it, and kept under $(LEG_HOME) between runs:
+# it is rebuilt (from PyPI, older ones removed) only when pyproject.toml, this file or MWAA's constraints change.
 LEG_HOME ?= $(HOME)/.cache/batchml-ci
-SPARK40_VENV := $(LEG_HOME)/venv-spark40
-MWAA_VENV := .venv-mwaa
+SPARK40_VENV := $(LEG_HOME)/venv-spark40-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+MWAA_VENV := $(LEG_HOME)/venv-mwaa-$(shell cat pyproject.toml Makefile infra/mwaa/constraints.txt | sha256sum | cut -c1-12)
 MWAA_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12) $(PYTHON))
 
 test-spark40: $(SPARK40_VENV)/.installed
@@ -37,18 +39,19 @@ test-spark40: $(SPARK40_VENV)/.installed
 	$(SPARK40_VENV)/bin/python -m pytest -q -n 2 --dist loadfile -p no:cacheprovider \
 	  tests/release/test_installed_wheel.py tests/storage tests/cluster/test_stage_chain.py
 
-$(SPARK40_VENV)/.installed: pyproject.toml
-	rm -rf $(SPARK40_VENV) && mkdir -p $(LEG_HOME) && $(PYTHON) -m venv $(SPARK40_VENV)
+$(SPARK40_VENV)/.installed:
+	rm -rf $(LEG_HOME)/venv-spark40* && mkdir -p $(LEG_HOME) && $(PYTHON) -m venv $(SPARK40_VENV)
 	$(SPARK40_VENV)/bin/pip install --quiet '.[spark]' 'pyspark==4.0.2' 'pytest>=8,<10' 'pytest-xdist>=3.6,<4' \
-	  'moto[server]>=5.0,<6'
+	  'moto[server]>=5.0,<6' 'polars>=1.20,<2'
 	rm -rf build
 	touch $@
 
 test-mwaa: $(MWAA_VENV)/.installed
+	$(MWAA_VENV)/bin/pip install --quiet --no-deps --force-reinstall . && rm -rf build
 	$(MWAA_VENV)/bin/python tests/mwaa/check_dag_side.py infra/mwaa/constraints.txt
 
-$(MWAA_VENV)/.installed: pyproject.toml infra/mwaa/constraints.txt
-	rm -rf $(MWAA_VENV) && $(MWAA_PYTHON) -m venv $(MWAA_VENV)
+$(MWAA_VENV)/.installed:
+	rm -rf $(LEG_HOME)/venv-mwaa* && mkdir -p $(LEG_HOME) && $(MWAA_PYTHON) -m venv $(MWAA_VENV)
 	$(MWAA_VENV)/bin/pip install --quiet --upgrade pip
 	$(MWAA_VENV)/bin/pip install --quiet -c infra/mwaa/constraints.txt '.[airflow]'
 	touch $@

@@ -5,7 +5,7 @@ columns (the declared window features, passthrough columns, ``--extra-columns`` 
 for the derived SQL columns), and then, for each backend (``sqlite``, the embedded default, and
 ``dynamodb`` on moto's server, a separate process on loopback):
 
-* **materialize**: the stage's by-ID half (read the partition, encode, write, run marker) against the
+* **materialize**: ``--repeat`` interleaved runs (median), each into an empty store, of the stage's by-ID half (read the partition, encode, write, run marker) against the
   **floor**: the same records, already encoded, written with the backend's own bulk API (one
   ``executemany`` transaction for SQLite; ``BatchWriteItem`` calls of 25 on the same threads for DynamoDB).
   ``ratio`` is the SQLite stage's rows/s over its floor's;
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from common import bench_config, timed, write_result
+from common import Run, bench_config, median, parse, timed
 
 DAY = dt.date(2024, 3, 10)
 REPO_CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -184,6 +184,22 @@ def materialize_rows(config, lake, spec, name) -> tuple[float, int]:
     return seconds, done.events
 
 
+def empty_store(config, folder: Path) -> None:
+    """The backend with no records: SQLite's files (the stage's and the floor's) removed, the DynamoDB table
+    dropped and created again."""
+    if config.online.backend == "sqlite":
+        for path in [Path(config.online.sqlite.path), folder / "floor.sqlite"]:
+            for extra in ("", "-wal", "-shm"):
+                Path(f"{path}{extra}").unlink(missing_ok=True)
+        return
+    from batchml.online.backends.dynamodb import client, create_table
+
+    db = client(config.online.dynamodb, "eu-west-1")
+    db.delete_table(TableName=config.online.dynamodb.table)
+    db.get_waiter("table_not_exists").wait(TableName=config.online.dynamodb.table)
+    create_table(config.online.dynamodb, "eu-west-1")
+
+
 def encoded(lake, spec, name, config) -> list:
     from batchml.online import records as R
 
@@ -238,7 +254,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="per latency measurement")
     p.add_argument("--backends", default="sqlite,dynamodb")
     p.add_argument("--dry-run", action="store_true", help="print the result, do not write bench/results/online.json")
-    args = p.parse_args()
+    args = parse(p)
+    run = Run(args)
     backends = args.backends.split(",")
 
     base, home = bench_config()
@@ -269,12 +286,11 @@ def main() -> int:
         floor="the same encoded records written with the backend's bulk API (SQLite executemany in one "
               "transaction; DynamoDB BatchWriteItem on the same threads)",
         latency_goal="p99 < 50 ms, single ID over HTTP, sqlite",
-        latency_goal_met=(s["http"]["single"]["p99_ms"] < 50) if s else None,
-        load_average_1m=round(os.getloadavg()[0], 2), **result)
+        latency_goal_met=(s["http"]["single"]["p99_ms"] < 50) if s else None, **result)
     if args.dry_run:
         print(json.dumps(fields, indent=2, default=str))
     else:
-        write_result("online", **fields)
+        run.write("online", **fields)
     shutil.rmtree(home, ignore_errors=True)
     return 0
 
@@ -304,14 +320,21 @@ def bench_backend(backend: str, args, base, home: Path, lake, spec, name: str, i
 
             _wait_for(f"http://127.0.0.1:{port}/moto-api/")
             create_table(config.online.dynamodb, "eu-west-1")
-        seconds, events = materialize_rows(config, lake, spec, name)
         records = encoded(lake, spec, name, config)
-        floor = (sqlite_floor(records, home / backend) if backend == "sqlite"
-                 else dynamodb_floor(records, config.online.dynamodb, "eu-west-1"))
+        runs: dict[str, list[float]] = {"floor": [], "stage": []}
+        events = 0
+        for _ in range(args.repeat):  # interleaved, each into an empty store (a filled one skips the day)
+            empty_store(config, home / backend)
+            runs["floor"].append(sqlite_floor(records, home / backend) if backend == "sqlite"
+                                 else dynamodb_floor(records, config.online.dynamodb, "eu-west-1"))
+            empty_store(config, home / backend)
+            seconds, events = materialize_rows(config, lake, spec, name)
+            runs["stage"].append(seconds)
         del records
+        seconds, floor = median(runs["stage"]), median(runs["floor"])
         out["materialize"] = {"rows_per_s": round(events / seconds), "floor_rows_per_s": round(events / floor),
-                              "seconds": round(seconds, 3), "floor_seconds": round(floor, 3),
-                              "ratio": round(floor / seconds, 3)}
+                              "seconds": seconds, "floor_seconds": floor, "ratio": round(floor / seconds, 3),
+                              "runs_s": runs}
         store = OnlineStore(config)
         out["python"] = client_latency(store, ids, args.clients, args.seconds, args.batch)
         store.close()

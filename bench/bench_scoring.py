@@ -3,17 +3,20 @@
 A feature partition of ``--rows`` events (28 float features, nulls included) is written to the
 feature table, and a 100-tree depth-6 XGBoost model is registered as the champion. Then:
 
-* ``floor``: single-process ``inplace_predict`` (all cores) on the partition already in memory as
-  a float32 matrix: the raw model speed, nothing else;
-* ``floor_with_read``: the same plus reading the partition through the lake (pyarrow) and building
-  the matrix;
+* ``floor``: what a user would write instead, in one Python process: read the same day's features
+  from the Delta table with ``deltalake`` (``DeltaTable.to_pyarrow_table``, partition filter), build the
+  float32 matrix and score it with ``inplace_predict`` (all cores). ``ratio`` = stage rows/s over this
+  floor's rows/s (goal >= 1.0);
+* ``in_memory``: ``inplace_predict`` alone on that matrix already in memory: the raw model speed.
+  ``in_memory_ratio`` = stage rows/s over it (goal >= 0.5);
 * ``pass``: batchml's scoring pass alone (the read tasks score their rows with reason codes;
   only the scored columns enter Spark), executed with Spark's ``noop`` sink;
 * ``stage``: the real stage, ``score()`` end to end: plan, the pass, the Delta write, the review
-  queue, the completeness check and the runs table. ``ratio`` is stage rows/s over floor rows/s.
+  queue, the completeness check and the runs table.
 
-The floor, the pass and the stage are each the median of --repeat interleaved runs (the stage: the night's run
-and re-scores); ``pass_first`` and ``stage_first`` are the first runs.
+The floors, the pass and the stage are each the median of --repeat interleaved runs (the stage: the
+night's run and re-scores); ``pass_first`` and ``stage_first`` are the first runs. The floors neither
+write nor compute reason codes; the stage does both.
 
 A warm-up day scores first so the JVM and the Python workers are running, as in a nightly job.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shutil
 
 from common import Run, bench_config, median, parse
 
@@ -104,11 +108,17 @@ def main() -> None:
     columns = needed_columns(lake.read(table).columns, features, spec, FEATURES)
     state: dict = {"stage": 0}
 
-    def floor_with_read():
-        data = lake.read_arrow(table, [("event_date", "=", day)], columns=FEATURES)
-        state["X"] = np.column_stack([data.column(c).to_numpy(zero_copy_only=False) for c in FEATURES]).astype(
-            np.float32)
-        booster.inplace_predict(state["X"])
+    from deltalake import DeltaTable
+
+    from batchml.scoring.predict import features_matrix
+
+    uri, options = lake.uri(table), lake.storage.delta_rs(lake.uri(table))
+
+    def floor():  # one process: deltalake read of the day, float32 matrix, inplace_predict
+        data = DeltaTable(uri, storage_options=options).to_pyarrow_table(
+            filters=[("event_date", "=", day)], columns=FEATURES)
+        state["X"] = features_matrix(data, FEATURES)
+        state["p"] = booster.inplace_predict(state["X"])
 
     def one_pass():
         (score_rows(lake, spark, spec, features, day, lake.version(table), columns, 1, 0, model, None)
@@ -120,25 +130,26 @@ def main() -> None:
         summary = score(config, day, spark=spark, rescore_reason=f"benchmark repeat {i}" if i else None)
         assert summary.rows == args.rows and not summary.fallback_rows and summary.chunks_written, summary
 
-    runs = run.interleaved({"floor_with_read": floor_with_read, "floor": lambda: booster.inplace_predict(state["X"]),
+    runs = run.interleaved({"floor": floor, "in_memory": lambda: booster.inplace_predict(state["X"]),
                             "pass": one_pass, "stage": stage})
     times = {side: median(seconds) for side, seconds in runs.items()}
     times["pass_first"], times["stage_first"] = runs["pass"][0], runs["stage"][0]
+    summary = score(config, day, spark=spark)  # already done: the last generation's summary
+    assert len(state["p"]) == args.rows, len(state["p"])
 
     rate = {k: round(args.rows / v) for k, v in times.items()}
     run.write(
-        "scoring", ratio=round(rate["stage"] / rate["floor"], 3), goal=0.5, higher_is_better=True, rows=args.rows,
-        floor="single-process xgboost inplace_predict (all cores) on the same rows and model, data in memory",
-        unit="rows/s", rows_per_s=rate, seconds=times, runs_s=runs,
+        "scoring", ratio=round(rate["stage"] / rate["floor"], 3), goal=1.0, higher_is_better=True, rows=args.rows,
+        floor="one Python process: deltalake DeltaTable.to_pyarrow_table of the day's partition, float32 matrix, "
+              "xgboost inplace_predict (all cores); same rows and model, read included, no write",
+        unit="stage rows/s over floor rows/s (higher is better)", rows_per_s=rate, seconds=times, runs_s=runs,
+        in_memory_ratio=round(rate["stage"] / rate["in_memory"], 3), in_memory_goal=0.5,
         pass_ratio=round(rate["pass"] / rate["floor"], 3),
-        stage_ratio_vs_floor_with_read=round(rate["stage"] / rate["floor_with_read"], 3),
         model="xgboost 100 trees, depth 6, 28 float features",
         reason_codes=f"top {spec.reason_codes.top_k}, {spec.reason_codes.method}, rows: {spec.reason_codes.rows}",
-        flagged_rows=int((booster.inplace_predict(X) >= band.low).sum()),
+        flagged_rows=int((state["p"] >= band.low).sum()), review_rows=summary.review_rows,
         chunks=summary.chunks, spark_master=config.spark.master)
     spark.stop()
-    import shutil
-
     shutil.rmtree(home, ignore_errors=True)
 
 

@@ -22,9 +22,16 @@ def results(folder: Path = HERE / "results") -> list[dict]:
 def table(rows: list[dict]) -> str:
     lines = ["| benchmark | rows | ratio | goal | met | ratio means | against (the floor) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| `{r['bench']}` | {r['rows']:,} | {r['ratio']:g} | {_goal(r)} | {_met(r)} | "
+        lines.append(f"| `{r['bench']}` | {r['rows']:,} | {r['ratio']:g}{_noisy(r)} | {_goal(r)} | {_met(r)} | "
                      f"{r.get('ratio_means') or r.get('unit') or ''} | {r['floor']} |")
     return "\n".join(lines)
+
+
+def _noisy(r: dict) -> str:
+    """A run on a busy machine (``--force``) says so next to its ratio, with the load it saw."""
+    if not r.get("noisy"):
+        return ""
+    return f" (noisy: load {r['load_average']['before']:g})"
 
 
 def _goal(r: dict) -> str:

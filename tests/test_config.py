@@ -71,12 +71,12 @@ def test_demo_overlay_changes_only_what_it_says(conf):
 
 
 def test_java_options_follow_the_utc_flag_on_driver_and_executors(conf):
-    from batchml.spark import session_conf
+    from batchml.spark import log4j_option, session_conf
 
     plain, demo = load_config("local", conf, environ={}), load_config("demo", conf, environ={})
-    assert session_conf(plain)["spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC"
+    assert session_conf(plain)["spark.driver.extraJavaOptions"] == f"-Duser.timezone=UTC {log4j_option()}"
     flags = session_conf(demo)
-    assert flags["spark.driver.extraJavaOptions"] == f"-Duser.timezone=UTC {demo.spark.java_options}"
+    assert flags["spark.driver.extraJavaOptions"] == f"-Duser.timezone=UTC {log4j_option()} {demo.spark.java_options}"
     assert flags["spark.executor.extraJavaOptions"] == flags["spark.driver.extraJavaOptions"]
     assert "-XX:CompileThresholdScaling" in demo.spark.java_options
 

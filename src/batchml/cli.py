@@ -1,6 +1,6 @@
 """Command line: ``batchml demo-data``, ``batchml run <stage>``, ``batchml demo``, ``batchml table``,
 ``batchml model``, ``batchml spark-server``, ``batchml serve-features``, ``batchml ui``,
-``batchml conf-from-terraform``."""
+``batchml rebuild``, ``batchml conf-from-terraform``."""
 
 from __future__ import annotations
 
@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reason", help="promote / rollback: why (recorded)")
     g.add_argument("--at", type=dt.datetime.fromisoformat, help="champion-at: ISO time (UTC if no offset)")
     g.add_argument("--dataset")
+
+    b = sub.add_parser("rebuild", help="rebuild every table of a date range from the landing zone and the "
+                                       "manifest alone, into a fresh lake (docs/operations.md)")
+    b.add_argument("--from", dest="start", type=_date, required=True, help="first run date to replay")
+    b.add_argument("--to", dest="end", type=_date, required=True, help="last run date to replay (inclusive)")
+    b.add_argument("--into", help="the fresh lake's URI (default: <storage.lake_uri>-rebuild-<from>-<to>)")
+    b.add_argument("--dataset", help="dataset config name (default: default_dataset)")
 
     f = sub.add_parser("serve-features", help="serve the online feature store over HTTP (docs/online.md)")
     f.add_argument("--host", help="default: online.serve.host (127.0.0.1)")
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _operator_errors() -> tuple[type[Exception], ...]:
     """Errors whose message tells the operator what to fix (imported only when one is raised)."""
+    from batchml.ingest.ingest import LandingChanged
     from batchml.online.backends import BackendUnavailable
     from batchml.spark import JavaNotFound, SparkMasterUnreachable, SparkServerUnreachable
     from batchml.storage import (PartiallyCommitted, ReplaceWhereViolation, SchemaMismatch, UnknownTable,
@@ -138,7 +146,7 @@ def _operator_errors() -> tuple[type[Exception], ...]:
 
     return (JavaNotFound, SparkServerUnreachable, SparkMasterUnreachable, SchemaMismatch, ReplaceWhereViolation,
             UnknownTable, WriteConflict, PartiallyCommitted, BackendUnavailable, FileNotFoundError, PermissionError,
-            ValueError)
+            ValueError, LandingChanged)
 
 
 # Commands that only read: they may run with a read-only home.
@@ -188,6 +196,14 @@ def _dispatch(args, config) -> int:
         from batchml.orchestration import ui
 
         return ui.serve(config, args.port, args.mlflow_port)
+    if args.command == "rebuild":
+        from batchml.rebuild import default_into, rebuild
+
+        into = args.into or default_into(config, args.start, args.end)
+        for day in rebuild(config, args.start, args.end, into, args.dataset):
+            print(day.line())
+        print(f"rebuilt {args.start}..{args.end} into {into}")
+        return 0
     if args.command == "serve-features":
         from batchml.online.service import serve
 

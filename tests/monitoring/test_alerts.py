@@ -10,6 +10,7 @@ import pytest
 
 from batchml.alerts import alert
 from batchml.monitoring.spec import AlertsConfig, Sink
+from tests.servers import free_port, moto_server
 
 
 @pytest.fixture
@@ -45,19 +46,11 @@ def smtp():
         def handle_message(self, message):
             messages.append(message)
 
-    port = _free_port()  # aiosmtpd's start() probes the port it was given, so 0 will not do
+    port = free_port()  # aiosmtpd's start() probes the port it was given, so 0 will not do
     controller = Controller(Keep(), hostname="127.0.0.1", port=port)
     controller.start()
     yield "127.0.0.1", port, messages
     controller.stop()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def with_sinks(config, tmp_path, *sinks):
@@ -86,7 +79,7 @@ def test_webhook_and_email_receive_the_event(config, tmp_path, webhook, smtp):
 
 def test_a_dead_sink_does_not_stop_the_others(config, tmp_path, webhook, caplog):
     url, received = webhook
-    dead = _free_port()  # nobody listens there
+    dead = free_port()  # nobody listens there
     cfg = with_sinks(config, tmp_path, Sink(kind="webhook", url=f"http://127.0.0.1:{dead}/x", timeout_seconds=2),
                      Sink(kind="webhook", url=url))
     assert alert(cfg, EVENT) == ["log", "jsonl", "webhook"]
@@ -98,25 +91,15 @@ def test_a_dead_sink_does_not_stop_the_others(config, tmp_path, webhook, caplog)
 def sns_topic(monkeypatch):
     """A topic on moto's server (loopback) with an SQS queue subscribed, as an e-mail subscriber would be."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    import urllib.request  # moto's backends are process-wide: start from an empty account
-
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
-    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_ENDPOINT_URL": endpoint,
-                       "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(key, value)
-    sns, sqs = (boto3.client(name, region_name="eu-west-1") for name in ("sns", "sqs"))
-    topic = sns.create_topic(Name="batchml-prod-pipeline-alerts")["TopicArn"]
-    queue = sqs.create_queue(QueueName="oncall")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
-    yield topic, sqs, queue
-    server.stop()
+    with moto_server(monkeypatch) as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        sns, sqs = (boto3.client(name, region_name="eu-west-1") for name in ("sns", "sqs"))
+        topic = sns.create_topic(Name="batchml-prod-pipeline-alerts")["TopicArn"]
+        queue = sqs.create_queue(QueueName="oncall")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+        yield topic, sqs, queue
 
 
 def test_sns_sink_publishes_the_event(config, tmp_path, sns_topic):

@@ -13,7 +13,7 @@ import pytest
 
 from batchml.online.backends import BackendUnavailable, Record
 from batchml.online.spec import DynamoDbSettings
-from tests.online.servers import free_port, moto_server, redis_server
+from tests.servers import free_port, moto_server, redis_server
 
 
 def _records(n: int, expires: int = 1_000, tag: str = "v") -> list[Record]:

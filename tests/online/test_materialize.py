@@ -223,7 +223,7 @@ def test_non_finite_floats_and_times_round_trip():
 
 def test_redis_serves_what_sqlite_serves(built, tmp_path):
     """The same run date materialized into Redis: a random sample of events and entity states answers the same."""
-    from tests.online.servers import redis_server
+    from tests.servers import redis_server
 
     lake, sqlite_store = built["lake"], built["store"]
     with redis_server(tmp_path) as url:

@@ -29,7 +29,7 @@ from batchml.online.materialize import Materialized, materialize_events
 from batchml.online.service import AccessLog, create_app
 from batchml.storage import Lake
 from tests.conftest import REPO
-from tests.online.servers import free_port
+from tests.servers import free_port
 
 D = dt.date(2024, 3, 10)
 UTC = dt.timezone.utc

@@ -4,7 +4,6 @@ driven through its REST API (v2) with a JWT from the simple auth manager, as the
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -14,12 +13,7 @@ import requests
 
 from batchml.orchestration import ui
 from batchml.orchestration.ui import USER
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.servers import free_port
 
 
 class AirflowServer:

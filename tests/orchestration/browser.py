@@ -15,7 +15,7 @@ from pathlib import Path
 
 from websockets.sync.client import connect
 
-from tests.orchestration.airflow_server import free_port
+from tests.servers import free_port
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-dev-shm-usage", "--remote-allow-origins=*", "--window-size=1440,1000"]

@@ -24,7 +24,7 @@ from batchml.config import load_config
 from batchml.orchestration import local
 from batchml.orchestration.operators import emr_job_request
 from batchml.orchestration.params import RunSpec
-from tests.cluster.standalone import free_port
+from tests.servers import free_port
 from tests.conftest import REPO
 from tests.orchestration.helpers import airflow_env, demo_data
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import socket
 import tarfile
 import zipfile
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 
 from batchml.config import load_config
 from batchml.release import deploy as d
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 COMMIT = "0123abc"
@@ -26,17 +26,11 @@ REGION = "eu-west-1"
 ART = "batchml-prod-artifacts-123456789012-eu-west-1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def moto_endpoint():
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"

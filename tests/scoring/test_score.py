@@ -254,6 +254,17 @@ def test_the_scores_table_carries_its_contract_for_consumers(env):
                                                                                              .model_version))}
 
 
+def test_polars_reads_the_scores_table_with_typed_reason_codes(env):
+    """A consumer on polars, no Spark and no batchml: the same rows, reason codes as a list of structs."""
+    import polars as pl
+
+    day = pl.read_delta(env["lake"].uri(SCORES)).filter(pl.col("run_date") == DAY[1])
+    assert day.height == env["lake"].read_arrow(SCORES, [("run_date", "=", DAY[1])]).num_rows > 0
+    assert day.schema["reason_codes"] == pl.List(pl.Struct({"feature": pl.String, "contribution": pl.Float64}))
+    top = day.filter(pl.col("reason_codes").is_not_null()).select(pl.col("reason_codes").list.first()).unnest("reason_codes")
+    assert top.height > 0 and set(top["feature"]) <= set(h.FEATURES)
+
+
 def test_an_old_layout_table_is_refused_until_migrated(tmp_path, capsys):
     """Scores written before reason codes were typed: scoring stops with what to do; --migrate converts once."""
     import pyarrow as pa

@@ -48,10 +48,8 @@ def answers(lake: Lake, name: str, column: str, value) -> dict[str, int]:
         "deltalake filters": table.to_pyarrow_table(filters=[(column, "=", value)]).num_rows,
         "deltalake dataset": table.to_pyarrow_dataset().to_table(filter=pads.field(column) == value).num_rows,
     }
-    try:  # not a dependency: checked where it is installed
-        import polars as pl
-    except ImportError:
-        return out
+    import polars as pl
+
     out["polars"] = pl.scan_delta(lake.uri(name)).filter(pl.col(column) == value).collect().height
     return out
 

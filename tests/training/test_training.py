@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -166,6 +167,13 @@ def test_train_registers_model_with_contract_lineage_and_card(world):
     assert f"| `decline` (automatic, score >= {mv.threshold:.4g}) | {expected['positive_rate']:.2%} |" in card
     # every column but keys, time, dates and model.exclude_columns is an input: the decimal too
     assert list(mv.feature_columns) == ["amount", "risk_signal", "noise", "customer_count_24h", "channel_ecom", "share"]
+    # the Spark fit's model is the classifier's kind: a binary:logistic booster scoring probabilities
+    assert json.loads(mv.booster.save_config())["learner"]["objective"]["name"] == "binary:logistic"
+    X = np.random.default_rng(0).normal(size=(200, len(mv.feature_columns))).astype(np.float32)
+    p = mv.booster.inplace_predict(X)
+    assert p.shape == (200,) and ((p >= 0) & (p <= 1)).all() and p.std() > 0
+    outputs = mlflow.models.get_model_info(f"models:/{spec.registered_name}/{result.version}").signature.outputs
+    assert [s.type for s in outputs.inputs] == [np.dtype("float32")]  # one float tensor: the probability
     counts = [row.split("|")[2:4] for row in card.splitlines()  # rows and positives of every metrics table
               if row.count("|") == 11 and "---" not in row and "positives" not in row]
     assert counts and all(c.strip().replace(",", "").isdigit() for pair in counts for c in pair)  # 1, not 1.0000
@@ -248,3 +256,28 @@ def test_every_demo_feature_column_is_a_model_input_or_excluded(base_config, spa
     assert "customer_count_24h_to_daily_30d" in inputs and "amount" in inputs and "channel" not in inputs
     assert set(schema.fieldNames()) - set(inputs) == {*ds.model.exclude_columns, ds.features.id_column,
                                                       ds.features.event_time_column, ds.features.date_column}
+
+
+def test_the_fit_trains_the_classifiers_booster_without_its_label_count_job(spark):
+    """``fit.estimator('binary')`` skips SparkXGBClassifier's countDistinct job, not its model."""
+    from xgboost.spark import SparkXGBClassifier
+
+    from batchml.training.fit import estimator
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4000, 4))
+    rows = pa.table({**{f"f{i}": x[:, i] for i in range(4)},
+                     "label": (x[:, 0] + rng.normal(size=4000) > 1.5).astype(np.int32)})
+    frame = spark.createDataFrame(rows.to_pandas()).repartition(2).persist()
+    params = {"features_col": [f"f{i}" for i in range(4)], "label_col": "label", "num_workers": 2,
+              "n_estimators": 5, "max_depth": 3, "random_state": 7}
+    jobs = spark.sparkContext.statusTracker()
+    spark.sparkContext.setJobGroup("ours", "ours")
+    ours = estimator("binary", **params).fit(frame).get_booster()
+    spark.sparkContext.setJobGroup("classifier", "classifier")
+    theirs = SparkXGBClassifier(**params).fit(frame).get_booster()
+    frame.unpersist()
+    assert ours.save_raw("json") == theirs.save_raw("json")
+    assert len(jobs.getJobIdsForGroup("ours")) == len(jobs.getJobIdsForGroup("classifier")) - 1
+    with pytest.raises(ValueError, match="contradicts model.estimator.objective"):
+        estimator("binary", objective="reg:squarederror", **params)

@@ -49,6 +49,10 @@ MANIFEST_SCHEMA = pa.schema([
 ])
 
 
+class LandingChanged(RuntimeError):
+    """A replay (``batchml rebuild``) found the landing zone unlike the manifest recorded it."""
+
+
 class StagedCopyChanged(RuntimeError):
     """A staged copy no longer hashes to its name: the staging area was modified."""
 
@@ -76,19 +80,23 @@ class FeedReport:
                 + (f", {len(self.vanished)} vanished before they could be read" if self.vanished else ""))
 
 
-def ingest(config: Config, run_date: dt.date, dataset: str | None = None, spark=None) -> list[FeedReport]:
+def ingest(config: Config, run_date: dt.date, dataset: str | None = None, spark=None,
+           recorded: dict[str, dict[str, str]] | None = None) -> list[FeedReport]:
+    """``recorded`` (a replay): ``{feed: {path: sha256}}``, the files another lake's manifest recorded for
+    this run date; only those are ingested, and each must still have the recorded content."""
     name = dataset or config.default_dataset
     ds = config.dataset(name)
     lake = Lake(config, spark)
     reports = []
     for feed, source in ds.feeds():
-        report = _ingest_feed(lake, name, feed, source, run_date)
+        report = _ingest_feed(lake, name, feed, source, run_date, None if recorded is None else recorded.get(feed, {}))
         log.info("ingest %s %s %s", name, run_date, report.summary())
         reports.append(report)
     return reports
 
 
-def _ingest_feed(lake: Lake, dataset: str, feed: str, source: SourceConfig, run_date: dt.date) -> FeedReport:
+def _ingest_feed(lake: Lake, dataset: str, feed: str, source: SourceConfig, run_date: dt.date,
+                 recorded: dict[str, str] | None = None) -> FeedReport:
     report = FeedReport(feed)
     root = staging.root(lake.config.storage.lake_uri, dataset, feed)
     for batch in staging.pending(lake.storage, root):
@@ -98,15 +106,28 @@ def _ingest_feed(lake: Lake, dataset: str, feed: str, source: SourceConfig, run_
         _land(lake, dataset, feed, source, root, batch, report)
     folder = landing.folder(lake.config.storage.landing_uri, source.landing_prefix, run_date.isoformat())
     files = landing.list_files(lake.storage, folder)
+    if recorded is not None:
+        files = _recorded_files(files, recorded, folder)
     report.files_seen = len(files)
-    batch = _stage(lake, dataset, feed, root, run_date, files, report)
+    batch = _stage(lake, dataset, feed, root, run_date, files, report, recorded)
     if batch is not None:
         _land(lake, dataset, feed, source, root, batch, report)
     return report
 
 
+def _recorded_files(files: list[landing.LandedFile], recorded: dict[str, str], folder: str) -> list:
+    """The listed files a replay ingests: those the manifest recorded, all of which must still be there."""
+    listed = {f.uri for f in files}
+    gone = sorted(set(recorded) - listed)
+    if gone:
+        more = f" and {len(gone) - 1} more file(s)" if len(gone) > 1 else ""
+        raise LandingChanged(f"{gone[0]}{more} in the manifest but no longer in {folder}; a rebuild needs "
+                             "every recorded file in the landing zone")
+    return [f for f in files if f.uri in recorded]
+
+
 def _stage(lake: Lake, dataset: str, feed: str, root: str, run_date: dt.date, files: list[landing.LandedFile],
-           report: FeedReport) -> Batch | None:
+           report: FeedReport, recorded: dict[str, str] | None = None) -> Batch | None:
     """Copy the files with new content to the staging area and record them as one batch."""
     storage = lake.storage
     known, latest_by_path = _manifest_index(lake, dataset, feed)
@@ -115,6 +136,10 @@ def _stage(lake: Lake, dataset: str, feed: str, root: str, run_date: dt.date, fi
     for f in files:
         try:
             listed = landing.sha256(storage, f.uri)
+            if recorded is not None and listed != recorded[f.uri]:
+                raise LandingChanged(f"{f.uri} has sha256 {listed[:12]}… but the manifest recorded "
+                                     f"{recorded[f.uri][:12]}… for run date {run_date}; a rebuild needs the bytes "
+                                     "that were ingested")
             if listed in known:
                 log.info("skip %s: same content already ingested from %s", f.uri, known[listed])
                 continue

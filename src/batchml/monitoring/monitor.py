@@ -65,7 +65,9 @@ class MonitorOutcome:
     report_uri: str = ""
 
 
-def monitor(config: Config, run_date: dt.date, dataset: str | None = None, spark=None) -> MonitorOutcome:
+def monitor(config: Config, run_date: dt.date, dataset: str | None = None, spark=None,
+            model_version: int | None = None) -> MonitorOutcome:
+    """Monitor the champion (or ``model_version``: ``batchml rebuild`` replays a date with its live run's)."""
     name = dataset or config.default_dataset
     ds = config.dataset(name)
     spec = ds.monitoring
@@ -74,7 +76,7 @@ def monitor(config: Config, run_date: dt.date, dataset: str | None = None, spark
     model_name = spec.model_name or (ds.model.registered_name if ds.model else None)
     if not model_name:
         raise ConfigError(f"dataset {name!r}: monitoring.model_name is not set and there is no model section")
-    model = store.load(config, model_name)
+    model = store.load(config, model_name, version=model_version)
     if model is None:
         log.warning("monitor %s %s: model %s has no champion; nothing to monitor", name, run_date, model_name)
         return MonitorOutcome(name, run_date, None, [], [], None, [], None)

@@ -157,6 +157,8 @@ def _psi_plot(history: list[dict], alert: float, drifts) -> str:
 
 def _histogram(d, title: str) -> str:
     """Shares of the reference and of this run per bin, side by side."""
+    if not d.histogram:  # no reference rows (the model's training window has no features here): no bins
+        return f"<p>{html.escape(title)}: no reference rows ({d.batch_rows} row(s) this run date)</p>"
     ref_n = sum(r for r, _ in d.histogram) or 1
     cur_n = sum(c for _, c in d.histogram) or 1
     shares = [(r / ref_n, c / cur_n) for r, c in d.histogram]

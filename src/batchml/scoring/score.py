@@ -16,6 +16,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 import pyarrow as pa
 
@@ -97,8 +98,13 @@ def registered_name(config: Config, dataset: str, spec: ScoringSpec) -> str:
 
 
 def score(config: Config, run_date: dt.date, dataset: str | None = None, spark=None,
-          rescore_reason: str | None = None, migrate: bool = False) -> ScoreSummary:
-    """``migrate``: convert scores tables of the old layout first (``layout``); without it they are refused."""
+          rescore_reason: str | None = None, migrate: bool = False,
+          model_version: int | None | Literal["alias"] = "alias") -> ScoreSummary:
+    """``migrate``: convert scores tables of the old layout first (``layout``); without it they are refused.
+
+    ``model_version``: ``"alias"`` scores with the version the configured alias points at when the date is
+    planned; a number pins that version and None the fallback rules (``batchml rebuild`` replays a date
+    with the version its live run recorded)."""
     name = dataset or config.default_dataset
     spec = scoring_spec(config, name)
     features = config.dataset(name).features
@@ -124,7 +130,7 @@ def score(config: Config, run_date: dt.date, dataset: str | None = None, spark=N
                                already_done=True)
         log.info(summary.line())
         return summary
-    plan = _current_plan(lake, config, spec, name, run_date, runs, latest, scored_at)
+    plan = _current_plan(lake, config, spec, name, run_date, runs, latest, scored_at, model_version)
     spark = lake._spark()
     _maybe_crash(spark, "after-plan")
 
@@ -169,7 +175,8 @@ def _runs(lake: Lake, spec: ScoringSpec, dataset: str, run_date: dt.date) -> lis
     return lake.read_arrow(spec.runs_table, [("run_date", "=", run_date), ("dataset", "=", dataset)]).to_pylist()
 
 
-def _current_plan(lake, config, spec, dataset, run_date, runs: dict, latest: int, at: dt.datetime) -> Plan:
+def _current_plan(lake, config, spec, dataset, run_date, runs: dict, latest: int, at: dt.datetime,
+                  model_version: int | None | Literal["alias"] = "alias") -> Plan:
     """Generation ``latest``'s plan: resumed if committed, else made and committed now (the date's first
     run, or a requested re-score: this run's, or one that a crash interrupted before its plan)."""
     if (latest, "planned") in runs:
@@ -180,7 +187,7 @@ def _current_plan(lake, config, spec, dataset, run_date, runs: dict, latest: int
     first = next((r for (_, event), r in sorted(runs.items()) if event == "planned"), None)
     features = config.dataset(dataset).features
     plan = _new_plan(lake, config, spec, features, dataset, run_date, max(latest, 1), reason,
-                     first["chunks"] if first else None)
+                     first["chunks"] if first else None, model_version)
     _record(lake, spec, dataset, run_date, plan, "planned", at, {})
     log.info("score %s %s: generation %s planned: %s row(s), %s chunk(s), features v%s, model %s v%s%s",
              dataset, run_date, plan.generation, plan.rows, plan.chunks, plan.features_version, plan.model_name,
@@ -193,7 +200,8 @@ def _plan_from_row(row: dict) -> Plan:
                 row["model_version"], row["rescore_reason"])
 
 
-def _new_plan(lake, config, spec, features, dataset, run_date, generation, reason, chunks) -> Plan:
+def _new_plan(lake, config, spec, features, dataset, run_date, generation, reason, chunks,
+              model_version: int | None | Literal["alias"] = "alias") -> Plan:
     if not lake.exists(features.table):
         raise FileNotFoundError(f"feature table {features.table} does not exist; run `batchml run features` first")
     version = lake.version(features.table)
@@ -204,7 +212,8 @@ def _new_plan(lake, config, spec, features, dataset, run_date, generation, reaso
     # The chunk count is fixed by a date's first plan, so a re-score replaces exactly the same chunks.
     chunks = chunks or max(1, math.ceil(rows / spec.chunk_rows))
     model = registered_name(config, dataset, spec)
-    return Plan(generation, chunks, rows, version, model, store.resolve(config, model, spec.alias), reason)
+    pinned = store.resolve(config, model, spec.alias) if model_version == "alias" else model_version
+    return Plan(generation, chunks, rows, version, model, pinned, reason)
 
 
 RUNS_SCHEMA = pa.schema([

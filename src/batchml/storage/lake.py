@@ -68,6 +68,7 @@ class Lake:
         return None if table is None else table.version()
 
     def schema(self, name: str, version: int | None = None) -> pa.Schema:
+        """The table's schema as Arrow, with each column's metadata (``comment``: its description)."""
         table = self._delta(name, version)
         if table is None:
             raise FileNotFoundError(f"table {name} does not exist yet at {self.uri(name)}")
@@ -114,10 +115,6 @@ class Lake:
     def history(self, name: str, limit: int | None = None) -> list[dict]:
         table = self._require(name)
         return table.history(limit)
-
-    def schema(self, name: str) -> pa.Schema:
-        """The table's current schema as Arrow, with each column's metadata (``comment``: its description)."""
-        return pa.schema(self._require(name).schema().to_arrow())
 
     # -- Spark I/O ------------------------------------------------------------
     def read(self, name: str, columns: list[str] | None = None, version: int | None = None,

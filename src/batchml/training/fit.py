@@ -1,8 +1,10 @@
 """Distributed XGBoost fits (``xgboost.spark``) and the bounded, seeded hyperparameter search.
 
-Each fit trains on a date range of the prepared training set, repartitioned (not coalesced: barrier
-stages reject coalesced input) to ``num_workers``. Scores of held-out windows are computed on the
-driver with the booster (``inplace_predict``), far faster than ``SparkXGBClassifierModel.transform``.
+Each fit trains on a date range of the prepared training set. The prepared frame is persisted
+already repartitioned (not coalesced: barrier stages reject coalesced input) to ``num_workers``, so
+a fit filters its window from the cache with no shuffle, and xgboost.spark sees the right partition
+count and adds none. Scores of held-out windows are computed on the driver with the booster
+(``inplace_predict``), far faster than ``SparkXGBClassifierModel.transform``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Prepared:
     """The training set as the fits see it: model inputs as doubles (categoricals as their codes), label,
     date, slice columns."""
 
-    frame: object  # a persisted Spark DataFrame
+    frame: object  # a persisted Spark DataFrame with ``num_workers`` partitions (``partitioned``)
     features: list[str]
     day_counts: dict  # event date -> (rows, positives), from one aggregation job
     categories: dict[str, list[str]] = field(default_factory=dict)  # categorical input -> categories in code order
@@ -80,21 +82,44 @@ def fit(prep: Prepared, r: Range, spec: ModelSpec, params: dict):
 
         merged["feature_types"] = feature_types(prep.features, prep.categories)
     # verbose=False: no "[i] training-logloss" line per boosting round in the workers' output
-    est = estimator_class(spec.estimator.objective)(features_col=prep.features, label_col=LABEL,
-                                                    num_workers=spec.num_workers, random_state=spec.seed,
-                                                    verbose=False, **merged)
-    train = prep.frame.where(r.column_filter(DATE)).select(*prep.features, LABEL).repartition(spec.num_workers)
+    est = estimator(spec.estimator.objective, features_col=prep.features, label_col=LABEL,
+                    num_workers=spec.num_workers, random_state=spec.seed, verbose=False, **merged)
+    train = prep.frame.where(r.column_filter(DATE)).select(*prep.features, LABEL)  # no shuffle: see partitioned
     started = time.perf_counter()
     model = est.fit(train)
     log.info("fit on %s (%d rows, %d positive) in %.1fs: %s", r, rows, pos, time.perf_counter() - started, params)
     return model.get_booster()
 
 
-def estimator_class(objective: str):
-    """The ``xgboost.spark`` estimator of a ``model.estimator.objective`` (binary so far; regression next)."""
-    from xgboost.spark import SparkXGBClassifier
+def partitioned(frame, spec: ModelSpec):
+    """``frame`` with exactly ``num_workers`` partitions, as the fits' barrier stage takes it.
 
-    return {"binary": SparkXGBClassifier}[objective]
+    Done once, before the frame is persisted: each fit then reads its window from the cache as is.
+    (Repartitioning per fit shuffled the window every time, and twice when a job before the
+    barrier stage also ran over the shuffled input.)
+    """
+    return frame.repartition(spec.num_workers)
+
+
+# xgboost's own name of each model.estimator.objective (binary so far; regression next)
+OBJECTIVES = {"binary": "binary:logistic"}
+
+
+def estimator(kind: str, /, **params):
+    """The ``xgboost.spark`` estimator of a ``model.estimator.objective`` (``kind``).
+
+    ``binary`` is ``SparkXGBRegressor`` with ``objective="binary:logistic"``: the same booster,
+    byte for byte, as ``SparkXGBClassifier``, which runs one more Spark job per fit (a
+    ``countDistinct`` over the whole input, to choose binary or multi-class: known here, and both
+    classes are checked present from the day counts before the fit).
+    """
+    from xgboost.spark import SparkXGBRegressor
+
+    objective = OBJECTIVES[kind]
+    if params.get("objective", objective) != objective:
+        raise ValueError(f"model.params.objective {params['objective']!r} contradicts model.estimator.objective "
+                         f"{kind!r} ({objective}); drop it from model.params")
+    return SparkXGBRegressor(**{**params, "objective": objective})
 
 
 def predict(booster, frame, features: list[str]) -> np.ndarray:

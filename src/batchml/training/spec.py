@@ -81,7 +81,7 @@ _RENAMED_COSTS = {"missed_fraud": "false_negative", "false_alarm": "false_positi
 
 
 class Estimator(_Strict):
-    """What the model learns. ``binary`` (XGBoost ``binary:logistic``, SparkXGBClassifier) is the only
+    """What the model learns. ``binary`` (XGBoost ``binary:logistic``; see ``fit.estimator``) is the only
     objective so far; ``regression`` (``reg:squarederror``) is the planned next one, and with it the label
     contract's ``value`` expression becomes numeric while costs, threshold and review band stay binary-only."""
 

@@ -125,9 +125,10 @@ def prepare(lake: Lake, spec: ModelSpec, table: str, version: int, cutoff: dt.da
     def model_input(c: str):
         return (cat.spark_codes(c, categories[c]) if c in categories else F.col(c).cast("double")).alias(c)
 
-    frame = rows.select(*[model_input(c) for c in features], F.col(fitting.LABEL),
-                        F.col(date_column).alias(fitting.DATE),
-                        *[F.col(s).alias(fitting.slice_column(s)) for s in spec.slices]).persist()
+    frame = fitting.partitioned(rows.select(*[model_input(c) for c in features], F.col(fitting.LABEL),
+                                            F.col(date_column).alias(fitting.DATE),
+                                            *[F.col(s).alias(fitting.slice_column(s)) for s in spec.slices]),
+                                spec).persist()
     return fitting.Prepared(frame, features, counts, categories), plan
 
 

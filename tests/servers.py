@@ -1,4 +1,4 @@
-"""Real servers on loopback for the online store tests: moto's DynamoDB and a redis-server process."""
+"""Real servers on loopback for tests: a free port, moto's server (S3, DynamoDB, SNS, ...) and redis-server."""
 
 from __future__ import annotations
 
