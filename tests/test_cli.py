@@ -33,6 +33,17 @@ def test_bad_config_is_a_clear_message(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_a_date_range_needs_both_ends_in_order(tmp_path):
+    env = {"BATCHML_HOME": str(tmp_path)}
+    out = run("run", "ingest", "--from", "2024-01-03", "--to", "2024-01-01", env=env)
+    assert out.returncode == 1 and "--to 2024-01-01 is before --from 2024-01-03" in out.stderr
+    out = run("run", "ingest", "--from", "2024-01-03", env=env)
+    assert out.returncode == 1 and "--from and --to go together" in out.stderr
+    out = run("run", "ingest", "--run-date", "2024-01-03", "--from", "2024-01-01", env=env)
+    assert out.returncode == 2 and "not allowed with argument" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_bad_run_date_is_rejected_by_the_parser():
     out = run("run", "ingest", "--run-date", "2024-13-01")
     assert out.returncode == 2 and "not a date" in out.stderr

@@ -101,6 +101,11 @@ def test_a_missing_key_column_names_the_file_and_key(conf):
     ("  key: flight_id\n  time_column: known_at", "  key: flight\n  time_column: known_at", "label.key", "flight"),
     ("column: distance_km, min: 50", "column: distance, min: 50", "validation.bronze.flights.row_checks.1.column",
      "distance"),
+    ("      keys: [origin, dest]", "      keys: [origin, arrival]", "features.label_features.route.keys.1", "arrival"),
+    ("      keys: {origin: airport}", "      keys: {origin: station}", "features.as_of.origin_weather.keys.origin",
+     "station"),
+    ("      columns: [wind_kt, visibility_km]", "      columns: [wind]", "features.as_of.origin_weather.columns.0",
+     "wind"),
 ])
 def test_keys_must_name_columns_of_the_feed_they_read(conf, old, new, key, column):
     path = _edit(conf, "flight_delays", old, new)

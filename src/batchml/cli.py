@@ -29,9 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo-data", help="write the demo card-transaction feed into the landing zone")
     _demo_args(d)
 
-    r = sub.add_parser("run", help="run one pipeline stage for one run date")
+    r = sub.add_parser("run", help="run one pipeline stage for one run date, or each date of a range")
     r.add_argument("stage", help="stage name, e.g. ingest")
-    r.add_argument("--run-date", type=_date, required=True)
+    when = r.add_mutually_exclusive_group(required=True)
+    when.add_argument("--run-date", type=_date)
+    when.add_argument("--from", dest="start", type=_date, help="first run date of a range (with --to)")
+    r.add_argument("--to", dest="end", type=_date, help="last run date of the range, inclusive")
     r.add_argument("--dataset", help="dataset config name (default: default_dataset)")
     r.add_argument("--rescore", action="store_true", help="score: replace a finished run date's scores")
     r.add_argument("--reason", help="score --rescore: why (recorded in the scoring runs table)")
@@ -170,6 +173,12 @@ def _dispatch(args, config) -> int:
             raise ValueError("--migrate applies to the score stage")
         options = {"rescore_reason": args.reason} if args.rescore else {}
         options.update({"migrate": True} if args.migrate else {})
+        if (args.start is None) != (args.end is None):
+            raise ValueError("--from and --to go together (or give --run-date)")
+        if args.start is not None:
+            from batchml.stages import run_stage_range
+
+            return run_stage_range(args.stage, config, args.start, args.end, args.dataset, **options)
         return run_stage(args.stage, config, args.run_date, args.dataset, **options)
     if args.command == "demo":
         return _demo(args, config)

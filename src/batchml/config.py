@@ -161,6 +161,10 @@ class DatasetConfig(Strict):
     description: str = ""  # what the events are and what is predicted: the model card's opening
     events: SourceConfig
     labels: SourceConfig | None = None
+    # Reference feeds (weather, FX rates, merchant attributes): other time series that features join to
+    # point in time (features.as_of). Each has its own contract and landing prefix, and is ingested and
+    # gated like the events; its event_time_column is the time a row is valid from.
+    reference: dict[str, SourceConfig] = {}
     tables: dict[str, TableConfig] = {}  # this dataset's tables (the shared ops.* tables live in conf/base)
     label: LabelSpec | None = None  # what the model learns: the label contract (docs/adding-a-dataset.md)
     validation: dict[str, TableValidation] = {}  # table name -> the gate's checks for it
@@ -172,6 +176,12 @@ class DatasetConfig(Strict):
     @property
     def ingest_column(self) -> str:
         return INGEST_COLUMN
+
+    def feeds(self) -> list[tuple[str, SourceConfig]]:
+        """Every landing feed as (feed name, source): events, labels, then ``reference.<name>``."""
+        named = [("events", self.events), ("labels", self.labels)]
+        named += [(f"reference.{n}", src) for n, src in self.reference.items()]
+        return [(feed, src) for feed, src in named if src is not None]
 
     @model_validator(mode="after")
     def _label_contract(self) -> "DatasetConfig":
@@ -267,7 +277,7 @@ class Config(Strict):
         if self.default_dataset not in self.datasets:
             raise ValueError(f"default_dataset {self.default_dataset!r} is not among datasets {sorted(self.datasets)}")
         for name, ds in self.datasets.items():
-            written = [src.table for src in filter(None, (ds.events, ds.labels))]
+            written = [src.table for _, src in ds.feeds()]
             written += [v.accepted_table for v in ds.validation.values()]
             written += [ds.model.training_table] if ds.model else []
             written += [ds.scoring.table, ds.scoring.review_table, ds.scoring.runs_table] if ds.scoring else []

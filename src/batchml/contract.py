@@ -33,8 +33,7 @@ def _not_in(value: str, feed: SourceConfig, key: str) -> str:
 
 
 def _partitions(at, ds: DatasetConfig, tables: dict[str, TableConfig]) -> Iterator[Problem]:
-    wanted = {feed.table: ([INGEST_COLUMN], (key, "table")) for key, feed in (("events", ds.events),
-                                                                            ("labels", ds.labels)) if feed}
+    wanted = {feed.table: ([INGEST_COLUMN], (*key.split("."), "table")) for key, feed in ds.feeds()}
     if ds.features:
         wanted[ds.features.table] = ([ds.features.date_column], ("features", "table"))
     if ds.model:
@@ -63,6 +62,21 @@ def _features(at, ds: DatasetConfig) -> Iterator[Problem]:
         named += [(("entities", entity_name, "keys", str(i)), k) for i, k in enumerate(entity.keys)]
         named += [(("entities", entity_name, "aggregations", str(i), "column"), a.column)
                   for i, a in enumerate(entity.aggregations) if a.column]
+    for lf_name, lf in f.label_features.items():
+        named += [(("label_features", lf_name, "keys", str(i)), k) for i, k in enumerate(lf.keys)]
+    for join_name, join in f.as_of.items():
+        at_join = (*at, "features", "as_of", join_name)
+        ref = ds.reference.get(join.feed)
+        if ref is None:
+            yield ((*at_join, "feed"), f"{join.feed!r} is not a reference feed ({', '.join(ds.reference) or 'none'})")
+            continue
+        named += [(("as_of", join_name, "keys", k), k) for k in join.keys]
+        for path, column in [*[(("keys", k), v) for k, v in join.keys.items()],
+                             *[(("columns", str(i)), c) for i, c in enumerate(join.columns)]]:
+            if column not in _columns(ref):
+                yield ((*at_join, *path), _not_in(column, ref, f"reference.{join.feed}"))
+    if f.label_features and ds.label is None:
+        yield ((*at, "features", "label_features"), "label features need the dataset's label: section")
     for key, column in named:
         if column not in columns:
             yield ((*at, "features", *key), _not_in(column, ds.events, "events"))
@@ -85,7 +99,7 @@ def _label(at, ds: DatasetConfig) -> Iterator[Problem]:
 
 
 def _validation(at, ds: DatasetConfig) -> Iterator[Problem]:
-    feeds = {feed.table: (key, feed) for key, feed in (("events", ds.events), ("labels", ds.labels)) if feed}
+    feeds = {feed.table: (key, feed) for key, feed in ds.feeds()}
     for table, spec in ds.validation.items():
         if table not in feeds:
             yield ((*at, "validation", table), f"{table!r} is not a feed's table ({', '.join(feeds)})")

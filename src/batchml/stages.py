@@ -33,10 +33,11 @@ def _validate(config: Config, run_date: dt.date, dataset: str | None, spark=None
     return 0
 
 
-def _features(config: Config, run_date: dt.date, dataset: str | None, spark=None) -> int:
+def _features(config: Config, run_date: dt.date, dataset: str | None, spark=None,
+              end: dt.date | None = None) -> int:
     from batchml.features.build import build_features
 
-    build_features(config, run_date, dataset, spark)  # logs one summary line
+    build_features(config, run_date, dataset, spark, end=end)  # logs one summary line
     return 0
 
 
@@ -119,3 +120,23 @@ def run_stage(name: str, config: Config, run_date: dt.date, dataset: str | None 
         config = without_remote(config)
     log.info("stage %s starting for run date %s (env %s, home %s)", name, run_date, config.env, config.home)
     return STAGES[name](config, run_date, dataset, spark, **options)
+
+
+def run_stage_range(name: str, config: Config, start: dt.date, end: dt.date, dataset: str | None = None,
+                    spark=None, **options) -> int:
+    """Run ``name`` for every run date of ``[start, end]`` in order (a backfill); each date exactly as its own
+    run would be (idempotent: dates already done are skipped by the stage). ``features`` builds the range in
+    one pass (tiles once, then each day). Stops at the first date whose exit code is not 0 and returns it."""
+    if end < start:
+        raise ValueError(f"--to {end} is before --from {start}")
+    if name == "features":
+        run_stage(name, config, start, dataset, spark, end=end, **options)
+        return 0
+    day = start
+    while day <= end:
+        code = run_stage(name, config, day, dataset, spark, **options)
+        if code != 0:
+            log.error("stage %s stopped the range %s..%s at %s with exit code %s", name, start, end, day, code)
+            return code
+        day += dt.timedelta(days=1)
+    return 0

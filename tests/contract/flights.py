@@ -3,8 +3,13 @@ one outcome row per flight (CSV, local Berlin time without an offset).
 
 Disruptions grow with congestion: the number of flights that left the same airport in the three
 hours before, which is exactly the ``origin_count_3h`` feature. Planted: one flight whose origin is
-its destination (the gate quarantines it) and one flight whose outcome never arrives (it has no
-label, so training leaves it out).
+its destination (the gate quarantines it), one flight whose outcome never arrives (it has no
+label, so training leaves it out) and, on the last day, flights of a carrier never seen before (a
+category unseen at training: scored as a missing value and counted).
+
+A reference feed, hourly weather per airport (``weather/<day>/``, the day's observations delivered that
+day), drives part of the risk: wind at the origin above 15 kt. One observation of the second-to-last
+day is delivered a day late (``late_weather``): that day's flights must not see it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ class Generated:
     outcomes: dict[str, dict] = field(default_factory=dict)  # by flight id, with the truth
     same_airport: str = ""  # quarantined by the gate
     no_outcome: str = ""  # never labelled
+    new_carrier: list[str] = field(default_factory=list)  # last day: carrier NEW, unseen at training
+    weather: list[dict] = field(default_factory=list)  # every observation, with the date it was delivered
+    late_weather: dict = field(default_factory=dict)  # delivered the day after its own
 
     def disrupted(self, flight_id: str) -> int:
         o = self.outcomes[flight_id]
@@ -39,17 +47,30 @@ class Generated:
 
 def generate(landing: Path, days: int = 6, per_day: int = 500, seed: int = 5) -> Generated:
     rng, out = random.Random(seed), Generated()
+    out.weather = _weather(random.Random(seed + 1), days)
+    wind = {(w["airport"], w["valid_from"]): w["wind_kt"] for w in out.weather}
     for d in range(days):
         day = START + dt.timedelta(days=d)
         flights = [_flight(rng, day, i) for i in range(per_day)]
         out.flights[day] = flights
         for f in flights:
-            out.outcomes[f["flight_id"]] = _outcome(rng, f, _congestion(flights, f))
+            hour = f["scheduled_departure"].replace(minute=0) - dt.timedelta(hours=1)
+            out.outcomes[f["flight_id"]] = _outcome(rng, f, _congestion(flights, f), wind[(f["origin"], hour)])
     out.same_airport = out.flights[START + dt.timedelta(days=1)][0]["flight_id"]
     bad = out.flights[START + dt.timedelta(days=1)][0]
     bad["dest"] = bad["origin"]
     out.no_outcome = out.flights[START + dt.timedelta(days=2)][1]["flight_id"]
     del out.outcomes[out.no_outcome]
+    for f in out.flights[START + dt.timedelta(days=days - 1)][2:7]:
+        f["carrier"] = "NEW"
+        out.new_carrier.append(f["flight_id"])
+    late = next(w for w in out.weather if w["valid_from"] == dt.datetime.combine(
+        START + dt.timedelta(days=days - 2), dt.time(10), UTC) and w["airport"] == "FRA")
+    late["delivered"] += dt.timedelta(days=1)
+    out.late_weather = late
+    for day in out.flights:
+        _write_csv(landing / "weather" / day.isoformat() / f"weather-{day}.csv",
+                   [w for w in out.weather if w["delivered"] == day], WEATHER)
     for day, flights in out.flights.items():
         _write_jsonl(landing / "flights" / day.isoformat() / f"flights-{day}.jsonl", flights)
         delivered = [out.outcomes[f["flight_id"]] for f in flights if f["flight_id"] in out.outcomes]
@@ -77,8 +98,23 @@ def _congestion(flights: list[dict], f: dict) -> int:
                and t - dt.timedelta(hours=3) <= o["scheduled_departure"] < t)
 
 
-def _outcome(rng: random.Random, f: dict, congestion: int) -> dict:
-    p = 1 / (1 + math.exp(-(-3.0 + 0.2 * congestion + 0.5 * (f["carrier"] == "XQ"))))
+def _weather(rng: random.Random, days: int) -> list[dict]:
+    """Hourly observations per airport (a gusty spell now and then), each delivered on its own day."""
+    out = []
+    for airport in AIRPORTS:
+        wind = 8.0
+        for h in range(days * 24):
+            at = dt.datetime.combine(START, dt.time(), UTC) + dt.timedelta(hours=h)
+            wind = max(0.0, min(45.0, wind + rng.gauss(0, 4) + (8 - wind) * 0.1))
+            out.append({"airport": airport, "valid_from": at, "wind_kt": round(wind, 1),
+                        "visibility_km": None if rng.random() < 0.05 else round(rng.uniform(2, 10), 1),
+                        "delivered": at.date()})
+    return out
+
+
+def _outcome(rng: random.Random, f: dict, congestion: int, wind_kt: float) -> dict:
+    windy = max(0.0, wind_kt - 15)
+    p = 1 / (1 + math.exp(-(-3.0 + 0.2 * congestion + 0.5 * (f["carrier"] == "XQ") + 0.15 * windy)))
     cancelled = rng.random() < 0.03
     delay = None if cancelled else (16 + rng.expovariate(1 / 30) if rng.random() < p else rng.uniform(-10, 14))
     duration = dt.timedelta(hours=f["distance_km"] / 750 + 0.5, minutes=delay or 0)
@@ -95,10 +131,19 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
                     + "\n")
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+WEATHER = ("airport", "valid_from", "wind_kt", "visibility_km")
+
+
+def _write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
+        if columns:  # the weather feed: UTC with an offset
+            w.writerow(columns)
+            for r in rows:
+                w.writerow([r["valid_from"].strftime("%Y-%m-%dT%H:%M:%SZ") if c == "valid_from" else
+                            "" if r[c] is None else r[c] for c in columns])
+            return
         w.writerow(["flight_id", "known_at", "status", "arr_delay_min"])
         for r in rows:  # the ops log writes Berlin wall-clock time, no offset (the contract's naive_timezone)
             local = r["known_at"].astimezone(BERLIN).strftime("%Y-%m-%d %H:%M:%S")

@@ -12,7 +12,7 @@ import pytest
 
 from batchml.config import TableConfig
 from batchml.features.build import build_features, feature_spec
-from batchml.features.docs import DOC, current_docs
+from batchml.features.docs import DOC, PAGES, all_docs, current_docs
 from batchml.stages import STAGES, run_stage
 from batchml.storage import Lake
 from tests.conftest import REPO, make_config
@@ -103,8 +103,30 @@ def test_stage_job_and_docs_page(base_config):
     assert "features" in STAGES
     job = (REPO / "jobs" / "build_features.py").read_text()
     assert 'run_job("features"' in job
-    assert (REPO / DOC).read_text() == current_docs(base_config), \
-        "docs/features.md is stale: run .venv/bin/python -m batchml.features.docs"
+    pages = all_docs(base_config)
+    assert set(pages) == {DOC, *(PAGES / f"{name}.md" for name in base_config.datasets)}  # every dataset
+    for path, text in pages.items():
+        assert (REPO / path).read_text() == text, f"{path} is stale: run .venv/bin/python -m batchml.features.docs"
+    assert "## Point-in-time joins to reference feeds" in pages[PAGES / "flight_delays.md"]
+    assert pages[PAGES / "card_transactions.md"] == current_docs(base_config, "card_transactions")
+
+
+def test_the_docs_generator_reads_any_config_and_says_what_is_wrong_in_one_line(tmp_path, capsys):
+    import shutil
+
+    from batchml.features.docs import main
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    (conf / "base" / "datasets" / "no_features.yaml").write_text(
+        (conf / "base" / "datasets" / "flight_delays.yaml").read_text().split("\nfeatures:")[0]
+        .replace("flights", "nf_flights").replace("flight_outcomes", "nf_outcomes").replace("weather", "nf_weather"))
+    out = tmp_path / "nf.md"
+    assert main(["--conf-dir", str(conf), "--dataset", "no_features", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == ("error: dataset 'no_features' declares no features (add a 'features:' "
+                                               "section to its config)")
+    assert main(["--conf-dir", str(conf), "--dataset", "flight_delays", "--out", str(out)]) == 0
+    assert out.read_text() == (REPO / PAGES / "flight_delays.md").read_text()
 
 
 def test_nightly_tiles_take_late_and_redelivered_events_exactly(base_config, spark, tmp_path):

@@ -8,6 +8,7 @@ import pytest
 
 from batchml.features.compute import compute_features, features_for_events
 from batchml.features.spec import FeatureSpec
+from batchml.labels import LabelSpec
 from tests.features.helpers import at, bronze_frame, event, random_events, reference
 
 D = dt.date(2024, 3, 1)
@@ -120,3 +121,107 @@ def test_scoring_path_gives_the_training_features_for_the_same_rows(spark):
     assert set(scored) == {r["transaction_id"] for r in to_score}
     for tx, row in scored.items():
         assert row == training[tx], tx
+
+
+LABELLED = FeatureSpec.model_validate({**SPEC.model_dump(), "label_features": {
+    "merchant_fraud": {"keys": ["merchant_id"], "windows": ["30d"], "maturity_days": 7}}})
+CHARGEBACK = LabelSpec(key="transaction_id", time_column="reported_at", presence=True)
+
+
+def chargebacks(spark, rows: list[tuple[str, dt.datetime, dt.date]]):
+    import pyarrow as pa
+
+    schema = pa.schema([("transaction_id", pa.string()), ("reported_at", pa.timestamp("us", "UTC")),
+                        ("ingest_date", pa.date32())])
+    return spark.createDataFrame(pa.Table.from_pylist(
+        [{"transaction_id": t, "reported_at": r, "ingest_date": i} for t, r, i in rows], schema))
+
+
+def test_label_features_count_only_outcomes_known_before_the_event_and_ingested_by_the_run_date(spark):
+    """Merchant m1's fraud rate from matured labels: positives when reported, negatives inferred at maturity
+    (7 days); a label reported at or after the event's time, or delivered after the run date, is invisible."""
+    events = [
+        event("a", days_ago(20, 10), merchant="m1"),   # chargeback at D-15: a positive known at D-15
+        event("b", days_ago(20, 11), merchant="m1"),   # no chargeback: a negative known at D-13 11:00
+        event("c", days_ago(3, 9), merchant="m1"),     # reported D-1 but delivered D+1: invisible at D
+        event("e", days_ago(2, 9), merchant="m1"),     # no label, not mature (D+5): not counted
+        event("f", days_ago(5, 9), merchant="m1"),     # reported (in time) exactly at x's time: x cannot see it
+        event("o", days_ago(20, 9), merchant="m2"),    # another merchant
+        event("x", at(D, 12), merchant="m1"),
+        event("y", at(D, 13), merchant="m1"),
+        event("z", at(D, 13), merchant="m2", customer="c9"),
+    ]
+    on_time = [("a", days_ago(15, 0), D - dt.timedelta(days=15)), ("o", days_ago(19, 0), D - dt.timedelta(days=19))]
+    planted = [("c", days_ago(1, 0), NEXT),  # reported before x, delivered after the run date
+               ("f", at(D, 12), D)]          # reported at the very instant of x
+    got = by_id(compute_features(bronze_frame(spark, events), LABELLED, D, NEXT, sql=[],
+                                 labels=chargebacks(spark, on_time + planted), label=CHARGEBACK))
+    want = {"x": (2, 1, 0.5), "y": (3, 2, 2 / 3), "z": (1, 1, 1.0)}  # (labelled, positives, rate) over 30d
+    assert {tx: (got[tx]["merchant_fraud_labelled_30d"], got[tx]["merchant_fraud_positives_30d"],
+                 pytest.approx(got[tx]["merchant_fraud_positive_rate_30d"])) for tx in want} == want
+    # the planted labels change nothing an event could not know: the features without them are the same for x
+    without = by_id(compute_features(bronze_frame(spark, events), LABELLED, D, NEXT, sql=[],
+                                     labels=chargebacks(spark, on_time), label=CHARGEBACK))
+    assert without["x"] == got["x"] and without["y"] != got["y"]
+
+
+WITH_FX = FeatureSpec.model_validate({**SPEC.model_dump(), "as_of": {"country_fx": {
+    "feed": "fx", "keys": {"country": "country"}, "columns": ["rate"], "tolerance": "1h", "max_age": "1d"}}})
+
+
+def fx_rows(spark, rows: list[tuple[str, dt.datetime, float, dt.date]]):
+    import pyarrow as pa
+
+    schema = pa.schema([("country", pa.string()), ("valid_from", pa.timestamp("us", "UTC")), ("rate", pa.float64()),
+                        ("ingest_date", pa.date32()), ("_source_file", pa.string()), ("_source_sha256", pa.string()),
+                        ("_row_number", pa.int64())])
+    return spark.createDataFrame(pa.Table.from_pylist(
+        [{"country": c, "valid_from": v, "rate": r, "ingest_date": i, "_source_file": f"fx-{i}", "_source_sha256": "x",
+          "_row_number": n} for n, (c, v, r, i) in enumerate(rows)], schema))
+
+
+def test_as_of_join_takes_the_latest_row_valid_before_the_event_and_ingested_by_the_run_date(spark):
+    """Per event: the reference row with the latest valid time <= t - 1h, ingested by D, at most 1 day old."""
+    events = [event("de", at(D, 12), country="DE"), event("fr", at(D, 12), country="FR"),
+              event("us", at(D, 12), country="US"), event("early", at(D, 0, 30), country="DE")]
+    fx = [("DE", at(D, 10), 1.0, D), ("DE", at(D, 11), 2.0, D),   # 11:00 = t - tolerance exactly: taken
+          ("DE", at(D, 11, 1), 3.0, D),                             # 1 µs too late for the tolerance
+          ("DE", at(D, 11), 2.5, NEXT),                             # a correction delivered after the run date
+          ("FR", days_ago(1, 13), 5.0, D - dt.timedelta(days=1)),
+          ("FR", at(D, 9), 6.0, NEXT),                              # valid in time but delivered after D
+          ("US", days_ago(2, 10), 7.0, D - dt.timedelta(days=2)),   # 50 hours old: beyond max_age
+          ("DE", days_ago(1, 23, 1), 0.5, D)]                       # early's (00:30 - 1h) row: valid at 23:00:00.000001
+    got = by_id(compute_features(bronze_frame(spark, events), WITH_FX, D, NEXT, sql=[],
+                                 references={"fx": (fx_rows(spark, fx), "valid_from")}))
+    assert {tx: got[tx]["country_fx_rate"] for tx in got} == {"de": 2.0, "fr": 5.0, "us": None, "early": 0.5}
+
+
+def test_as_of_join_matches_duckdb_asof_join(spark):
+    """Random events and reference rows with ties and late deliveries: the same values as duckdb's ASOF JOIN
+    over the rows ingested by D (duckdb takes the latest row with valid_from <= t - 1h; max_age on top)."""
+    import random
+
+    import duckdb
+    import pyarrow as pa
+
+    rng = random.Random(4)
+    rows = random_events(D - dt.timedelta(days=1), 2, 40, seed=11)
+    fx = [(rng.choice(["DE", "FR", "US"]), at(D - dt.timedelta(days=1)) + dt.timedelta(minutes=rng.randrange(0, 2880, 30)),
+           round(rng.uniform(0, 2), 3), D - dt.timedelta(days=rng.choice([1, 0, -1]))) for _ in range(60)]
+    got = by_id(compute_features(bronze_frame(spark, rows), WITH_FX, D, NEXT, sql=[],
+                                 references={"fx": (fx_rows(spark, fx), "valid_from")}))
+    seen = {}  # the latest ingest per (country, valid_from) among rows delivered by D, as the join dedupes
+    for n, (c, v, r, i) in enumerate(fx):
+        if i <= D and ((c, v) not in seen or (i, n) > seen[(c, v)][1:]):
+            seen[(c, v)] = (r, i, n)
+    ref = pa.table({"country": [c for c, _ in seen], "valid_from": [v for _, v in seen],
+                    "rate": [r for r, _, _ in seen.values()]})
+    current = {r["transaction_id"]: r for r in sorted(rows, key=lambda r: r["ingest_date"])}  # latest version
+    ev = pa.table({"id": list(current), "country": [r["country"] for r in current.values()],
+                   "t": [r["event_time"] for r in current.values()]})
+    want = dict(duckdb.sql("""
+        SELECT ev.id, CASE WHEN ev.t - ref.valid_from <= INTERVAL 1 DAY THEN ref.rate END
+        FROM ev ASOF LEFT JOIN ref ON ev.country = ref.country AND ev.t - INTERVAL 1 HOUR >= ref.valid_from
+        WHERE ev.t >= ? """, params=[at(D)]).fetchall())
+    assert set(got) == set(want) and sum(v is not None for v in want.values()) > 10
+    assert {tx: got[tx]["country_fx_rate"] for tx in got} == want

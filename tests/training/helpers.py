@@ -19,7 +19,7 @@ FEATURES_SCHEMA = pa.schema([
     ("transaction_id", pa.string()), ("event_time", pa.timestamp("us", "UTC")), ("event_date", pa.date32()),
     ("channel", pa.string()), ("merchant_category", pa.string()), ("amount", pa.float64()),
     ("risk_signal", pa.float64()), ("noise", pa.float64()), ("customer_count_24h", pa.int64()),
-    ("channel_ecom", pa.int32()),
+    ("channel_ecom", pa.int32()), ("share", pa.decimal128(38, 12)),  # a decimal input: cast to double
 ])
 CHARGEBACKS_SCHEMA = pa.schema([
     ("chargeback_id", pa.string()), ("transaction_id", pa.string()), ("reported_at", pa.timestamp("us", "UTC")),
@@ -62,6 +62,7 @@ def synthetic(seed: int = 3, per_day: int = 300, start: dt.date = START, days: i
         "channel": channel, "merchant_category": category, "amount": rng.gamma(2.0, 30.0, n),
         "risk_signal": signal, "noise": pa.array(rng.normal(size=n), mask=rng.random(n) < 0.05),  # real nulls
         "customer_count_24h": counts, "channel_ecom": (channel == "ecom").astype("int32"),
+        "share": pa.array(np.round(rng.random(n), 6)).cast(pa.decimal128(38, 12)),
     }, FEATURES_SCHEMA)
     idx = np.flatnonzero(fraud)
     delay = rng.integers(1, 5, len(idx)) * 86_400 + rng.integers(0, 86_400, len(idx))  # 1-4 days late

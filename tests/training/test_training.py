@@ -19,7 +19,7 @@ from batchml.training.dataset import build_training_set, mature_window
 from batchml.training.fit import sample_params
 from batchml.training.spec import Costs, Param, Splits
 from batchml.training.splits import NotEnoughHistory, plan_splits
-from batchml.training.train import finished_run, train
+from batchml.training.train import UnusableColumn, feature_columns, finished_run, train
 from tests.conftest import make_config
 from tests.orchestration.browser import check_reports
 from tests.training import helpers as H
@@ -165,7 +165,8 @@ def test_train_registers_model_with_contract_lineage_and_card(world):
     assert 0 < expected["band_rate"] < 0.05 and expected["overflow_rate"] == 0  # 300 rows a day, capacity 500
     assert expected["review_rate"] == expected["band_rate"]
     assert f"| `decline` (automatic, score >= {mv.threshold:.4g}) | {expected['positive_rate']:.2%} |" in card
-    assert list(mv.feature_columns) == ["amount", "risk_signal", "noise", "customer_count_24h", "channel_ecom"]
+    # every column but keys, time, dates and model.exclude_columns is an input: the decimal too
+    assert list(mv.feature_columns) == ["amount", "risk_signal", "noise", "customer_count_24h", "channel_ecom", "share"]
     # the Spark fit's model is the classifier's kind: a binary:logistic booster scoring probabilities
     assert json.loads(mv.booster.save_config())["learner"]["objective"]["name"] == "binary:logistic"
     X = np.random.default_rng(0).normal(size=(200, len(mv.feature_columns))).astype(np.float32)
@@ -223,6 +224,38 @@ def test_same_inputs_config_and_seed_give_the_same_metrics(world, base_config, s
     assert not second.reused
     for key in ("pr_auc", "roc_auc", "f1", "precision", "recall", "brier"):
         assert second.metrics[key] == pytest.approx(world["result"].metrics[key], abs=1e-6), key
+
+
+def test_a_string_feature_column_fails_training_naming_it_unless_excluded(world, spark):
+    config = world["config"]
+    ds = config.dataset()
+    model = ds.model.model_copy(update={"exclude_columns": ["merchant_category"]})  # channel no longer excluded
+    bad = config.model_copy(update={"datasets": {**config.datasets,
+                                                 config.default_dataset: ds.model_copy(update={"model": model})}})
+    with pytest.raises(UnusableColumn, match=r"^feature column 'channel' has type string, which cannot be a model "
+                                             r"input; list it in model.exclude_columns \(or, for a string, in "
+                                             r"model.categorical\)$"):
+        train(bad, D + DAY, spark=spark)  # at the start: no training set is built for this cut-off
+    assert not Lake(config).read_arrow(ds.model.training_table, filters=[("cutoff_date", "=", D + DAY)]).num_rows
+    # the world's config excludes channel and merchant_category (strings): it trained, see the test above
+
+
+def test_every_demo_feature_column_is_a_model_input_or_excluded(base_config, spark):
+    """customer_count_24h_to_daily_30d (once decimal, dropped without a word) is an input; the demo's
+    exclude_columns names every string column (else feature_columns raises)."""
+    from batchml.features.compute import compute_features, load_sql
+    from tests.features.helpers import bronze_frame, event
+
+    ds = base_config.dataset("card_transactions")
+    rows = [event("a", dt.datetime(2024, 3, 1, 9, tzinfo=dt.timezone.utc)),
+            event("b", dt.datetime(2024, 3, 2, 9, tzinfo=dt.timezone.utc))]
+    schema = compute_features(bronze_frame(spark, rows), ds.features, dt.date(2024, 3, 2), dt.date(2024, 3, 3),
+                              load_sql(ds.features, base_config.conf_dir)).schema
+    inputs = feature_columns(schema, ds.model, ds.features.id_column, ds.features.date_column,
+                             ds.features.event_time_column)
+    assert "customer_count_24h_to_daily_30d" in inputs and "amount" in inputs and "channel" not in inputs
+    assert set(schema.fieldNames()) - set(inputs) == {*ds.model.exclude_columns, ds.features.id_column,
+                                                      ds.features.event_time_column, ds.features.date_column}
 
 
 def test_the_fit_trains_the_classifiers_booster_without_its_label_count_job(spark):

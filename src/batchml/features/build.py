@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 
 from batchml.config import Config
-from batchml.features.compute import edge_days, features_from_tiles, load_sql
+from batchml.features.compute import edge_days, features_from_tiles, label_outcomes, load_sql
 from batchml.features.spec import FeatureSpec
 from batchml.features.store import TileStore
 from batchml.storage import Lake
@@ -54,10 +54,12 @@ def build_features(config: Config, run_date: dt.date, dataset: str | None = None
         log.info("features %s %s: already built (transaction recorded); nothing to do", name, _span(days))
         return WriteResult(lake.uri(spec.table), lake.version(spec.table), skipped=True)
     store = TileStore(lake, name, spec, source_table(config, name))
+    outcomes = _label_outcomes(config, lake, name, spec) if spec.label_features else None
+    references = _references(config, lake, name, spec) if spec.as_of else None
     cache: list = []
     try:
         first_ingest = store.ensure(todo[0], todo[-1], cache)
-        results = [_build_day(lake, store, name, spec, day, first_ingest) for day in todo]
+        results = [_build_day(lake, store, name, spec, day, first_ingest, outcomes, references) for day in todo]
     finally:
         for df in cache:
             df.unpersist()
@@ -69,14 +71,76 @@ def build_features(config: Config, run_date: dt.date, dataset: str | None = None
                        sum(r.rows_written for r in written))
 
 
+def _label_outcomes(config: Config, lake: Lake, dataset: str, spec: FeatureSpec):
+    """``outcomes(name, day)`` for ``compute.features_from_tiles``: reads only the events and label rows that
+    can matter for ``day`` (ingested by it, events of its label lookback, labels not older than them)."""
+    from batchml import labels as L
+    from batchml.features import tiles as T
+
+    ds = config.dataset(dataset)
+    label, ingest = ds.label, ds.ingest_column
+    if label is None or label.table is None:
+        raise ValueError(f"dataset {dataset!r} declares label_features but no label: section")
+
+    def outcomes(name: str, day: dt.date):
+        lf = spec.label_features[name]
+        first = _midnight(day - dt.timedelta(days=spec.label_lookback_days()))
+        stop = _midnight(day + dt.timedelta(days=1))
+        events = lake.read(source_table(config, dataset), columns=[spec.id_column, spec.event_time_column,
+                                                                    *lf.keys, *T.VERSION],
+                           where=[(spec.event_time_column, ">=", first), (spec.event_time_column, "<", stop),
+                                  ("ingest_date", "<=", day)])
+        rows = events.withColumn("__t", _micros_of(spec.event_time_column))
+        known = lake.read(label.table, L.read_columns(label, ingest), where=[
+            (ingest, "<=", day), (label.time_column, ">=", first)]) if lake.exists(label.table) else None
+        return label_outcomes(rows, known, spec, label, name, day, ingest)
+    return outcomes
+
+
+def _references(config: Config, lake: Lake, dataset: str, spec: FeatureSpec):
+    """``references(name, day)`` for ``compute.features_from_tiles``: the rows of as-of join ``name``'s feed
+    (its gate's accepted table, else bronze) that a build of ``day`` may use, and their valid-time column."""
+    from batchml.features import tiles as T
+
+    ds = config.dataset(dataset)
+
+    def references(name: str, day: dt.date):
+        join = spec.as_of[name]
+        feed = ds.reference[join.feed]
+        gate = ds.validation.get(feed.table)
+        table = gate.accepted_table if gate else feed.table
+        if not lake.exists(table):
+            raise FileNotFoundError(f"features {dataset} {day}: as_of join {name!r} needs reference feed "
+                                    f"{join.feed!r} ({table}), which nothing has been ingested into yet")
+        first = dt.datetime.combine(day, dt.time(), dt.timezone.utc) - dt.timedelta(
+            seconds=spec.as_of_reach_seconds(name))
+        valid = feed.event_time_column
+        rows = lake.read(table, columns=list(dict.fromkeys([*join.keys.values(), valid, *join.columns, *T.VERSION])),
+                         where=[(valid, ">=", first), (valid, "<", _midnight(day + dt.timedelta(days=1))),
+                                ("ingest_date", "<=", day)])
+        return rows, valid
+    return references
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+
+
+def _micros_of(column: str):
+    from pyspark.sql import functions as F
+
+    return F.unix_micros(F.col(column))
+
+
 def _build_day(lake: Lake, store: TileStore, name: str, spec: FeatureSpec, day: dt.date,
-               first_ingest: dt.date) -> WriteResult:
+               first_ingest: dt.date, outcomes=None, references=None) -> WriteResult:
     stop = day + dt.timedelta(days=1)
     cache: list = []
     rows = store.edge_rows(edge_days(spec, day, stop), first_ingest, day)
     tiles = {entity: store.tiles(entity, day) for entity in spec.entities}
     features = features_from_tiles(rows, tiles, store.versions(), store.records(day), spec, day, stop,
-                                   load_sql(spec, lake.config.conf_dir), cache=cache)
+                                   load_sql(spec, lake.config.conf_dir), cache=cache, outcomes=outcomes,
+                                   references=references)
     try:
         return lake.write(features, spec.table, mode="overwrite", replace_where=[(spec.date_column, "=", day)],
                           txn=_txn(name, day), metadata={"job": "features", "runDate": str(day)})

@@ -67,7 +67,7 @@ def edge_days(spec: FeatureSpec, start: dt.date, end: dt.date) -> list[dt.date]:
 
 
 def compute_features(events, spec: FeatureSpec, start: dt.date, end: dt.date, sql: list[str] | None = None,
-                     cache: list | None = None):
+                     cache: list | None = None, labels=None, label=None, references: dict | None = None):
     """Features for every event with event date in ``[start, end)`` (UTC), one row per event.
 
     ``events`` are bronze or silver rows (with ``ingest_date`` and the ``_source_*`` columns). The
@@ -75,6 +75,8 @@ def compute_features(events, spec: FeatureSpec, start: dt.date, end: dt.date, sq
     ingest date and per later ingest date that replaced some of its rows. ``sql`` overrides the
     spec's SQL files with query texts (tests); None loads the files. ``cache``: pass a list to
     persist the narrowed input; the caller unpersists what it finds there after its action.
+    ``labels`` / ``label``: the label table's rows and the ``LabelSpec``, for ``spec.label_features``.
+    ``references``: reference feed name -> its rows (bronze or silver), for ``spec.as_of``.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -88,16 +90,30 @@ def compute_features(events, spec: FeatureSpec, start: dt.date, end: dt.date, sq
     revisions = T.revisions(records)
     live = T.versioned(rows, records, revisions, spec.id_column)
     tiles = {name: T.entity_tiles(live, spec, name) for name in spec.entities}
-    return features_from_tiles(rows, tiles, revisions, records, spec, start, end, sql)
+    outcomes = None
+    if spec.label_features:
+        if labels is None or label is None:
+            raise ValueError("the spec declares label_features: pass the label table's rows and the label spec")
+
+        def outcomes(name, day):
+            return label_outcomes(rows, labels, spec, label, name, day)
+    missing = sorted({j.feed for j in spec.as_of.values()} - set(references or {}))
+    if missing:
+        raise ValueError(f"the spec's as_of joins need the rows of reference feeds {missing}")
+    return features_from_tiles(rows, tiles, revisions, records, spec, start, end, sql, outcomes=outcomes,
+                               references=lambda name, day: references[spec.as_of[name].feed])
 
 
 def features_from_tiles(rows, tiles: dict, versions: list, records: list[dict], spec: FeatureSpec, start: dt.date,
-                        end: dt.date, sql: list[str] | None = None, cache: list | None = None):
+                        end: dt.date, sql: list[str] | None = None, cache: list | None = None, outcomes=None,
+                        references=None):
     """Features of ``[start, end)`` from raw ``rows`` (``tiles.source_rows``; at least the edge days),
     each entity's ``tiles``, the tile ``versions`` (``(ingest_date, as_of)`` pairs; originals may be
     left out) and the replaced-row ``records`` (``tiles.supersessions`` rows as dicts).
 
     ``cache``: for a one-day range, the day's edge rows are persisted (every entity reads them).
+    ``outcomes(name, day)``: the ``label_outcomes`` of label feature ``name`` for ``day`` (label features only).
+    ``references(name, day)``: the reference feed rows as-of join ``name`` may use for ``day`` (as_of only).
     """
     days = [start + dt.timedelta(days=i) for i in range((end - start).days)]
     if not days:
@@ -111,8 +127,17 @@ def features_from_tiles(rows, tiles: dict, versions: list, records: list[dict], 
             edges = edges.persist(StorageLevel.MEMORY_AND_DISK)
             cache.append(edges)
         first = day - dt.timedelta(days=spec.lookback())
-        parts.append(day_features(edges, {n: T.chosen(t, versions, day, first) for n, t in tiles.items()},
-                                  spec, day))
+        part = day_features(edges, {n: T.chosen(t, versions, day, first) for n, t in tiles.items()}, spec, day)
+        for name, lf in spec.label_features.items():
+            if outcomes is None:
+                raise ValueError(f"label feature {name!r} needs the label outcomes")
+            part = part.join(label_window_features(edges, outcomes(name, day), spec, name, day), spec.id_column,
+                             "left")
+        for name in spec.as_of:
+            if references is None:
+                raise ValueError(f"as_of join {name!r} needs its reference feed's rows")
+            part = part.join(as_of_features(edges, references(name, day), spec, name, day), spec.id_column, "left")
+        parts.append(part)
     out = reduce(lambda a, b: a.unionByName(b), parts)
     for text in (load_sql(spec) if sql is None else sql):
         out = out.sparkSession.sql(text, features=out)
@@ -128,7 +153,8 @@ def day_edges(rows, records: list[dict], spec: FeatureSpec, day: dt.date):
     return T.current(ev, records, spec.id_column, as_of=day)
 
 
-def features_for_events(new_events, history, spec: FeatureSpec, day: dt.date, sql: list[str] | None = None):
+def features_for_events(new_events, history, spec: FeatureSpec, day: dt.date, sql: list[str] | None = None,
+                        labels=None, label=None):
     """The scoring path: features for ``new_events`` (all on ``day``) given stored ``history``.
 
     The same ``compute_features`` as the table build, over the union of history and the new rows.
@@ -138,7 +164,7 @@ def features_for_events(new_events, history, spec: FeatureSpec, day: dt.date, sq
     cols = [c for c in history.columns if c in new_events.columns]
     both = history.select(*cols).unionByName(new_events.select(*cols))
     ids = new_events.select(spec.id_column).distinct()
-    return compute_features(both, spec, day, day + dt.timedelta(days=1), sql).join(
+    return compute_features(both, spec, day, day + dt.timedelta(days=1), sql, labels=labels, label=label).join(
         F.broadcast(ids), spec.id_column, "left_semi")
 
 
@@ -272,6 +298,108 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
         last = F.greatest(F.col("__e_last"), F.col("__last"))
         out.append(((F.col("__t") - last) / F.lit(float(US))).alias(f"{name}_seconds_since_last"))
     return joined.select(*out)
+
+
+def label_outcomes(rows, labels, spec: FeatureSpec, label, name: str, day: dt.date,
+                   ingest_column: str = "ingest_date"):
+    """(keys, ``__t`` = when the outcome became known in µs, ``__pos``) for the earlier events of label
+    feature ``name`` whose outcome a build of ``day`` may count.
+
+    ``rows``: event rows (``tiles.source_rows``); ``labels``: the label table's rows (None: none yet). Only
+    rows ingested by ``day`` are seen, one version per event (the latest) and one label row per event (the earliest
+    known, then by ingest date). An outcome counts when its label time is in ``[event time, event time +
+    maturity_days]``; presence labels infer a negative at event time + ``maturity_days`` when no row came
+    by then. Events whose outcome could not fall in any window of the day are left out.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    lf = spec.label_features[name]
+    d0, maturity = _micros(day), lf.maturity_days * DAY_US
+    oldest = d0 - max(window_seconds(w) for w in lf.windows) * US - maturity
+    ev = rows.where((F.col("ingest_date") <= F.lit(day)) & (F.col("__t") >= oldest) & (F.col("__t") < d0 + DAY_US))
+    ev = ev.where(reduce(lambda a, b: a & b, [F.col(k).isNotNull() for k in lf.keys]))
+    latest = Window.partitionBy(spec.id_column).orderBy(*[F.col(c).desc() for c in T.VERSION])
+    ev = ev.withColumn("__v", F.row_number().over(latest)).where("__v = 1").select(spec.id_column, *lf.keys, "__t")
+    if labels is None:  # no label delivered yet
+        out = ev.select("*", F.lit(None).cast("long").alias("__lt"), F.lit(None).cast("int").alias("__lp"))
+    else:
+        positive = F.lit(1) if label.presence else F.expr(label.value).cast("int")
+        known = labels.where(F.col(ingest_column) <= F.lit(day)).select(
+            F.col(label.key).alias(spec.id_column), F.unix_micros(F.col(label.time_column)).alias("__lt"),
+            F.col(ingest_column).alias("__li"), positive.alias("__lp")).where(F.col("__lt") >= oldest)
+        first = Window.partitionBy(spec.id_column).orderBy("__lt", "__li")
+        known = known.withColumn("__n", F.row_number().over(first)).where("__n = 1").drop("__n", "__li")
+        out = ev.join(known, spec.id_column, "left")
+    in_time = F.col("__lt").between(F.col("__t"), F.col("__t") + maturity)
+    if label.presence:
+        out = out.select(*lf.keys, F.when(in_time, F.col("__lt")).otherwise(F.col("__t") + maturity).alias("__t"),
+                         F.coalesce(in_time, F.lit(False)).cast("int").alias("__pos"))
+    else:
+        out = out.where(in_time & F.col("__lp").isNotNull()).select(*lf.keys, F.col("__lt").alias("__t"),
+                                                                    F.col("__lp").alias("__pos"))
+    return out.where(F.col("__t") < d0 + DAY_US)
+
+
+def as_of_features(edges, reference, spec: FeatureSpec, name: str, day: dt.date, ingest_column: str = "ingest_date"):
+    """(id, ``<name>_<column>``...) for the day's events with all keys set, from as-of join ``name``;
+    ``reference`` is (the feed's rows, its valid-time column).
+
+    A sort-merge as-of join: the events (at ``t - tolerance``) and the reference rows (at their valid time)
+    of a key go into one stream ordered by time, reference rows first on a tie; each event takes the last
+    reference row before it (``last(..., ignorenulls)`` over a running frame). Spark shuffles by the keys
+    and sorts within them: no pairwise comparison of events and reference rows. Reference rows ingested
+    after ``day`` are invisible; of several rows for the same keys and valid time the latest ingest wins.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    join, d0 = spec.as_of[name], _micros(day)
+    tolerance = join.tolerance_seconds() * US
+    ev_keys, ref_keys = list(join.keys), list(join.keys.values())
+    k = [f"__k{i}" for i in range(len(ev_keys))]
+    targets = edges.where((F.col("__t") >= d0) & reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in ev_keys]))
+    stream = targets.select(*[F.col(c).alias(n) for c, n in zip(ev_keys, k)], (F.col("__t") - tolerance).alias("__at"),
+                            F.lit(1).alias("__kind"), F.col(spec.id_column), F.lit(None).alias("__row"))
+    version = Window.partitionBy(*ref_keys, "__at").orderBy(*[F.col(c).desc() for c in T.VERSION])
+    reference, valid = reference
+    rows = (reference.where(F.col(ingest_column) <= F.lit(day))
+            .withColumn("__at", F.unix_micros(F.col(valid)))
+            .where(F.col("__at") >= d0 - spec.as_of_reach_seconds(name) * US)
+            .withColumn("__v", F.row_number().over(version)).where("__v = 1"))
+    rows = rows.select(*[F.col(c).alias(n) for c, n in zip(ref_keys, k)], "__at", F.lit(0).alias("__kind"),
+                       F.lit(None).cast(targets.schema[spec.id_column].dataType).alias(spec.id_column),
+                       F.struct(F.col("__at").alias("valid"), *[F.col(c) for c in join.columns]).alias("__row"))
+    stream = stream.withColumn("__row", F.lit(None).cast(rows.schema["__row"].dataType)).unionByName(rows)
+    before = Window.partitionBy(*k).orderBy("__at", "__kind").rowsBetween(Window.unboundedPreceding, 0)
+    found = stream.withColumn("__hit", F.last("__row", ignorenulls=True).over(before)).where("__kind = 1")
+    fresh = F.lit(True) if join.max_age is None else (
+        F.col("__at") + tolerance - F.col("__hit.valid") <= window_seconds(join.max_age) * US)
+    return found.select(spec.id_column, *[F.when(fresh, F.col(f"__hit.{c}")).alias(f)
+                                          for c, f in zip(join.columns, join.names(name))])
+
+
+def label_window_features(edges, outcomes, spec: FeatureSpec, name: str, day: dt.date):
+    """(id, label features of ``name``) for the day's events with all keys set: over the outcomes of the
+    same keys known in ``[t - window, t)`` (strictly before the event), the number, positives and rate."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    lf, d0 = spec.label_features[name], _micros(day)
+    keys = lf.keys
+    targets = edges.where((F.col("__t") >= d0) & reduce(lambda a, b: a & b, [F.col(k).isNotNull() for k in keys]))
+    stream = targets.select(*keys, "__t", F.col(spec.id_column), F.lit(None).cast("int").alias("__pos")).unionByName(
+        outcomes.select(*keys, "__t", F.lit(None).cast(targets.schema[spec.id_column].dataType).alias(spec.id_column),
+                        "__pos"))
+    by_time = Window.partitionBy(*keys).orderBy("__t")
+    cols = []
+    for feature, kind, label in lf.names(name):
+        frame = by_time.rangeBetween(-window_seconds(label) * US, -1)
+        n = F.count("__pos").over(frame)
+        positives = F.coalesce(F.sum("__pos").over(frame), F.lit(0))
+        cols.append({"labelled": n, "positives": positives,
+                     "positive_rate": F.when(n > 0, positives / n)}[kind].alias(feature))
+    return stream.select(F.col(spec.id_column), *cols).where(F.col(spec.id_column).isNotNull())
 
 
 def _distinct_markers(tile, base, entity, windows: dict[str, int], d0: int):

@@ -57,6 +57,45 @@ class Entity(_Strict):
     time_since_last: bool = False  # <entity>_seconds_since_last
 
 
+class LabelFeature(_Strict):
+    """Window aggregates over the dataset's matured labels, per entity of the event (docs/features.md).
+
+    Each earlier event of the entity contributes its outcome once it is known: a label row's time when
+    the label (presence: any row; value: the ``label.value`` expression) is known within ``maturity_days``
+    of the event; for presence labels, a negative at event time + ``maturity_days`` when no row is known
+    by then. An event at ``t`` sees the outcomes known in ``[t - window, t)`` whose label rows were
+    ingested by its run date."""
+
+    keys: list[str] = Field(min_length=1)
+    windows: list[str] = Field(min_length=1)  # whole days
+    maturity_days: int = Field(ge=0)  # how long after an event its outcome may arrive and still count
+    description: str = ""
+
+    def names(self, name: str) -> list[tuple[str, str, str]]:
+        """(feature, kind, window) with kind ``labelled`` (outcomes known), ``positives`` or ``positive_rate``."""
+        return [(f"{name}_{kind}_{w}", kind, w) for w in self.windows
+                for kind in ("labelled", "positives", "positive_rate")]
+
+
+class AsOfJoin(_Strict):
+    """A point-in-time join to a reference feed (``reference:`` in the dataset; docs/features.md): per event,
+    the feed's row with the same keys and the latest valid time ``<= event time - tolerance`` among the rows
+    ingested by the run date; null when there is none, or when it is older than ``max_age``."""
+
+    feed: str  # a reference feed of the dataset
+    keys: dict[str, str] = Field(min_length=1)  # event column -> reference column
+    columns: list[str] = Field(min_length=1)  # reference columns brought in, as <join name>_<column>
+    tolerance: str | None = None  # e.g. 1h: only rows valid at least this long before the event
+    max_age: str | None = None  # e.g. 6h: older rows give null (default: any row within the lookback)
+    description: str = ""
+
+    def names(self, name: str) -> list[str]:
+        return [f"{name}_{c}" for c in self.columns]
+
+    def tolerance_seconds(self) -> int:
+        return window_seconds(self.tolerance) if self.tolerance else 0
+
+
 class FeatureSpec(_Strict):
     table: str  # the feature table, declared under tables: and partitioned by date_column
     id_column: str  # the events' unique id (one feature row per id)
@@ -67,6 +106,8 @@ class FeatureSpec(_Strict):
     passthrough: list[str] = []  # event columns copied into the table and visible to the SQL files
     entities: dict[str, Entity]
     sql: list[str] = []  # Spark SQL files (relative to the repository) applied in order: SELECT ... FROM {features}
+    label_features: dict[str, LabelFeature] = {}  # aggregates of matured labels per entity (needs label:)
+    as_of: dict[str, AsOfJoin] = {}  # point-in-time joins to reference feeds
 
     @model_validator(mode="after")
     def _check(self) -> "FeatureSpec":
@@ -81,7 +122,17 @@ class FeatureSpec(_Strict):
                     raise ValueError(f"window {label!r}: windows longer than a day must be whole days")
             if not entity.aggregations and not entity.time_since_last:
                 raise ValueError(f"entity {name!r} declares no features")
-        names = self.feature_names()
+        for name, lf in self.label_features.items():
+            if not _NAME.match(name):
+                raise ValueError(f"label feature name {name!r} must be lower_snake_case")
+            for label in lf.windows:
+                if window_seconds(label) % DAY_S:
+                    raise ValueError(f"label feature {name!r}: window {label!r} must be whole days")
+        for name, join in self.as_of.items():
+            if not _NAME.match(name):
+                raise ValueError(f"as_of join name {name!r} must be lower_snake_case")
+            join.tolerance_seconds(), window_seconds(join.max_age) if join.max_age else None  # well-formed
+        names = self.feature_names() + self.label_feature_names() + self.as_of_names()
         if len(set(names)) != len(names):
             raise ValueError("feature names must be unique")
         if self.lookback_days is not None and self.lookback_days < self.max_window_days():
@@ -106,6 +157,8 @@ class FeatureSpec(_Strict):
         for entity in self.entities.values():
             cols += entity.keys + [a.column for a in entity.aggregations if a.column]
         cols += self.passthrough
+        cols += [k for lf in self.label_features.values() for k in lf.keys]
+        cols += [k for join in self.as_of.values() for k in join.keys]
         return list(dict.fromkeys(cols))
 
     def window_features(self):
@@ -119,6 +172,24 @@ class FeatureSpec(_Strict):
         names = [f for f, _, _, _ in self.window_features()]
         names += [f"{n}_seconds_since_last" for n, e in self.entities.items() if e.time_since_last]
         return names
+
+
+    def label_feature_names(self) -> list[str]:
+        return [f for name, lf in self.label_features.items() for f, _, _ in lf.names(name)]
+
+    def as_of_names(self) -> list[str]:
+        return [f for name, join in self.as_of.items() for f in join.names(name)]
+
+    def as_of_reach_seconds(self, name: str) -> int:
+        """How long before an event its reference row may be valid: tolerance + max age (or the lookback)."""
+        join = self.as_of[name]
+        age = window_seconds(join.max_age) if join.max_age else self.lookback() * DAY_S
+        return join.tolerance_seconds() + age
+
+    def label_lookback_days(self) -> int:
+        """Days of events before the run date whose outcomes the label features may see."""
+        return max((window_seconds(w) // DAY_S + lf.maturity_days for lf in self.label_features.values()
+                    for w in lf.windows), default=0)
 
 
 def tile_tables(dataset: str, spec: FeatureSpec) -> dict[str, str]:

@@ -88,12 +88,10 @@ def ingest(config: Config, run_date: dt.date, dataset: str | None = None, spark=
     ds = config.dataset(name)
     lake = Lake(config, spark)
     reports = []
-    for feed, source in (("events", ds.events), ("labels", ds.labels)):
-        if source is not None:
-            report = _ingest_feed(lake, name, feed, source, run_date,
-                                  None if recorded is None else recorded.get(feed, {}))
-            log.info("ingest %s %s %s", name, run_date, report.summary())
-            reports.append(report)
+    for feed, source in ds.feeds():
+        report = _ingest_feed(lake, name, feed, source, run_date, None if recorded is None else recorded.get(feed, {}))
+        log.info("ingest %s %s %s", name, run_date, report.summary())
+        reports.append(report)
     return reports
 
 

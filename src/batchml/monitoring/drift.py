@@ -30,7 +30,7 @@ SCORE = "score"  # name of the prediction-drift row
 
 def monitored_columns(spec: MonitoringSpec, model: ModelVersion) -> tuple[list[str], list[str]]:
     numeric, categorical = (spec.numeric, spec.categorical) if spec.numeric or spec.categorical \
-        else (model.feature_columns, [])
+        else ([c for c in model.feature_columns if c not in model.categories], list(model.categories))
     return ([c for c in numeric if c not in spec.exclude_columns],
             [c for c in categorical if c not in spec.exclude_columns])
 
@@ -53,7 +53,7 @@ def _sample(table: pa.Table, limit_rows: int, seed: int) -> pa.Table:
 
 def predict(model: ModelVersion, table: pa.Table) -> pa.Array:
     """The champion's score for every row (``inplace_predict`` on the feature columns)."""
-    x = features_matrix(table, model.feature_columns)
+    x = features_matrix(table, model.feature_columns, model.categories)
     return pa.array(model.booster.inplace_predict(x) if len(x) else np.zeros(0), pa.float64())
 
 

@@ -124,6 +124,18 @@ def _window_frame(config: Config, name: str, spec: ModelSpec, candidate, champio
     return frame.select(*cols).toArrow().to_pandas(), f"{start}..{end}"
 
 
+def _inputs(frame, model: store.ModelVersion):
+    """The model's input matrix from a pandas frame of feature-table rows (categoricals coded as at training)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from batchml.categories import codes
+
+    columns = [codes(pa.array(frame[c], pa.string()), model.categories[c]) if c in model.categories
+               else frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in model.feature_columns]
+    return np.column_stack(columns).astype(np.float32) if columns else np.empty((len(frame), 0), np.float32)
+
+
 def _score(model: store.ModelVersion, frame, spec: ModelSpec) -> tuple[dict, dict]:
     import numpy as np
 
@@ -131,7 +143,7 @@ def _score(model: store.ModelVersion, frame, spec: ModelSpec) -> tuple[dict, dic
     from batchml.training.dataset import LABEL
 
     y = frame[LABEL].to_numpy()
-    p = model.booster.inplace_predict(frame[list(model.feature_columns)].to_numpy(dtype=np.float32, na_value=np.nan))
+    p = model.booster.inplace_predict(_inputs(frame, model))
     overall = M.evaluate(y, p, model.threshold, spec.costs, spec.calibration_bins)
     slices = M.by_slice(y, p, {s: frame[s].to_numpy() for s in spec.slices}, model.threshold, spec.costs,
                         spec.calibration_bins)

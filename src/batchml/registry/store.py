@@ -38,6 +38,7 @@ TAG = "batchml."
 REQUIRED_TAGS = ("threshold", "features_table", "features_version",
                  "train_start", "train_end", "test_start", "test_end", "test_metrics")
 FEATURES_KEY = "feature_columns"  # in the logged model's metadata (and the old versions' tags)
+CATEGORIES_KEY = "categories"  # categorical input -> its categories in code order (model metadata; batchml.categories)
 
 
 class ModelUnusable(ValueError):
@@ -60,6 +61,7 @@ class ModelVersion:
     feature_columns: tuple[str, ...]
     threshold: float
     tags: dict[str, str] = field(default_factory=dict)  # every batchml.* tag, prefix removed
+    categories: dict[str, list[str]] = field(default_factory=dict)  # categorical inputs: their training categories
 
     @property
     def test_metrics(self) -> dict[str, float]:
@@ -106,11 +108,13 @@ def experiment_id(config: Config, dataset: str) -> str:
 
 def log_and_register(config: Config, registered_name: str, booster, feature_columns: list[str],
                      threshold: float, tags: dict[str, str], input_example=None,
-                     descriptions: dict[str, str] | None = None) -> ModelVersion:
+                     descriptions: dict[str, str] | None = None,
+                     categories: dict[str, list[str]] | None = None) -> ModelVersion:
     """Log ``booster`` to the active MLflow run and register it with the contract's tags.
 
     ``descriptions``: ``{"model": ..., "version": ...}``, MLflow's descriptions of the registered model and of
-    this version (the model card's words; ``describe_version`` sets one later).
+    this version (the model card's words; ``describe_version`` sets one later). ``categories``: the category
+    list of each categorical input, stored with the model so scoring codes values exactly as training did.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -127,8 +131,10 @@ def log_and_register(config: Config, registered_name: str, booster, feature_colu
         signature = infer_signature(input_example, booster.inplace_predict(input_example))
     info = mlflow.xgboost.log_model(booster, name="model", signature=signature, input_example=input_example,
                                     model_format="ubj", pip_requirements=_requirements(),
-                                    metadata={FEATURES_KEY: list(feature_columns)})
+                                    metadata={FEATURES_KEY: list(feature_columns), CATEGORIES_KEY: categories or {}})
     mlflow.log_dict({FEATURES_KEY: list(feature_columns)}, "feature_columns.json")  # for people: the inputs in order
+    if categories:
+        mlflow.log_dict({CATEGORIES_KEY: categories}, "categories.json")
     c = client(config)
     if _registered_model(c, registered_name) is None:
         c.create_registered_model(registered_name, description=descriptions.get("model"))
@@ -142,7 +148,7 @@ def log_and_register(config: Config, registered_name: str, booster, feature_colu
         c.set_model_version_tag(registered_name, mv.version, TAG + key, str(value))
     log.info("registered %s version %s (run %s)", registered_name, mv.version, run.info.run_id)
     return ModelVersion(registered_name, int(mv.version), run.info.run_id, booster, tuple(feature_columns),
-                        float(threshold), {k: str(v) for k, v in full.items()})
+                        float(threshold), {k: str(v) for k, v in full.items()}, dict(categories or {}))
 
 
 def describe_version(config: Config, registered_name: str, version: int, description: str) -> None:
@@ -201,8 +207,11 @@ def load(config: Config, registered_name: str, alias: str | None = "champion",
 
     uri = download_artifacts(f"models:/{registered_name}/{version}")  # once: the booster and its MLmodel file
     booster = _booster(uri)
+    from mlflow.models import Model
+
+    categories = (Model.load(uri).metadata or {}).get(CATEGORIES_KEY) or {}
     return ModelVersion(registered_name, int(version), mv.run_id, booster, _feature_columns(uri, tags),
-                        float(tags["threshold"]), tags)
+                        float(tags["threshold"]), tags, categories)
 
 
 def _feature_columns(model_dir: str, tags: dict[str, str]) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ class ScorerArgs:
     all_rows: bool  # reason codes for every row
     threads: int  # XGBoost threads per task
     no_model_reason: str | None = None  # set when there is no model: every row uses the rules
+    categories: tuple[tuple[str, tuple[str, ...]], ...] = ()  # the model's categorical inputs and their categories
 
 
 # The top-k features that pushed a score up, strongest first (the scores table's consumer contract)
@@ -97,7 +98,7 @@ def score_batch(batch: pa.RecordBatch, booster, args: ScorerArgs, rule_inputs: p
     reason = args.no_model_reason
     if booster is not None:
         try:
-            X = features_matrix(batch, args.feature_columns)
+            X = features_matrix(batch, args.feature_columns, dict(args.categories))
             scores = booster.inplace_predict(X, validate_features=False).astype(np.float64)
             if scores.shape != (n,):
                 raise ValueError(f"model returned shape {scores.shape} for {n} rows")
@@ -114,12 +115,18 @@ def score_batch(batch: pa.RecordBatch, booster, args: ScorerArgs, rule_inputs: p
          *[batch.column(f.name).cast(f.type) for f in rule_inputs]], schema=schema)
 
 
-def features_matrix(batch: pa.RecordBatch | pa.Table, columns) -> np.ndarray:
-    """Row-major float32 matrix in the model's column order; nulls become NaN (XGBoost's missing)."""
+def features_matrix(batch: pa.RecordBatch | pa.Table, columns, categories=None) -> np.ndarray:
+    """Row-major float32 matrix in the model's column order; nulls become NaN (XGBoost's missing).
+    ``categories``: the model's categorical inputs, coded as at training (unseen values: NaN)."""
+    from batchml.categories import codes
+
     X = np.empty((batch.num_rows, len(columns)), dtype=np.float32)
     for j, name in enumerate(columns):
         col = batch.column(name)
-        if not pa.types.is_floating(col.type):  # int and boolean features
+        if categories and name in categories:
+            X[:, j] = codes(col, categories[name])
+            continue
+        if not pa.types.is_floating(col.type):  # int, decimal and boolean features
             col = col.cast(pa.float64())
         if col.null_count:
             col = col.fill_null(np.nan)

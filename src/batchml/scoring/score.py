@@ -10,6 +10,7 @@ scores the rest from the same pinned snapshot with the same model: exactly one r
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import os
@@ -150,6 +151,9 @@ def score(config: Config, run_date: dt.date, dataset: str | None = None, spark=N
         raise RuntimeError(f"scores for {run_date} hold {totals['rows']} row(s) but the feature partition "
                            f"has {plan.rows}; not marking the run complete")
     reason = load_error or (_first_fallback_reason(lake, spec, run_date) if totals["fallback_rows"] else None)
+    unseen = unseen_categories(lake, features, plan.features_version, run_date, model)
+    if any(unseen.values()):
+        log.warning("score %s %s: categories unseen at training, scored as missing: %s", name, run_date, unseen)
     summary = ScoreSummary(name, run_date, plan.generation, totals["rows"], plan.chunks, written, plan.model_name,
                            plan.model_version if model else None, totals["fallback_rows"], reason,
                            totals["review_rows"], totals["overflow_rows"])
@@ -159,7 +163,7 @@ def score(config: Config, run_date: dt.date, dataset: str | None = None, spark=N
                        "message": f"{name} {run_date}: model failed on {totals['fallback_rows']} row(s); "
                                   f"fallback rules scored them: {reason}"})
     _record(lake, spec, name, run_date, plan, "completed", dt.datetime.now(dt.timezone.utc),
-            {**totals, "fallback_reason": reason})
+            {**totals, "fallback_reason": reason, "unseen_categories": json.dumps(unseen) if unseen else None})
     log.info(summary.line())
     return summary
 
@@ -218,6 +222,7 @@ RUNS_SCHEMA = pa.schema([
     ("model_version", pa.int32()), ("rescore_reason", pa.string()), ("fallback_rows", pa.int64()),
     ("fallback_reason", pa.string()), ("review_rows", pa.int64()), ("overflow_rows", pa.int64()),
     ("recorded_at", pa.timestamp("us", "UTC")),
+    ("unseen_categories", pa.string()),  # JSON {column: count} of categorical values unseen at training
 ])
 
 
@@ -226,7 +231,8 @@ def _record(lake, spec, dataset, run_date, plan: Plan, event: str, at: dt.dateti
            "chunks": plan.chunks, "rows": totals.get("rows", plan.rows), "features_version": plan.features_version,
            "model_name": plan.model_name, "model_version": plan.model_version, "rescore_reason": plan.reason,
            "fallback_rows": totals.get("fallback_rows"), "fallback_reason": totals.get("fallback_reason"),
-           "review_rows": totals.get("review_rows"), "overflow_rows": totals.get("overflow_rows"), "recorded_at": at}
+           "review_rows": totals.get("review_rows"), "overflow_rows": totals.get("overflow_rows"), "recorded_at": at,
+           "unseen_categories": totals.get("unseen_categories")}
     lake.write_arrow(pa.Table.from_pylist([row], RUNS_SCHEMA), spec.runs_table,
                      txn=(f"score-{event}/{dataset}/{run_date}/g{plan.generation}", 1),
                      metadata={"job": "score", "runDate": str(run_date)})
@@ -331,11 +337,27 @@ def score_rows(lake: Lake, spark, spec: ScoringSpec, features, run_date: dt.date
     args = predict.ScorerArgs(features.id_column, tuple(model.feature_columns if model else ()),
                               model.threshold if model else spec.fallback.threshold, spec.fallback.threshold,
                               _reason_code_reach(model), rc.top_k, rc.method == "exact", rc.rows == "all", threads,
-                              no_model_reason)
+                              no_model_reason, _category_args(model))
     scorer = predict.BatchScorer(args, bytes(model.booster.save_raw("ubj")) if model else None,
                                  arrow_schema(plain.select(*rules).schema), chunks, chunk)
     scored = lake.read(features.table, columns, version, where=where, transform=scorer)
     return apply_fallback_rules(scored, spec, features.id_column)
+
+
+def _category_args(model) -> tuple:
+    return tuple((c, tuple(v)) for c, v in sorted(model.categories.items())) if model else ()
+
+
+def unseen_categories(lake: Lake, features, version: int, run_date: dt.date, model) -> dict[str, int]:
+    """Per categorical input of the model, the run date's values not among its training categories (scored as
+    missing values)."""
+    from batchml.categories import unseen
+
+    if not model or not model.categories:
+        return {}
+    rows = lake.read_arrow(features.table, [(features.date_column, "=", run_date)], columns=list(model.categories),
+                           version=version)
+    return {c: unseen(rows.column(c), values) for c, values in sorted(model.categories.items())}
 
 
 def apply_fallback_rules(scored, spec: ScoringSpec, id_column: str):

@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,11 +29,13 @@ DATE = "event_date"
 
 @dataclass
 class Prepared:
-    """The training set as the fits see it: model inputs as doubles, label, date, slice columns."""
+    """The training set as the fits see it: model inputs as doubles (categoricals as their codes), label,
+    date, slice columns."""
 
     frame: object  # a persisted Spark DataFrame with ``num_workers`` partitions (``partitioned``)
     features: list[str]
     day_counts: dict  # event date -> (rows, positives), from one aggregation job
+    categories: dict[str, list[str]] = field(default_factory=dict)  # categorical input -> categories in code order
 
     def counts(self, r: Range) -> tuple[int, int]:
         rows = pos = 0
@@ -46,6 +48,11 @@ class Prepared:
         """Rows of ``r`` on the driver as pandas (features, label, extra columns)."""
         cols = list(dict.fromkeys([*self.features, LABEL, *extra]))
         return self.frame.where(r.column_filter(DATE)).select(*cols).toArrow().to_pandas()
+
+
+def slice_column(name: str) -> str:
+    """A slice's raw values in the prepared frame (a slice may also be an input, there as doubles or codes)."""
+    return f"__slice_{name}"
 
 
 def sample_params(space: dict[str, Param], rng: random.Random) -> dict:
@@ -70,6 +77,10 @@ def fit(prep: Prepared, r: Range, spec: ModelSpec, params: dict):
         raise ValueError(f"training window {r} has {pos} positive(s) out of {rows} rows; it needs both classes")
     merged = {"n_estimators": 100, "tree_method": "hist", **spec.params, **params}
     merged.setdefault("scale_pos_weight", (rows - pos) / pos)  # class imbalance, from counts already known
+    if prep.categories:  # native categoricals: xgboost.spark takes them as feature_types 'c' (no enable_categorical)
+        from batchml.categories import feature_types
+
+        merged["feature_types"] = feature_types(prep.features, prep.categories)
     # verbose=False: no "[i] training-logloss" line per boosting round in the workers' output
     est = estimator(spec.estimator.objective, features_col=prep.features, label_col=LABEL,
                     num_workers=spec.num_workers, random_state=spec.seed, verbose=False, **merged)

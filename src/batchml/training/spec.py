@@ -102,7 +102,9 @@ class ModelSpec(_Strict):
     estimator: Estimator = Estimator()
     label_maturity_days: int = Field(14, ge=0)  # an event counts once this many days passed by the cut-off
     history_days: int = Field(90, ge=1)      # mature event days in a training set
-    exclude_columns: list[str] = []          # numeric feature-table columns that are not model inputs
+    exclude_columns: list[str] = []          # feature-table columns that are not model inputs (any other
+                                             # non-numeric column fails training, naming it)
+    categorical: list[str] = []              # string feature-table columns that are native XGBoost categoricals
     slices: list[str] = []                   # feature-table columns whose values get their own metrics
     num_workers: int = Field(2, ge=1)        # xgboost.spark workers (one barrier task each)
     params: dict[str, float | int | str] = {}  # fixed XGBoost parameters (n_estimators, max_bin, ...)
@@ -113,3 +115,10 @@ class ModelSpec(_Strict):
     calibration_bins: int = Field(10, ge=2)
     baseline_sample_rows: int = Field(200_000, ge=1000)  # logistic baseline fits on at most this many rows
     seed: int = 7
+
+    @model_validator(mode="after")
+    def _categorical_is_an_input(self) -> "ModelSpec":
+        both = sorted(set(self.categorical) & set(self.exclude_columns))
+        if both:
+            raise ValueError(f"{both}: a column is either categorical (an input) or in exclude_columns, not both")
+        return self

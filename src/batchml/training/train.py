@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from batchml import categories as cat
 from batchml.config import Config
 from batchml.registry import store
 from batchml.storage import Lake
@@ -26,14 +27,14 @@ from batchml.storage.artifacts import write_text
 from batchml.training import card_html, report, review
 from batchml.training.dataset import CUTOFF, build_training_set, model_spec, training_set_lineage
 from batchml.training.spec import ModelSpec
-from batchml.training.splits import plan_splits
+from batchml.training.splits import SplitPlan, plan_splits
 
 log = logging.getLogger(__name__)
 
 RUN_DATE_TAG = "batchml.run_date"
 DATASET_TAG = "batchml.dataset"
 VERSION_TAG = "batchml.model_version"
-NUMERIC = ("int", "bigint", "smallint", "tinyint", "float", "double", "boolean")
+NUMERIC = ("int", "bigint", "smallint", "tinyint", "float", "double", "boolean")  # and decimal(p,s): cast to double
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,32 @@ class TrainResult:
     reused: bool = False
 
 
-def feature_columns(schema, spec: ModelSpec, id_column: str, date_column: str) -> list[str]:
-    """Numeric columns of the training set, minus keys, dates, the label and ``exclude_columns``."""
-    skip = {id_column, date_column, CUTOFF, fitting.LABEL, *spec.exclude_columns}
-    return [f.name for f in schema.fields if f.dataType.simpleString() in NUMERIC and f.name not in skip]
+class UnusableColumn(ValueError):
+    """A feature-table column that cannot be a model input and is not excluded."""
+
+
+def feature_columns(schema, spec: ModelSpec, id_column: str, date_column: str, time_column: str | None = None
+                    ) -> list[str]:
+    """Model inputs: every column of the training set but the id, event time, dates, the label and
+    ``model.exclude_columns``. Numbers, booleans, decimals (cast to double) and the string columns of
+    ``model.categorical`` are inputs; any other type fails here, naming the column, so nothing is ever
+    dropped without a word."""
+    skip = {id_column, date_column, time_column, CUTOFF, fitting.LABEL, *spec.exclude_columns}
+    absent = [c for c in spec.categorical if c not in schema.fieldNames()]
+    if absent:
+        raise UnusableColumn(f"model.categorical names {absent}, which the feature table does not have")
+    out = []
+    for f in schema.fields:
+        if f.name in skip:
+            continue
+        kind = f.dataType.simpleString()
+        if f.name in spec.categorical and kind != "string":
+            raise UnusableColumn(f"categorical column {f.name!r} has type {kind}; model.categorical takes strings")
+        if kind not in NUMERIC and not kind.startswith("decimal(") and f.name not in spec.categorical:
+            raise UnusableColumn(f"feature column {f.name!r} has type {kind}, which cannot be a model input; "
+                                 "list it in model.exclude_columns (or, for a string, in model.categorical)")
+        out.append(f.name)
+    return out
 
 
 def config_hash(config: Config, dataset: str) -> str:
@@ -82,22 +105,42 @@ def finished_run(config: Config, dataset: str, run_date: dt.date):
 
 
 def prepare(lake: Lake, spec: ModelSpec, table: str, version: int, cutoff: dt.date, id_column: str,
-            date_column: str) -> fitting.Prepared:
+            date_column: str, time_column: str | None = None) -> tuple[fitting.Prepared, SplitPlan]:
+    """The training set as the fits see it, and its split plan. Categorical inputs are coded with the
+    categories of the plan's training window (``batchml.categories``)."""
     from pyspark.sql import functions as F
 
     rows = lake.read(table, version=version, where=[(CUTOFF, "=", cutoff)])
-    features = feature_columns(rows.schema, spec, id_column, date_column)
+    features = feature_columns(rows.schema, spec, id_column, date_column, time_column)
     if not features:
-        raise ValueError(f"{table} has no numeric feature columns to train on")
-    frame = fitting.partitioned(rows.select(
-        *[F.col(c).cast("double").alias(c) for c in features], F.col(fitting.LABEL),
-        F.col(date_column).alias(fitting.DATE), *[F.col(s) for s in spec.slices]), spec).persist()
+        raise ValueError(f"{table} has no feature columns to train on")
     counts = {r[0]: (r[1], r[2] or 0) for r in
-              frame.groupBy(fitting.DATE).agg(F.count("*"), F.sum(fitting.LABEL)).collect()}
+              rows.groupBy(date_column).agg(F.count("*"), F.sum(fitting.LABEL)).collect()}
     if not counts:
         raise ValueError(f"training set {table} for cut-off {cutoff} is empty; check the features history "
                          "and model.label_maturity_days")
-    return fitting.Prepared(frame, features, counts)
+    plan = plan_splits(min(counts), max(counts), spec.splits)
+    categories = _categories(rows.withColumnRenamed(date_column, fitting.DATE), spec.categorical, plan)
+
+    def model_input(c: str):
+        return (cat.spark_codes(c, categories[c]) if c in categories else F.col(c).cast("double")).alias(c)
+
+    frame = fitting.partitioned(rows.select(*[model_input(c) for c in features], F.col(fitting.LABEL),
+                                            F.col(date_column).alias(fitting.DATE),
+                                            *[F.col(s).alias(fitting.slice_column(s)) for s in spec.slices]),
+                                spec).persist()
+    return fitting.Prepared(frame, features, counts, categories), plan
+
+
+def _categories(rows, columns: list[str], plan: SplitPlan) -> dict[str, list[str]]:
+    """The sorted distinct values of each categorical column in the final fit's training window."""
+    from pyspark.sql import functions as F
+
+    if not columns:
+        return {}
+    found = rows.where(plan.train.column_filter(fitting.DATE)).agg(
+        *[F.collect_set(c).alias(c) for c in columns]).collect()[0]
+    return {c: sorted(found[c]) for c in columns}
 
 
 def train(config: Config, run_date: dt.date, dataset: str | None = None, spark=None) -> TrainResult:
@@ -116,15 +159,17 @@ def train(config: Config, run_date: dt.date, dataset: str | None = None, spark=N
     from batchml.spark import get_spark
 
     lake = Lake(config, spark or get_spark(config))
+    if lake.exists(feats.table):  # fail before any work when a feature column cannot be an input
+        feature_columns(lake.read(feats.table).schema, spec, feats.id_column, feats.date_column,
+                        feats.event_time_column)
     if not lake.exists(spec.training_table) or not lake.committed(
             spec.training_table, (f"training-set/{name}/{run_date}", 1)):
         log.info("train %s %s: no training set for this cut-off yet; building it first", name, run_date)
         build_training_set(config, run_date, name, lake.spark)
     lineage = training_set_lineage(lake, spec.training_table, run_date)
-    prep = prepare(lake, spec, spec.training_table, lineage[spec.training_table], run_date, feats.id_column,
-                   feats.date_column)
+    prep, plan = prepare(lake, spec, spec.training_table, lineage[spec.training_table], run_date,
+                         feats.id_column, feats.date_column, feats.event_time_column)
     try:
-        plan = plan_splits(min(prep.day_counts), max(prep.day_counts), spec.splits)
         log.info("train %s %s: %d rows, %d features; train %s, validation %s, test %s, %d CV fold(s)", name,
                  run_date, sum(n for n, _ in prep.day_counts.values()), len(prep.features), plan.train,
                  plan.validation, plan.test, len(plan.folds))
@@ -153,13 +198,13 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
     validation = prep.collect(plan.validation)
     p_validation = fitting.predict(booster, validation, prep.features)
     threshold = M.cost_threshold(validation[fitting.LABEL].to_numpy(), p_validation, spec.costs)
-    test = prep.collect(plan.test, extra=[*spec.slices, fitting.DATE])
+    test = prep.collect(plan.test, extra=[*map(fitting.slice_column, spec.slices), fitting.DATE])
     y = test[fitting.LABEL].to_numpy()
     p = fitting.predict(booster, test, prep.features)
     band, decisions, warning = _review(config, name, run_date, p_validation, threshold, p,
                                        test[fitting.DATE].to_numpy())
     overall = M.evaluate(y, p, threshold, spec.costs, spec.calibration_bins)
-    slices = M.by_slice(y, p, {s: test[s].to_numpy() for s in spec.slices}, threshold, spec.costs,
+    slices = M.by_slice(y, p, {s: test[fitting.slice_column(s)].to_numpy() for s in spec.slices}, threshold, spec.costs,
                         spec.calibration_bins)
     base_p = _baseline_scores(prep, plan, spec, validation, test)
     base_threshold = M.cost_threshold(validation[fitting.LABEL].to_numpy(), base_p["validation"], spec.costs)
@@ -216,7 +261,7 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
             "config_hash": hashed, "code_version": code, **({"review_band": band.tag()} if band else {})}
     example = test[prep.features].head(5).astype("float32")
     mv = store.log_and_register(config, spec.registered_name, booster, prep.features, threshold, tags,
-                                input_example=example,
+                                input_example=example, categories=prep.categories,
                                 descriptions={"model": report.intended_use(name, card_context(config, name))})
     card_uri = write_text(lake.storage, config.storage.artifacts_uri, card_path(name, spec.registered_name, mv.version),
                           card_html.to_html(card, f"Model card: {spec.registered_name} v{mv.version}"))

@@ -84,7 +84,7 @@ def validate(config: Config, run_date: dt.date, dataset: str | None = None, spar
     name = dataset or config.default_dataset
     ds = config.dataset(name)
     lake = Lake(config, spark)
-    contracts = {src.table: src for src in filter(None, (ds.events, ds.labels))}
+    contracts = {src.table: src for _, src in ds.feeds()}
     outcomes = []
     for table, spec in ds.validation.items():  # dataset order: events before labels
         if not lake.exists(table):
