@@ -206,7 +206,8 @@ def test_as_of_join_matches_duckdb_asof_join(spark):
 
     rng = random.Random(4)
     rows = random_events(D - dt.timedelta(days=1), 2, 40, seed=11)
-    fx = [(rng.choice(["DE", "FR", "US"]), at(D - dt.timedelta(days=1)) + dt.timedelta(minutes=rng.randrange(0, 2880, 30)),
+    start = at(D - dt.timedelta(days=1))
+    fx = [(rng.choice(["DE", "FR", "US"]), start + dt.timedelta(minutes=rng.randrange(0, 2880, 30)),
            round(rng.uniform(0, 2), 3), D - dt.timedelta(days=rng.choice([1, 0, -1]))) for _ in range(60)]
     got = by_id(compute_features(bronze_frame(spark, rows), WITH_FX, D, NEXT, sql=[],
                                  references={"fx": (fx_rows(spark, fx), "valid_from")}))
@@ -214,10 +215,11 @@ def test_as_of_join_matches_duckdb_asof_join(spark):
     for n, (c, v, r, i) in enumerate(fx):
         if i <= D and ((c, v) not in seen or (i, n) > seen[(c, v)][1:]):
             seen[(c, v)] = (r, i, n)
-    ref = pa.table({"country": [c for c, _ in seen], "valid_from": [v for _, v in seen],
+    # ref and ev are read by name in duckdb's SQL below
+    ref = pa.table({"country": [c for c, _ in seen], "valid_from": [v for _, v in seen],  # noqa: F841
                     "rate": [r for r, _, _ in seen.values()]})
     current = {r["transaction_id"]: r for r in sorted(rows, key=lambda r: r["ingest_date"])}  # latest version
-    ev = pa.table({"id": list(current), "country": [r["country"] for r in current.values()],
+    ev = pa.table({"id": list(current),  # noqa: F841 "country": [r["country"] for r in current.values()],
                    "t": [r["event_time"] for r in current.values()]})
     want = dict(duckdb.sql("""
         SELECT ev.id, CASE WHEN ev.t - ref.valid_from <= INTERVAL 1 DAY THEN ref.rate END

@@ -137,8 +137,6 @@ def _inputs(frame, model: store.ModelVersion):
 
 
 def _score(model: store.ModelVersion, frame, spec: ModelSpec) -> tuple[dict, dict]:
-    import numpy as np
-
     from batchml.training import metrics as M
     from batchml.training.dataset import LABEL
 
