@@ -17,7 +17,7 @@ ui: $(VENV)/.installed
 	$(VENV)/bin/batchml --env demo ui
 
 test: $(VENV)/.installed $(INFRA_VENV)/.installed chromium redis
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 	$(MAKE) --no-print-directory test-spark40 test-mwaa
 
 # Two CI legs in environments of their own (docs/deploy.md, "What CI checks"):
