@@ -219,7 +219,7 @@ def test_as_of_join_matches_duckdb_asof_join(spark):
     ref = pa.table({"country": [c for c, _ in seen], "valid_from": [v for _, v in seen],  # noqa: F841
                     "rate": [r for r, _, _ in seen.values()]})
     current = {r["transaction_id"]: r for r in sorted(rows, key=lambda r: r["ingest_date"])}  # latest version
-    ev = pa.table({"id": list(current),  # noqa: F841 "country": [r["country"] for r in current.values()],
+    ev = pa.table({"id": list(current), "country": [r["country"] for r in current.values()],  # noqa: F841
                    "t": [r["event_time"] for r in current.values()]})
     want = dict(duckdb.sql("""
         SELECT ev.id, CASE WHEN ev.t - ref.valid_from <= INTERVAL 1 DAY THEN ref.rate END
