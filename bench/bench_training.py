@@ -106,7 +106,8 @@ def main() -> None:
                                   "nthread": 2}, dtrain, num_boost_round=args.rounds)
 
     with timed(timings, "prepare_s"):  # once per train stage, shared by all its fits
-        prep = prepare(lake, spec, spec.training_table, lake.version(spec.training_table), cutoff, "id", "event_date")
+        prep, _ = prepare(lake, spec, spec.training_table, lake.version(spec.training_table), cutoff, "id",
+                          "event_date")
     assert prep.features == features and prep.counts(window) == (len(train), pos), (prep.features, prep.counts(window))
     params = {"n_estimators": args.rounds, "tree_method": "hist", **booster}
 

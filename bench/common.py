@@ -69,8 +69,8 @@ def git_commit() -> str:
     """The commit measured, with ``-dirty`` when the work tree differs from it."""
     repo = Path(__file__).resolve().parents[1]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                           capture_output=True, text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
+                           cwd=repo, capture_output=True, text=True, check=True).stdout.strip()  # results are not code
     return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
