@@ -56,7 +56,7 @@ $(MWAA_VENV)/.installed:
 	$(MWAA_VENV)/bin/pip install --quiet -c infra/mwaa/constraints.txt '.[airflow]'
 	touch $@
 
-# Only the Airflow end-to-end legs (also part of make test): three nightly dag.test() runs, a rerun, a backfill.
+# Only the Airflow end-to-end legs (also part of make test): two nightly dag.test() runs, a rerun, a backfill.
 test-e2e: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m e2e tests/orchestration
 

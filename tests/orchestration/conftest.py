@@ -21,7 +21,7 @@ def connect_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def nightly(tmp_path_factory, connect_server):
-    """Three nightly DAG runs (2024-01-01..03) with dag.test(), one after the other, every task's
+    """Two nightly DAG runs (2024-01-01..02) with dag.test(), one after the other, every task's
     spark-submit attached to the worker's Spark Connect server."""
     root = tmp_path_factory.mktemp("nightly")
     env = airflow_env(root, connect_server)

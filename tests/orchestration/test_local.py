@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pyarrow as pa
+import pytest
 
 from batchml.config import load_config
 from batchml.orchestration.local import RunLine, run_lines
@@ -92,3 +94,64 @@ def test_the_ui_environment_runs_tasks_as_the_demo_does(tmp_path):
     assert api["host"] == "http://127.0.0.1:8123" and api["login"] == ui.USER
     assert api["password"] == ui.password(Path(env["AIRFLOW_HOME"]))  # kept: the same login next time
     assert ui.environment(tmp_path, 8123, "demo", base={})["AIRFLOW_CONN_AIRFLOW_API"] == env["AIRFLOW_CONN_AIRFLOW_API"]
+
+
+class _FlakyApi:
+    """A real HTTP server on loopback that answers the first ``failures`` calls with 500, as Airflow's API
+    server does while another writer holds its SQLite lock, then 200; it records each request."""
+
+    def __init__(self, failures: int):
+        import http.server
+        import threading
+
+        api = self
+        self.failures, self.calls = failures, []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PATCH(self):  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                api.calls.append((self.path, body))
+                ok = len(api.calls) > api.failures
+                payload = json.dumps(body if ok else {"detail": {"reason": "Database error"}}).encode()
+                self.send_response(200 if ok else 500)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("failures", [2, 99])
+def test_a_run_note_rides_out_a_busy_api_server_and_never_fails_the_task(monkeypatch, tmp_path, caplog, failures):
+    from types import SimpleNamespace
+
+    from batchml.orchestration import operators, run_note
+    from batchml.orchestration.params import RunSpec
+
+    api = _FlakyApi(failures)
+    monkeypatch.setenv("BATCHML_ENV", "test")
+    monkeypatch.setenv("BATCHML_HOME", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW_CONN_AIRFLOW_API", json.dumps({"conn_type": "http", "host": api.url,
+                                                                "password": "a-token"}))
+    monkeypatch.setattr(run_note, "RETRY_DELAYS", (0.01, 0.01, 0.01))
+    context = {"ti": SimpleNamespace(dag_id="batchml_nightly", run_id="manual__2024-03-02T00:00:00+00:00")}
+    try:
+        operators.note_run(context, load_config(), RunSpec(dataset="card_transactions", run_date=str(DAY)))
+    finally:
+        api.close()
+    assert all(path.startswith("/api/v2/dags/batchml_nightly/dagRuns/manual__2024-03-02T00%3A00%3A00%2B00%3A00")
+               and body == {"note": "2024-03-01"} for path, body in api.calls)
+    if failures == 2:  # the third try goes through
+        assert len(api.calls) == 3 and "could not set the run note" not in caplog.text
+    else:  # every try refused: one warning, the task goes on
+        assert len(api.calls) == 4 and "could not set the run note '2024-03-01'" in caplog.text
+        assert "HTTP 500" in caplog.text

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import math
 import os
 import shlex
@@ -30,6 +31,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from batchml.orchestration import lake_state
 from batchml.orchestration.params import RunSpec
 from batchml.orchestration.tasks import config_from_environment, spec_from
+
+log = logging.getLogger(__name__)
 
 # stage name (``batchml run <stage>``) -> entrypoint file; the task id is the file's verb.
 JOBS = {
@@ -115,7 +118,7 @@ def note_run(context, config, spec: RunSpec, failed_task: str | None = None) -> 
     try:
         run_note.publish(context, config, note)
     except (RuntimeError, OSError) as exc:  # the API server is down or refuses: the run itself is fine
-        context["ti"].log.warning("could not set the run note %r: %s", note, exc)
+        log.warning("could not set the run note %r: %s", note, exc)
 
 
 def blocked_gate_message(config, spec: RunSpec, blocked: list[str]) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SEP = " · "
 MAX_NOTE = 1000  # the REST API's limit
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # an API server on SQLite answers 500 while another writer holds the lock
 
 
 def outcome(config: Config, dataset: str, run_date: dt.date, failed_task: str | None = None) -> str:
@@ -93,13 +95,33 @@ def _token(base: str, login: str, password: str) -> str:
 
 
 def _request(method: str, url: str, body: dict, token: str | None = None) -> dict:
+    """One API call; a 5xx answer or a refused connection is tried again after each of ``RETRY_DELAYS``."""
+    for delay in RETRY_DELAYS:
+        try:
+            return _send(method, url, body, token)
+        except _Transient as exc:
+            log.info("%s; trying again in %.1f s", exc, delay)
+            time.sleep(delay)
+    return _send(method, url, body, token)  # the last try: its error reaches the caller
+
+
+class _Transient(RuntimeError):
+    """A server error or a refused connection: the same call may succeed a moment later."""
+
+
+def _send(method: str, url: str, body: dict, token: str | None) -> dict:
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     req = urllib.request.Request(url, json.dumps(body).encode(), headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310 - the configured API server
             return json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
-        raise RuntimeError(f"Airflow API {method} {url}: HTTP {exc.code}: {exc.read()[:300]!r}") from None
+        message = f"Airflow API {method} {url}: HTTP {exc.code}: {exc.read()[:300]!r}"
+        if exc.code >= 500:
+            raise _Transient(message) from None
+        raise RuntimeError(message) from None
+    except urllib.error.URLError as exc:  # refused or unreachable; HTTPError (a subclass) is handled above
+        raise _Transient(f"Airflow API {method} {url}: {exc.reason}") from None
 
 
 def _q(text: str) -> str:
