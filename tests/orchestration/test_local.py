@@ -108,7 +108,7 @@ class _FlakyApi:
         self.failures, self.calls = failures, []
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_PATCH(self):  # noqa: N802 - http.server's naming
+            def do_PATCH(self):  # http.server calls do_<METHOD>
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 api.calls.append((self.path, body))
                 ok = len(api.calls) > api.failures
