@@ -3,7 +3,10 @@
 
 batchml: ``validation.distributions.compare_arrow`` (what ``batchml run monitor`` runs) on Arrow
 tables in memory. Evidently: one Report of ``ValueDrift`` metrics (ks + psi per numeric column,
-chisquare + psi per categorical one) on the same rows as pandas. Both start from data in memory.
+chisquare + psi per categorical one) on the same rows as pandas. The second floor is the script a user
+would write with numpy/scipy on the same pandas frames: ``scipy.stats.ks_2samp`` and reference-decile
+PSI per numeric column, value counts with ``scipy.stats.chisquare`` and PSI per categorical one
+(``numpy_scipy_runner``). All start from data in memory.
 
 Agreement is checked on the same data:
 * KS statistic against ``scipy.stats.ks_2samp`` (Evidently's KS test calls it and reports only
@@ -81,6 +84,21 @@ def evidently_runner(ref: pd.DataFrame, cur: pd.DataFrame, out: dict):
     return run
 
 
+def numpy_scipy_runner(ref: pd.DataFrame, cur: pd.DataFrame, out: dict):
+    def run() -> None:
+        result = {}
+        for c in NUMERIC:
+            r, b = ref[c].to_numpy(), cur[c].to_numpy()
+            result[c] = (stats.ks_2samp(r, b).statistic, decile_psi(r, b))
+        for c in CATEGORICAL:
+            counts = pd.concat([ref[c].value_counts(), cur[c].value_counts()], axis=1).fillna(0).to_numpy().T
+            r, b = counts
+            p, q = np.maximum(r / r.sum(), 1e-4), np.maximum(b / b.sum(), 1e-4)
+            result[c] = (stats.chisquare(b, r * b.sum() / r.sum()).pvalue, float(((q - p) * np.log(q / p)).sum()))
+        out["numpy_scipy"] = result
+    return run
+
+
 def evidently_values(snapshot) -> dict:
     return {(m["config"]["column"], m["config"]["method"]): float(m["value"]) for m in snapshot.dict()["metrics"]}
 
@@ -100,9 +118,11 @@ def main() -> None:
     run = Run(args)
     ref, cur = make(args.rows, 1, 0.0), make(args.rows, 2, 0.3)
     out: dict = {}
-    times = run.interleaved({"evidently": evidently_runner(ref, cur, out), "batchml": batchml_runner(ref, cur, out)})
+    times = run.interleaved({"evidently": evidently_runner(ref, cur, out), "batchml": batchml_runner(ref, cur, out),
+                             "numpy_scipy": numpy_scipy_runner(ref, cur, out)})
     drifts, evidently = out["batchml"], evidently_values(out["evidently"])
     batchml_seconds, evidently_seconds = median(times["batchml"]), median(times["evidently"])
+    numpy_seconds = median(times["numpy_scipy"])
 
     ours = {d.column: d for d in drifts}
     ks_diff = max(abs(ours[c].statistic - stats.ks_2samp(ref[c], cur[c]).statistic) for c in NUMERIC)
@@ -112,6 +132,7 @@ def main() -> None:
         r, b = np.array(ours[c].histogram, dtype=float).T
         chi_diff = max(chi_diff, abs(stats.chisquare(b, r * b.sum() / r.sum()).pvalue - evidently[(c, "chisquare")]))
     psi_cat = max(abs(ours[c].psi - evidently[(c, "psi")]) for c in CATEGORICAL)
+    psi_script = max(abs(ours[c].psi - out["numpy_scipy"][c][1]) for c in NUMERIC + CATEGORICAL)
     psi_deciles = max(abs(ours[c].psi - decile_psi(ref[c].to_numpy(), cur[c].to_numpy())) for c in NUMERIC)
     psi_sturges = {c: round(ours[c].psi - evidently[(c, "psi")], 4) for c in NUMERIC}
     flagged = {c for c, d in ours.items() if d.psi > 0.1}
@@ -124,12 +145,17 @@ def main() -> None:
         features={"numeric": len(NUMERIC), "categorical": len(CATEGORICAL)},
         floor=f"Evidently {__import__('evidently').__version__} Report of ValueDrift (ks, psi, chisquare) on pandas",
         batchml_seconds=batchml_seconds, evidently_seconds=evidently_seconds, runs_s=times,
+        numpy_scipy_seconds=numpy_seconds,
+        also=[{"name": "numpy/scipy", "ratio": round(numpy_seconds / batchml_seconds, 2), "goal": 1.0,
+               "ratio_means": "numpy/scipy script seconds / batchml seconds (> 1 is faster than the script)",
+               "floor": "a numpy/scipy/pandas script: ks_2samp, decile PSI, value counts + chisquare per column"}],
         agreement={
             "ks_statistic_max_abs_diff_vs_scipy": ks_diff, "ks_goal": KS_GOAL, "ks_ok": bool(ks_diff <= KS_GOAL),
             "ks_p_value_max_abs_diff_vs_evidently": ks_p_diff,
             "chisquare_p_value_max_abs_diff_vs_evidently": chi_diff,
             "psi_categorical_max_abs_diff_vs_evidently": psi_cat,
             "psi_numeric_max_abs_diff_vs_exact_reference_deciles": psi_deciles,
+            "psi_max_abs_diff_vs_numpy_scipy_script": psi_script,
             "psi_tolerance": PSI_TOLERANCE, "psi_ok": bool(max(psi_cat, psi_deciles) <= PSI_TOLERANCE),
             "psi_numeric_diff_vs_evidently_sturges_bins": psi_sturges,
             "psi_over_0.1_batchml": sorted(flagged), "psi_over_0.1_evidently": sorted(flagged_evidently),
