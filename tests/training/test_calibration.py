@@ -9,6 +9,7 @@ import pytest
 
 from batchml.training import calibration as C
 from batchml.training import metrics as M
+from batchml.training import report
 
 
 def _reweighted(seed: int, n: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
@@ -78,3 +79,19 @@ def test_a_window_that_cannot_calibrate_fails_naming_it():
     backwards = (raw < 0.3).astype(float)  # the positives score lowest
     with pytest.raises(C.CalibrationFailed, match="rank positives below negatives"):
         C.fit("platt", backwards, raw)
+
+
+def test_the_card_gives_ece_and_brier_before_and_after_or_warns_when_nothing_was_calibrated():
+    y, raw = _reweighted(seed=4, n=5000)
+    calibrator = C.fit("isotonic", y, raw)
+    r = report.Reliability(calibrator.describe(), *M.calibration(y, raw, 10), *M.calibration(y, calibrator(raw), 10))
+    text = "\n".join([*report._calibration(r), *report._calibration_limit(r)])
+    assert f"| raw (before) | {r.raw['ece']:.4f} | {r.raw['brier']:.4f} |" in text
+    assert f"| calibrated (after) | {r.calibrated['ece']:.4f} | {r.calibrated['brier']:.4f} |" in text
+    assert "isotonic regression" in text and "not calibrated" not in text and "| [0.90, 1.00] |" in text
+    events = [int(row.split("|")[2].replace(",", "")) for row in text.splitlines() if row.startswith("| [")]
+    assert sum(events) == len(y)  # every event in one raw bin
+    plain = report.Reliability(None, *M.calibration(y, raw, 10), *M.calibration(y, raw, 10))
+    text = "\n".join([*report._calibration(plain), *report._calibration_limit(plain)])
+    assert "`model.calibration: none`" in text and "calibrated (after)" not in text
+    assert "Scores are not calibrated probabilities when `scale_pos_weight` is set" in text
