@@ -134,6 +134,7 @@ def test_isotonic_calibration_through_config_and_the_card_shows_it_before_and_af
     assert "isotonic regression" in card and "not calibrated" not in card
     html = (Path(config.storage.artifacts_uri) / card_path(DATASET, ds.model.registered_name, model.version)).read_text()
     assert "<h2>Calibration (test window)</h2>" in html and f"<td>{metrics['test_ece']:.4f}</td>" in html
+    assert html.count("<polyline") == 2  # the reliability plot, raw and calibrated, inline
 
 
 def test_scores_use_this_datasets_decisions_and_band(run):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from batchml.training import calibration as C
+from batchml.training import card_html, report
 from batchml.training import metrics as M
-from batchml.training import report
 
 
 def _reweighted(seed: int, n: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +91,12 @@ def test_the_card_gives_ece_and_brier_before_and_after_or_warns_when_nothing_was
     assert "isotonic regression" in text and "not calibrated" not in text and "| [0.90, 1.00] |" in text
     events = [int(row.split("|")[2].replace(",", "")) for row in text.splitlines() if row.startswith("| [")]
     assert sum(events) == len(y)  # every event in one raw bin
+    page = card_html.to_html("\n".join(report._calibration(r)), "card",
+                             {report.CALIBRATION_HEADING: card_html.reliability_svg(r.curves())})
+    assert "<h2>Calibration (test window)</h2><figure><svg" in page.replace("\n", "")
+    assert page.count("<polyline") == 2 and page.count("<circle") == len(r.raw_table) + len(r.calibrated_table)
     plain = report.Reliability(None, *M.calibration(y, raw, 10), *M.calibration(y, raw, 10))
     text = "\n".join([*report._calibration(plain), *report._calibration_limit(plain)])
     assert "`model.calibration: none`" in text and "calibrated (after)" not in text
     assert "Scores are not calibrated probabilities when `scale_pos_weight` is set" in text
+    assert list(plain.curves()) == ["raw"]

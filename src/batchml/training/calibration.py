@@ -57,7 +57,7 @@ class Calibrator:
 
     def describe(self) -> str:
         if self.method == "platt":
-            return f"Platt scaling, sigmoid({self.a:.4g} x logit(raw) + {self.b:.4g})"
+            return f"Platt scaling, sigmoid({self.a:.4g} x logit(raw) {'-' if self.b < 0 else '+'} {abs(self.b):.4g})"
         return f"isotonic regression, {len(self.x)} knots"
 
 

@@ -180,6 +180,9 @@ def _limits(c: CardContext, maturity_days: int, reliability: "Reliability | None
             "(see monitoring)."]
 
 
+CALIBRATION_HEADING = "Calibration (test window)"  # the HTML card puts the reliability plot below it
+
+
 @dataclass(frozen=True)
 class Reliability:
     """Calibration on the test window, before (raw booster scores) and after the calibrator."""
@@ -190,6 +193,10 @@ class Reliability:
     calibrated: dict
     calibrated_table: list[dict]
     reweighted: bool = True  # the fit weighted the classes (scale_pos_weight != 1)
+
+    def curves(self) -> dict[str, list[dict]]:
+        """The reliability tables to plot: raw, and calibrated when there is a calibrator."""
+        return {"raw": self.raw_table, **({"calibrated": self.calibrated_table} if self.method else {})}
 
     def doc(self) -> dict:
         return {"method": self.method, "raw": {**self.raw, "bins": self.raw_table},
@@ -205,11 +212,11 @@ def _calibration(r: Reliability) -> list[str]:
         text = (f"Scores are calibrated probabilities: {r.method}, fit on the validation window's raw scores. "
                 "The threshold and the review band are on the calibrated scale; reason codes stay in raw log-odds.")
         rows = [("raw (before)", r.raw, r.raw_table), ("calibrated (after)", r.calibrated, r.calibrated_table)]
-    lines = ["## Calibration (test window)", "", text, "",
+    lines = [f"## {CALIBRATION_HEADING}", "", text, "",
              "| scores | expected calibration error | Brier |", "|---|---|---|",
              *[f"| {name} | {_fmt(m.get('ece'))} | {_fmt(m.get('brier'))} |" for name, m, _ in rows], "",
              "Reliability (equal-width score bins: events, mean score, observed positive rate):", "",
-             "| bin | " + " | ".join(f"{name}: {k}" for name, _, _ in rows
+             "| bin | " + " | ".join(f"{name.split()[0]}: {k}" for name, _, _ in rows
                                    for k in ("events", "mean score", "positive rate")) + " |",
              "|---" * (1 + 3 * len(rows)) + "|"]
     for lo, hi in sorted({(b["lo"], b["hi"]) for _, _, table in rows for b in table}):

@@ -251,8 +251,7 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         report.pr_curve(d / "pr_curve.png", y, {"xgboost": p, "baseline": base_p["test"]})
-        report.reliability(d / "calibration.png", {"raw": reliability.raw_table,
-                                                    "calibrated": reliability.calibrated_table})
+        report.reliability(d / "calibration.png", reliability.curves())
         report.importance(d / "feature_importance.png", gains)
         (d / "model_card.md").write_text(card)
         (d / "metrics.json").write_text(json.dumps(
@@ -273,8 +272,10 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
     mv = store.log_and_register(config, spec.registered_name, booster, prep.features, threshold, tags,
                                 input_example=example, categories=prep.categories, calibrator=calibrator,
                                 descriptions={"model": report.intended_use(name, card_context(config, name))})
+    page = card_html.to_html(card, f"Model card: {spec.registered_name} v{mv.version}",
+                             {report.CALIBRATION_HEADING: card_html.reliability_svg(reliability.curves())})
     card_uri = write_text(lake.storage, config.storage.artifacts_uri, card_path(name, spec.registered_name, mv.version),
-                          card_html.to_html(card, f"Model card: {spec.registered_name} v{mv.version}"))
+                          page)
     summary = report.card_summary(name=spec.registered_name, version=mv.version, run_date=run_date, dataset=name,
                                   metrics=overall, baseline=baseline, threshold=threshold, decisions=decisions,
                                   contract=card_context(config, name), card_path=card_uri)
