@@ -179,6 +179,35 @@ def test_train_registers_model_with_contract_lineage_and_card(world):
     assert counts and all(c.strip().replace(",", "").isdigit() for pair in counts for c in pair)  # 1, not 1.0000
 
 
+def test_the_registered_model_scores_calibrated_probabilities_with_the_ranking_kept(world):
+    """Platt (the default) fit on the validation window: on the held-out test window, re-scored here from the
+    pinned training set with the loaded version, the raw scores of the reweighted fit (scale_pos_weight) are
+    far off probabilities, the calibrated ones closer, and PR-AUC / ROC-AUC are those of the raw ranking."""
+    config, result = world["config"], world["result"]
+    spec = config.dataset().model
+    mv = store.load(config, spec.registered_name, version=result.version)
+    assert mv.calibrator.method == "platt" and mv.tags["calibration"] == "platt" and mv.calibrator.a > 0
+    start, end = (dt.date.fromisoformat(mv.tags[k]) for k in ("test_start", "test_end"))
+    rows = Lake(config).read_arrow(spec.training_table, [("cutoff_date", "=", D), ("event_date", ">=", start),
+                                                         ("event_date", "<=", end)]).to_pandas()
+    X = rows[list(mv.feature_columns)].astype("float64").to_numpy(dtype=np.float32, na_value=np.nan)
+    y, raw, p = rows["label"].to_numpy(), mv.booster.inplace_predict(X), mv.predict(X)
+    np.testing.assert_allclose(p, mv.calibrator(raw))
+    metrics = store.client(config).get_run(mv.run_id).data.metrics
+    assert metrics["test_rows"] == len(rows)
+    for k, v in M.ranking(y, raw).items():  # a strictly increasing map: the ranking metrics are the raw ones
+        assert metrics[f"test_{k}"] == pytest.approx(v, abs=1e-9) == M.ranking(y, p)[k]
+    before, _ = M.calibration(y.astype(float), raw, spec.calibration_bins)
+    after, _ = M.calibration(y.astype(float), p, spec.calibration_bins)
+    assert (metrics["test_raw_ece"], metrics["test_ece"]) == pytest.approx((before["ece"], after["ece"]), abs=1e-6)
+    assert after["ece"] < before["ece"] / 2 and after["brier"] < before["brier"]
+    assert M.at_threshold(y, p, mv.threshold, 1)["recall"] == pytest.approx(metrics["test_recall"])  # same scale
+    card = open(store.client(config).download_artifacts(mv.run_id, "report/model_card.md")).read()
+    assert f"| raw (before) | {before['ece']:.4f} | {before['brier']:.4f} |" in card
+    assert f"| calibrated (after) | {after['ece']:.4f} | {after['brier']:.4f} |" in card
+    assert "Platt scaling" in card and "not calibrated" not in card
+
+
 def test_mlflow_describes_run_model_and_version_and_lists_inputs(world, tmp_path):
     config, result = world["config"], world["result"]
     spec, c = config.dataset().model, store.client(config)

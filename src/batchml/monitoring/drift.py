@@ -52,9 +52,9 @@ def _sample(table: pa.Table, limit_rows: int, seed: int) -> pa.Table:
 
 
 def predict(model: ModelVersion, table: pa.Table) -> pa.Array:
-    """The champion's score for every row (``inplace_predict`` on the feature columns)."""
+    """The champion's score for every row (calibrated, as scoring writes it)."""
     x = features_matrix(table, model.feature_columns, model.categories)
-    return pa.array(model.booster.inplace_predict(x) if len(x) else np.zeros(0), pa.float64())
+    return pa.array(model.predict(x) if len(x) else np.zeros(0), pa.float64())
 
 
 def measure(lake: Lake, spec: MonitoringSpec, model: ModelVersion, features_table: str, id_column: str,

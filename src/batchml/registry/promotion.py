@@ -141,7 +141,7 @@ def _score(model: store.ModelVersion, frame, spec: ModelSpec) -> tuple[dict, dic
     from batchml.training.dataset import LABEL
 
     y = frame[LABEL].to_numpy()
-    p = model.booster.inplace_predict(_inputs(frame, model))
+    p = model.predict(_inputs(frame, model))
     overall = M.evaluate(y, p, model.threshold, spec.costs, spec.calibration_bins)
     slices = M.by_slice(y, p, {s: frame[s].to_numpy() for s in spec.slices}, model.threshold, spec.costs,
                         spec.calibration_bins)

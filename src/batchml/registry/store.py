@@ -14,6 +14,8 @@ tags in the ``batchml.`` namespace (the contract every stage relies on):
 The train stage adds (optional for other writers): ``batchml.cutoff_date``, ``batchml.training_table`` /
 ``batchml.training_version`` (the pinned training set; promotion re-scores its test window from it),
 ``batchml.labels_versions``, ``batchml.dataset``, ``batchml.config_hash`` and ``batchml.code_version``, and
+``batchml.calibration`` (``platt`` or ``isotonic``: the version's scores are calibrated, the threshold and band
+are on that scale; the calibrator itself is in the model's metadata, see ``ModelVersion.predict``) and
 ``batchml.review_band`` (JSON ``{"low", "high", "below_share", "above_share"}``: the score interval whose
 events go to human review, see docs/scoring.md). Versions registered before the feature list moved out of
 the tags carry it as ``batchml.feature_columns``; ``load`` still reads that.
@@ -29,8 +31,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from batchml.config import Config
+
+if TYPE_CHECKING:
+    from batchml.training.calibration import Calibrator
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ REQUIRED_TAGS = ("threshold", "features_table", "features_version",
                  "train_start", "train_end", "test_start", "test_end", "test_metrics")
 FEATURES_KEY = "feature_columns"  # in the logged model's metadata (and the old versions' tags)
 CATEGORIES_KEY = "categories"  # categorical input -> its categories in code order (model metadata; batchml.categories)
+CALIBRATION_KEY = "calibration"  # raw score -> probability (model metadata; training/calibration.py)
 
 
 class ModelUnusable(ValueError):
@@ -62,6 +71,13 @@ class ModelVersion:
     threshold: float
     tags: dict[str, str] = field(default_factory=dict)  # every batchml.* tag, prefix removed
     categories: dict[str, list[str]] = field(default_factory=dict)  # categorical inputs: their training categories
+    calibrator: Calibrator | None = None  # None: the version scores raw (registered before calibration, or none)
+
+    def predict(self, X) -> np.ndarray:
+        """The version's scores of the model-input matrix ``X``: the booster's, calibrated if it has a calibrator.
+        Every stage scores through this (or ``calibrator`` in the scoring tasks), never the bare booster."""
+        raw = self.booster.inplace_predict(X).astype(np.float64)
+        return raw if self.calibrator is None else self.calibrator(raw)
 
     @property
     def test_metrics(self) -> dict[str, float]:
@@ -109,12 +125,14 @@ def experiment_id(config: Config, dataset: str) -> str:
 def log_and_register(config: Config, registered_name: str, booster, feature_columns: list[str],
                      threshold: float, tags: dict[str, str], input_example=None,
                      descriptions: dict[str, str] | None = None,
-                     categories: dict[str, list[str]] | None = None) -> ModelVersion:
+                     categories: dict[str, list[str]] | None = None, calibrator=None) -> ModelVersion:
     """Log ``booster`` to the active MLflow run and register it with the contract's tags.
 
     ``descriptions``: ``{"model": ..., "version": ...}``, MLflow's descriptions of the registered model and of
     this version (the model card's words; ``describe_version`` sets one later). ``categories``: the category
     list of each categorical input, stored with the model so scoring codes values exactly as training did.
+    ``calibrator``: the ``Calibrator`` fit on the validation window, stored in the model's metadata so every
+    ``load`` scores calibrated; the tag ``batchml.calibration`` names its method.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -129,12 +147,17 @@ def log_and_register(config: Config, registered_name: str, booster, feature_colu
     signature = None
     if input_example is not None:
         signature = infer_signature(input_example, booster.inplace_predict(input_example))
+    calibration = calibrator.to_dict() if calibrator is not None else {}
     info = mlflow.xgboost.log_model(booster, name="model", signature=signature, input_example=input_example,
                                     model_format="ubj", pip_requirements=_requirements(),
-                                    metadata={FEATURES_KEY: list(feature_columns), CATEGORIES_KEY: categories or {}})
+                                    metadata={FEATURES_KEY: list(feature_columns), CATEGORIES_KEY: categories or {},
+                                              CALIBRATION_KEY: calibration})
     mlflow.log_dict({FEATURES_KEY: list(feature_columns)}, "feature_columns.json")  # for people: the inputs in order
     if categories:
         mlflow.log_dict({CATEGORIES_KEY: categories}, "categories.json")
+    if calibration:
+        mlflow.log_dict(calibration, "calibration.json")
+        tags = {**tags, "calibration": calibration["method"]}
     c = client(config)
     if _registered_model(c, registered_name) is None:
         c.create_registered_model(registered_name, description=descriptions.get("model"))
@@ -148,7 +171,7 @@ def log_and_register(config: Config, registered_name: str, booster, feature_colu
         c.set_model_version_tag(registered_name, mv.version, TAG + key, str(value))
     log.info("registered %s version %s (run %s)", registered_name, mv.version, run.info.run_id)
     return ModelVersion(registered_name, int(mv.version), run.info.run_id, booster, tuple(feature_columns),
-                        float(threshold), {k: str(v) for k, v in full.items()}, dict(categories or {}))
+                        float(threshold), {k: str(v) for k, v in full.items()}, dict(categories or {}), calibrator)
 
 
 def describe_version(config: Config, registered_name: str, version: int, description: str) -> None:
@@ -209,9 +232,12 @@ def load(config: Config, registered_name: str, alias: str | None = "champion",
     booster = _booster(uri)
     from mlflow.models import Model
 
-    categories = (Model.load(uri).metadata or {}).get(CATEGORIES_KEY) or {}
+    from batchml.training.calibration import Calibrator
+
+    metadata = Model.load(uri).metadata or {}
+    categories = metadata.get(CATEGORIES_KEY) or {}
     return ModelVersion(registered_name, int(version), mv.run_id, booster, _feature_columns(uri, tags),
-                        float(tags["threshold"]), tags, categories)
+                        float(tags["threshold"]), tags, categories, Calibrator.from_dict(metadata.get(CALIBRATION_KEY)))
 
 
 def _feature_columns(model_dir: str, tags: dict[str, str]) -> tuple[str, ...]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from batchml.training.calibration import Calibrator
+
 _BOOSTERS: dict = {}  # model key -> Booster, per Python worker
 
 
@@ -33,6 +35,7 @@ class ScorerArgs:
     threads: int  # XGBoost threads per task
     no_model_reason: str | None = None  # set when there is no model: every row uses the rules
     categories: tuple[tuple[str, tuple[str, ...]], ...] = ()  # the model's categorical inputs and their categories
+    calibrator: Calibrator | None = None  # the model's raw score -> probability (scores, threshold: calibrated)
 
 
 # The top-k features that pushed a score up, strongest first (the scores table's consumer contract)
@@ -102,6 +105,8 @@ def score_batch(batch: pa.RecordBatch, booster, args: ScorerArgs, rule_inputs: p
             scores = booster.inplace_predict(X, validate_features=False).astype(np.float64)
             if scores.shape != (n,):
                 raise ValueError(f"model returned shape {scores.shape} for {n} rows")
+            if args.calibrator is not None:
+                scores = args.calibrator(scores)
             codes = reason_codes(booster, X, scores, args)
             return pa.RecordBatch.from_arrays(
                 [ids, pa.array(scores), pa.array(np.full(n, args.threshold)), pa.array(np.zeros(n, bool)),
@@ -135,7 +140,8 @@ def features_matrix(batch: pa.RecordBatch | pa.Table, columns, categories=None) 
 
 
 def reason_codes(booster, X: np.ndarray, scores: np.ndarray, args: ScorerArgs) -> list[list[dict] | None]:
-    """``[{"feature", "contribution"}]`` per row: the top-k features pushing the score up (log-odds)."""
+    """``[{"feature", "contribution"}]`` per row: the top-k features pushing the score up, in the booster's raw
+    log-odds, before calibration (the calibrator is increasing: what raises the log-odds raises the score)."""
     import xgboost as xgb
 
     rows = np.arange(len(scores)) if args.all_rows else np.flatnonzero(scores >= args.threshold - args.band_below)

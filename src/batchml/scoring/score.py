@@ -337,7 +337,7 @@ def score_rows(lake: Lake, spark, spec: ScoringSpec, features, run_date: dt.date
     args = predict.ScorerArgs(features.id_column, tuple(model.feature_columns if model else ()),
                               model.threshold if model else spec.fallback.threshold, spec.fallback.threshold,
                               _reason_code_reach(model), rc.top_k, rc.method == "exact", rc.rows == "all", threads,
-                              no_model_reason, _category_args(model))
+                              no_model_reason, _category_args(model), model.calibrator if model else None)
     scorer = predict.BatchScorer(args, bytes(model.booster.save_raw("ubj")) if model else None,
                                  arrow_schema(plain.select(*rules).schema), chunks, chunk)
     scored = lake.read(features.table, columns, version, where=where, transform=scorer)

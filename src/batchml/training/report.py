@@ -34,12 +34,15 @@ def pr_curve(path: Path, y: np.ndarray, curves: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def reliability(path: Path, table: list[dict]) -> Path:
+def reliability(path: Path, tables: dict[str, list[dict]]) -> Path:
+    """Observed positive rate against mean score per bin, one curve per table (raw, calibrated)."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    ax.plot([b["mean_score"] for b in table], [b["positive_rate"] for b in table], marker="o")
+    for name, table in tables.items():
+        ax.plot([b["mean_score"] for b in table], [b["positive_rate"] for b in table], marker="o", label=name)
     ax.set(xlabel="mean score", ylabel="observed positive rate", title="Calibration, test window")
+    ax.legend()
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -74,7 +77,7 @@ def _cells(metrics: dict, cols: list[str]) -> str:
 def model_card(*, name: str, dataset: str, run_date, windows: dict, lineage: dict, metrics: dict, baseline: dict,
                slices: dict, threshold: float, costs, params: dict, features: list[str], maturity_days: int,
                code_version: str, config_hash: str, contract: "CardContext", band=None, decisions: dict | None = None,
-               capacity_warning: str | None = None) -> str:
+               capacity_warning: str | None = None, reliability: "Reliability | None" = None) -> str:
     cols = ["rows", "positives", "pr_auc", "roc_auc", "precision", "recall", "f1", "fbeta", "brier"]
     lines = [
         f"# Model card: {name} (trained {run_date})", "",
@@ -95,6 +98,7 @@ def model_card(*, name: str, dataset: str, run_date, windows: dict, lineage: dic
         "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|",
         f"| xgboost | {_cells(metrics, cols)} |",
         f"| baseline (logistic) | {_cells(baseline, cols)} |", "",
+        *(_calibration(reliability) if reliability else []),
         "## By slice", "",
     ]
     for column, values in slices.items():
@@ -104,7 +108,7 @@ def model_card(*, name: str, dataset: str, run_date, windows: dict, lineage: dic
     lines += [
         "## Hyperparameters", "", "```", *[f"{k}: {v}" for k, v in sorted(params.items())], "```", "",
         f"## Inputs ({len(features)} features)", "", ", ".join(f"`{f}`" for f in features), "",
-        "## Known limits", *_limits(contract, maturity_days),
+        "## Known limits", *_limits(contract, maturity_days, reliability),
     ]
     return "\n".join(lines) + "\n"
 
@@ -165,16 +169,74 @@ def _decisions(c: CardContext, threshold: float, band, d: dict, warning: str | N
     return text
 
 
-def _limits(c: CardContext, maturity_days: int) -> list[str]:
+def _limits(c: CardContext, maturity_days: int, reliability: "Reliability | None" = None) -> list[str]:
     late = ("labels can still arrive after that, so recent positives are under-counted and recall is slightly "
             "pessimistic" if c.label_kind == "presence" else
             "events whose outcome had not arrived by the cut-off are left out of training and test")
     return [f"- Labels younger than {_days(maturity_days)} are not final: {late}.",
             "- The test window is short; slice metrics with few positives are noisy.",
-            "- Scores are not calibrated probabilities when `scale_pos_weight` is set (see the Brier score and "
-            "reliability plot); use the threshold, not the raw score, for decisions.",
+            *_calibration_limit(reliability),
             "- Trained on past behaviour; drift in the inputs or in what makes an event positive degrades it "
             "(see monitoring)."]
+
+
+CALIBRATION_HEADING = "Calibration (test window)"  # the HTML card puts the reliability plot below it
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Calibration on the test window, before (raw booster scores) and after the calibrator."""
+
+    method: str | None  # the calibrator in words; None: ``model.calibration: none``
+    raw: dict  # brier, ece
+    raw_table: list[dict]  # metrics.calibration's reliability bins
+    calibrated: dict
+    calibrated_table: list[dict]
+    reweighted: bool = True  # the fit weighted the classes (scale_pos_weight != 1)
+
+    def curves(self) -> dict[str, list[dict]]:
+        """The reliability tables to plot: raw, and calibrated when there is a calibrator."""
+        return {"raw": self.raw_table, **({"calibrated": self.calibrated_table} if self.method else {})}
+
+    def doc(self) -> dict:
+        return {"method": self.method, "raw": {**self.raw, "bins": self.raw_table},
+                "calibrated": {**self.calibrated, "bins": self.calibrated_table}}
+
+
+def _calibration(r: Reliability) -> list[str]:
+    if r.method is None:
+        text = ("Scores are the booster's raw scores (`model.calibration: none`)"
+                + (", not probabilities: `scale_pos_weight` shifts them." if r.reweighted else "."))
+        rows = [("raw", r.raw, r.raw_table)]
+    else:
+        text = (f"Scores are calibrated probabilities: {r.method}, fit on the validation window's raw scores. "
+                "The threshold and the review band are on the calibrated scale; reason codes stay in raw log-odds.")
+        rows = [("raw (before)", r.raw, r.raw_table), ("calibrated (after)", r.calibrated, r.calibrated_table)]
+    lines = [f"## {CALIBRATION_HEADING}", "", text, "",
+             "| scores | expected calibration error | Brier |", "|---|---|---|",
+             *[f"| {name} | {_fmt(m.get('ece'))} | {_fmt(m.get('brier'))} |" for name, m, _ in rows], "",
+             "Reliability (equal-width score bins: events, mean score, observed positive rate):", "",
+             "| bin | " + " | ".join(f"{name.split()[0]}: {k}" for name, _, _ in rows
+                                   for k in ("events", "mean score", "positive rate")) + " |",
+             "|---" * (1 + 3 * len(rows)) + "|"]
+    for lo, hi in sorted({(b["lo"], b["hi"]) for _, _, table in rows for b in table}):
+        cells = []
+        for _, _, table in rows:
+            b = next((b for b in table if b["lo"] == lo), None)
+            cells += [f"{b['n']:,}", f"{b['mean_score']:.4f}", f"{b['positive_rate']:.4f}"] if b else ["0", "", ""]
+        close = "]" if hi >= 1 else ")"
+        lines.append(f"| [{lo:.2f}, {hi:.2f}{close} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _calibration_limit(r: Reliability | None) -> list[str]:
+    if r is not None and r.method is not None:
+        return ["- The calibration was fit on the validation window only: when the positive rate moves, scores "
+                "drift off probabilities until the next training (see the expected calibration error above)."]
+    if r is not None and not r.reweighted:
+        return []
+    return ["- Scores are not calibrated probabilities when `scale_pos_weight` is set (see the Brier score and "
+            "reliability table); use the threshold, not the raw score, for decisions."]
 
 
 def card_summary(*, name: str, version: int, run_date, dataset: str, metrics: dict, baseline: dict,

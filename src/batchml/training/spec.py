@@ -112,7 +112,10 @@ class ModelSpec(_Strict):
     search: Search = Search()
     costs: Costs = Costs()
     promotion: Promotion = Promotion()
-    calibration_bins: int = Field(10, ge=2)
+    # raw score -> probability, fit on the validation window and registered with the booster
+    # (training/calibration.py). platt: undoes scale_pos_weight's log-odds shift, keeps the ranking exactly.
+    calibration: Literal["platt", "isotonic", "none"] = "platt"
+    calibration_bins: int = Field(10, ge=2)  # equal-width bins of the reliability table and ECE
     baseline_sample_rows: int = Field(200_000, ge=1000)  # logistic baseline fits on at most this many rows
     seed: int = 7
 

@@ -24,7 +24,7 @@ from batchml.storage import Lake
 from batchml.training import fit as fitting
 from batchml.training import metrics as M
 from batchml.storage.artifacts import write_text
-from batchml.training import card_html, report, review
+from batchml.training import calibration, card_html, report, review
 from batchml.training.dataset import CUTOFF, build_training_set, model_spec, training_set_lineage
 from batchml.training.spec import ModelSpec
 from batchml.training.splits import SplitPlan, plan_splits
@@ -196,11 +196,15 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
     booster = fitting.fit(prep, plan.train, spec, chosen.params)
 
     validation = prep.collect(plan.validation)
-    p_validation = fitting.predict(booster, validation, prep.features)
+    raw_validation = fitting.predict(booster, validation, prep.features)
+    calibrator = calibration.fit(spec.calibration, validation[fitting.LABEL].to_numpy(), raw_validation,
+                                 f"the validation window {plan.validation}")
+    p_validation = _calibrated(calibrator, raw_validation)  # threshold, band and metrics: on the model's scale
     threshold = M.cost_threshold(validation[fitting.LABEL].to_numpy(), p_validation, spec.costs)
     test = prep.collect(plan.test, extra=[*map(fitting.slice_column, spec.slices), fitting.DATE])
     y = test[fitting.LABEL].to_numpy()
-    p = fitting.predict(booster, test, prep.features)
+    raw = fitting.predict(booster, test, prep.features)
+    p = _calibrated(calibrator, raw)
     band, decisions, warning = _review(config, name, run_date, p_validation, threshold, p,
                                        test[fitting.DATE].to_numpy())
     overall = M.evaluate(y, p, threshold, spec.costs, spec.calibration_bins)
@@ -209,7 +213,10 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
     base_p = _baseline_scores(prep, plan, spec, validation, test)
     base_threshold = M.cost_threshold(validation[fitting.LABEL].to_numpy(), base_p["validation"], spec.costs)
     baseline = M.evaluate(y, base_p["test"], base_threshold, spec.costs, spec.calibration_bins)
-    _, reliability_table = M.calibration(y.astype(float), p, spec.calibration_bins)
+    reliability = report.Reliability(calibrator.describe() if calibrator else None,
+                                     *M.calibration(y.astype(float), raw, spec.calibration_bins),
+                                     *M.calibration(y.astype(float), p, spec.calibration_bins),
+                                     reweighted=_reweighted(spec, chosen.params))
 
     feats = config.dataset(name).features
     label_versions = {t: v for t, v in lineage.items() if t not in (feats.table, spec.training_table)}
@@ -217,12 +224,14 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
     hashed, code = config_hash(config, name), code_version()
     params = {**spec.params, **chosen.params, "num_workers": spec.num_workers, "seed": spec.seed,
               "label_maturity_days": spec.label_maturity_days, "threshold": threshold,
-              "objective": spec.estimator.objective, "cost_false_negative": spec.costs.false_negative,
+              "objective": spec.estimator.objective, "calibration": spec.calibration,
+              "cost_false_negative": spec.costs.false_negative,
               "cost_false_positive": spec.costs.false_positive}
     _log_training_input(lake, spec.training_table, lineage[spec.training_table], run_date, prep.features)
     mlflow.log_params({k: str(v) for k, v in params.items()})
     mlflow.log_metrics({f"test_{k}": v for k, v in overall.items() if np.isfinite(v)})
     mlflow.log_metrics({f"baseline_test_{k}": v for k, v in baseline.items() if np.isfinite(v)})
+    mlflow.log_metrics({f"test_raw_{k}": v for k, v in reliability.raw.items() if np.isfinite(v)})
     mlflow.log_metrics({f"test_expected_{k}": v for k, v in decisions.items() if np.isfinite(v)})
     mlflow.log_metrics({f"slice_{col}_{val}_{k}": v for col, vals in slices.items() for val, m in vals.items()
                         for k, v in m.items() if k in ("pr_auc", "roc_auc", "f1", "rows") and np.isfinite(v)})
@@ -238,15 +247,15 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
         metrics=overall, baseline=baseline, slices=slices, threshold=threshold, costs=spec.costs,
         params=params, features=prep.features, maturity_days=spec.label_maturity_days, code_version=code,
         config_hash=hashed, contract=card_context(config, name), band=band, decisions=decisions,
-        capacity_warning=warning)
+        capacity_warning=warning, reliability=reliability)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         report.pr_curve(d / "pr_curve.png", y, {"xgboost": p, "baseline": base_p["test"]})
-        report.reliability(d / "calibration.png", reliability_table)
+        report.reliability(d / "calibration.png", reliability.curves())
         report.importance(d / "feature_importance.png", gains)
         (d / "model_card.md").write_text(card)
         (d / "metrics.json").write_text(json.dumps(
-            {"test": overall, "baseline": baseline, "slices": slices, "calibration": reliability_table,
+            {"test": overall, "baseline": baseline, "slices": slices, "calibration": reliability.doc(),
              "review_band": json.loads(band.tag()) if band else None, "expected_decisions": decisions,
              "capacity_warning": warning,
              "search": [t.__dict__ for t in trials]}, indent=2, default=str))
@@ -261,10 +270,12 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
             "config_hash": hashed, "code_version": code, **({"review_band": band.tag()} if band else {})}
     example = test[prep.features].head(5).astype("float32")
     mv = store.log_and_register(config, spec.registered_name, booster, prep.features, threshold, tags,
-                                input_example=example, categories=prep.categories,
+                                input_example=example, categories=prep.categories, calibrator=calibrator,
                                 descriptions={"model": report.intended_use(name, card_context(config, name))})
+    page = card_html.to_html(card, f"Model card: {spec.registered_name} v{mv.version}",
+                             {report.CALIBRATION_HEADING: card_html.reliability_svg(reliability.curves())})
     card_uri = write_text(lake.storage, config.storage.artifacts_uri, card_path(name, spec.registered_name, mv.version),
-                          card_html.to_html(card, f"Model card: {spec.registered_name} v{mv.version}"))
+                          page)
     summary = report.card_summary(name=spec.registered_name, version=mv.version, run_date=run_date, dataset=name,
                                   metrics=overall, baseline=baseline, threshold=threshold, decisions=decisions,
                                   contract=card_context(config, name), card_path=card_uri)
@@ -273,6 +284,16 @@ def _train_and_log(config, name, spec, run_date, lake, prep, plan, lineage) -> _
     log.info("train %s %s: version %s, test PR-AUC %.4f (baseline %.4f), ROC-AUC %.4f, threshold %.4f",
              name, run_date, mv.version, overall["pr_auc"], baseline["pr_auc"], overall["roc_auc"], threshold)
     return _Logged(mv.version, overall)
+
+
+def _calibrated(calibrator: calibration.Calibrator | None, raw: np.ndarray) -> np.ndarray:
+    return raw if calibrator is None else calibrator(raw)
+
+
+def _reweighted(spec: ModelSpec, chosen: dict) -> bool:
+    """Whether the fit weighted the classes (``fit.fit`` sets ``scale_pos_weight`` unless the config does)."""
+    weight = {**spec.params, **chosen}.get("scale_pos_weight")
+    return weight is None or float(weight) != 1.0
 
 
 def card_path(dataset: str, registered_name: str, version: int) -> str:
