@@ -144,7 +144,8 @@ def test_run_dates_are_local_days_of_the_time_zone_and_windows_are_utc_durations
     planted = {"out": eve - dt.timedelta(days=1, microseconds=1), "edge": eve - dt.timedelta(days=1),  # 22:30 EST
                "eve_before": new_york(SPRING - dt.timedelta(days=1), 23, 30),  # run date 03-09, UTC 03-10 04:30
                "dawn": new_york(SPRING, 0, 30), "eve": eve}  # 03-10 05:30 UTC; 03-11 03:30 UTC
-    rows += [event(tx, t, customer="night", ingest=t.astimezone(ZoneInfo(NEW_YORK)).date()) for tx, t in planted.items()]
+    rows += [event(tx, t, customer="night", ingest=t.astimezone(ZoneInfo(NEW_YORK)).date())
+             for tx, t in planted.items()]
     got = by_id(compute_features(bronze_frame(spark, rows), SPEC, SPRING, SPRING + dt.timedelta(days=1), sql=[],
                                  calendar=RunCalendar(NEW_YORK)))
     assert {"eve", "dawn"} <= set(got) and not {"out", "edge", "eve_before"} & set(got)  # those are of 03-09
