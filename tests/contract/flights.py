@@ -74,7 +74,7 @@ def generate(landing: Path, days: int = 6, per_day: int = 500, seed: int = 5) ->
         f["carrier"] = "NEW"
         out.new_carrier.append(f["flight_id"])
     late = next(w for w in out.weather if w["valid_from"] == dt.datetime.combine(
-        START + dt.timedelta(days=days - 2), dt.time(10), UTC) and w["airport"] == "FRA")
+        START + dt.timedelta(days=days - 2), dt.time(4), UTC) and w["airport"] == "FRA")  # before the 07:00 bank
     late["delivered"] += dt.timedelta(days=1)
     out.late_weather = late
     for day in out.flights:

@@ -182,6 +182,9 @@ def test_bulk_history_known_since_event_time_equals_daily_deliveries_and_never_s
     spec = feature_spec(strict)[1]
     daily = [r for r in random_events(day(-5), 5, 10, seed=29, customers=3, merchants=2)
              if r["_source_file"] != "redelivery"]  # as if delivered on their own dates
+    tie = at(day(-3), 12)  # same instant, and 1 µs later, for one customer: neither sees what is not before it
+    daily += [event("tie_a", tie, "c1", "m0", 50.0, ingest=day(-3)), event("tie_b", tie, "c1", "m1", 60.0,
+              ingest=day(-3)), event("tie_c", tie + dt.timedelta(microseconds=1), "c1", "m0", 70.0, ingest=day(-3))]
     future = [event(f"future{i}", at(day(-1), 23.5) + dt.timedelta(minutes=31 + 60 * i), f"c{i % 3}", "m0", 900.0,
                     ingest=D) for i in range(4)]  # after every backfilled day: in D's bulk, invisible to them
     lake.write_arrow(pa.Table.from_pylist([{**r, "ingest_date": D} for r in daily] + future, BRONZE_SCHEMA), BRONZE)
