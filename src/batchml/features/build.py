@@ -122,8 +122,7 @@ def _references(config: Config, lake: Lake, dataset: str, spec: FeatureSpec):
         if not lake.exists(table):
             raise FileNotFoundError(f"features {dataset} {run_date}: as_of join {name!r} needs reference feed "
                                     f"{join.feed!r} ({table}), which nothing has been ingested into yet")
-        first = _midnight(day) - dt.timedelta(
-            seconds=spec.as_of_reach_seconds(name))
+        first = _midnight(day) - dt.timedelta(seconds=spec.as_of_reach_seconds(name))
         valid = feed.event_time_column
         rows = lake.read(table, columns=list(dict.fromkeys([*join.keys.values(), valid, *join.columns, *T.VERSION])),
                          where=[(valid, ">=", first), (valid, "<", _midnight(day + dt.timedelta(days=1))),

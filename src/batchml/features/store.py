@@ -91,8 +91,9 @@ class TileStore:
             need = min(need, lo)
         todo = [d for d in sorted(ingests) if d >= need]
         if not todo:
-            raise FileNotFoundError(f"{self.source} has no events ingested from {need} to {last}: nothing to "
-                                    f"build features of run dates from {first} on from")
+            span = f"from {need} on" if last == dt.date.max else f"from {need} to {last}"
+            raise FileNotFoundError(f"{self.source} has no events ingested {span}: nothing to build features of "
+                                    f"run dates from {first} on from")
         self._tile(todo, ingests, need, scratch=True, cache=cache)
         return need
 
