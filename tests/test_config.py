@@ -154,3 +154,18 @@ def test_environments_do_not_declare_tables(conf):
     path.write_text("tables:\n  scores.flights: {partition_by: [run_date, chunk], allow_schema_evolution: true}\n")
     with pytest.raises(ConfigError, match=rf"{path}: key 'tables': tables are declared in conf/base"):
         load_config("test", conf, environ={})
+
+
+def test_the_time_zone_and_the_known_since_rule_are_checked(conf):
+    path = _edit(conf, "flight_delays", "timezone: Europe/Berlin", "timezone: Europe/Berlinn")
+    with pytest.raises(ConfigError, match=rf"{path}: key 'datasets.flight_delays.timezone': .*unknown time zone"):
+        load_config("test", conf, environ={})
+    _edit(conf, "flight_delays", "timezone: Europe/Berlinn", "timezone: Europe/Berlin")
+    _edit(conf, "flight_delays", "  table: bronze.flight_outcomes\n", "  table: bronze.flight_outcomes\n"
+          "  known_since: event_time\n")
+    with pytest.raises(ConfigError, match="labels: known_since 'event_time' applies to the events feed only"):
+        load_config("test", conf, environ={})
+    _edit(conf, "flight_delays", "  known_since: event_time\n", "")
+    _edit(conf, "flight_delays", "  table: bronze.flights\n", "  table: bronze.flights\n  known_since: event_time\n")
+    ds = load_config("test", conf, environ={}).dataset("flight_delays")
+    assert (ds.calendar().timezone, ds.calendar().known_since) == ("Europe/Berlin", "event_time")

@@ -20,6 +20,7 @@ from batchml.features.spec import FeatureSpec, tile_table_configs, tile_tables
 from batchml.labels import LabelSpec
 from batchml.monitoring.spec import AlertsConfig, MonitoringSpec
 from batchml.online.spec import OnlineConfig
+from batchml.rundays import KnownSince, RunCalendar
 from batchml.scoring.spec import ScoringSpec
 from batchml.training.spec import ModelSpec
 from batchml.validation.spec import TableValidation
@@ -146,6 +147,10 @@ class SourceConfig(Strict):
     event_time_column: str
     allow_extra_columns: bool = False
     columns: list[ColumnContract]
+    # From which run date the features may use a row (events feed only; docs/features.md, "Bulk history"):
+    # ingest_date (strict: rows ingested by the run date) or event_time (a bulk history load: known at its
+    # event time, so a backfill of earlier dates sees it; windows still end strictly before each event).
+    known_since: KnownSince = "ingest_date"
 
     @model_validator(mode="after")
     def _event_time_is_a_timestamp(self) -> "SourceConfig":
@@ -159,6 +164,9 @@ class SourceConfig(Strict):
 
 class DatasetConfig(Strict):
     description: str = ""  # what the events are and what is predicted: the model card's opening
+    # The business time zone (IANA name): run date D is the local day [D 00:00, D+1 00:00) there. Storage
+    # stays UTC; feature windows are durations on UTC instants (docs/features.md, "Run dates and time zones").
+    timezone: str = "UTC"
     events: SourceConfig
     labels: SourceConfig | None = None
     # Reference feeds (weather, FX rates, merchant attributes): other time series that features join to
@@ -176,6 +184,26 @@ class DatasetConfig(Strict):
     @property
     def ingest_column(self) -> str:
         return INGEST_COLUMN
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _known_since_on_events_only(self) -> "DatasetConfig":
+        for feed, src in self.feeds():
+            if feed != "events" and src.known_since != "ingest_date":
+                raise ValueError(f"{feed}: known_since {src.known_since!r} applies to the events feed only")
+        return self
+
+    def calendar(self) -> RunCalendar:
+        """The run-date rules of this dataset: its time zone and the events' known-since rule."""
+        return RunCalendar(self.timezone, self.events.known_since)
 
     def feeds(self) -> list[tuple[str, SourceConfig]]:
         """Every landing feed as (feed name, source): events, labels, then ``reference.<name>``."""

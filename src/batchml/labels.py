@@ -56,12 +56,16 @@ def read_columns(spec: LabelSpec, ingest_column: str) -> list[str] | None:
     return [spec.key, spec.time_column, ingest_column] if spec.presence else None
 
 
-def known_labels(labels, spec: LabelSpec, id_column: str, ingest_column: str, as_of: dt.date):
-    """(``id_column``, ``label``) for every event with a label known at ``as_of``: pure Spark transform."""
+def known_labels(labels, spec: LabelSpec, id_column: str, ingest_column: str, as_of: dt.date,
+                 timezone: str = "UTC"):
+    """(``id_column``, ``label``) for every event with a label known at ``as_of`` (by the end of that run date
+    in the dataset's ``timezone``): pure Spark transform."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    from batchml.rundays import day_bounds
+
+    end = day_bounds(as_of, timezone)[1]
     known = labels.where((F.col(ingest_column) <= F.lit(as_of)) & (F.col(spec.time_column) < F.lit(end)))
     if spec.presence:
         return known.select(F.col(spec.key).alias(id_column)).distinct().withColumn(LABEL, F.lit(1))

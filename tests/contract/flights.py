@@ -7,6 +7,10 @@ its destination (the gate quarantines it), one flight whose outcome never arrive
 label, so training leaves it out) and, on the last day, flights of a carrier never seen before (a
 category unseen at training: scored as a missing value and counted).
 
+Flights are scheduled in Berlin local time (the dataset's ``timezone:``): each day's file holds the flights
+of that local day. Planted on the fourth day: one flight at 23:30 and one at 00:30 local (``night``); the
+latter departs on the previous UTC day (22:30 UTC) and still belongs to its local run date.
+
 A reference feed, hourly weather per airport (``weather/<day>/``, the day's observations delivered that
 day), drives part of the risk: wind at the origin above 15 kt. One observation of the second-to-last
 day is delivered a day late (``late_weather``): that day's flights must not see it.
@@ -27,7 +31,7 @@ UTC, BERLIN = dt.timezone.utc, ZoneInfo("Europe/Berlin")
 START = dt.date(2024, 5, 6)
 AIRPORTS = {"FRA": True, "MUC": True, "BER": False, "HAM": False, "CGN": False, "STR": False}  # hub?
 CARRIERS = {"LH": 0.45, "EW": 0.25, "DE": 0.2, "XQ": 0.1}
-BANKS = (7, 8, 17, 18)  # hub departure banks (UTC hours)
+BANKS = (7, 8, 17, 18)  # hub departure banks (Berlin hours)
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Generated:
     new_carrier: list[str] = field(default_factory=list)  # last day: carrier NEW, unseen at training
     weather: list[dict] = field(default_factory=list)  # every observation, with the date it was delivered
     late_weather: dict = field(default_factory=dict)  # delivered the day after its own
+    night: dict[str, str] = field(default_factory=dict)  # "23:30" / "00:30" local -> flight id (fourth day)
 
     def disrupted(self, flight_id: str) -> int:
         o = self.outcomes[flight_id]
@@ -52,6 +57,10 @@ def generate(landing: Path, days: int = 6, per_day: int = 500, seed: int = 5) ->
     for d in range(days):
         day = START + dt.timedelta(days=d)
         flights = [_flight(rng, day, i) for i in range(per_day)]
+        if d == 3:
+            for f, (hour, minute) in zip(flights[10:12], ((23, 30), (0, 30))):
+                f["scheduled_departure"] = dt.datetime.combine(day, dt.time(hour, minute), BERLIN).astimezone(UTC)
+                out.night[f"{hour:02d}:{minute:02d}"] = f["flight_id"]
         out.flights[day] = flights
         for f in flights:
             hour = f["scheduled_departure"].replace(minute=0) - dt.timedelta(hours=1)
@@ -65,7 +74,7 @@ def generate(landing: Path, days: int = 6, per_day: int = 500, seed: int = 5) ->
         f["carrier"] = "NEW"
         out.new_carrier.append(f["flight_id"])
     late = next(w for w in out.weather if w["valid_from"] == dt.datetime.combine(
-        START + dt.timedelta(days=days - 2), dt.time(10), UTC) and w["airport"] == "FRA")
+        START + dt.timedelta(days=days - 2), dt.time(4), UTC) and w["airport"] == "FRA")  # before the 07:00 bank
     late["delivered"] += dt.timedelta(days=1)
     out.late_weather = late
     for day in out.flights:
@@ -83,7 +92,7 @@ def _flight(rng: random.Random, day: dt.date, i: int) -> dict:
     origin = rng.choice(list(AIRPORTS))
     hub_bank = AIRPORTS[origin] and rng.random() < 0.6
     hour = rng.choice(BANKS) if hub_bank else rng.randrange(5, 23)
-    departure = dt.datetime.combine(day, dt.time(hour, rng.randrange(0, 60, 5)), UTC)
+    departure = dt.datetime.combine(day, dt.time(hour, rng.randrange(0, 60, 5)), BERLIN).astimezone(UTC)
     carrier = rng.choices(list(CARRIERS), weights=list(CARRIERS.values()))[0]
     return {"flight_id": f"{carrier}{day:%m%d}{i:04d}", "scheduled_departure": departure,
             "carrier": carrier, "origin": origin, "dest": rng.choice([a for a in AIRPORTS if a != origin]),

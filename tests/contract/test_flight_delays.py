@@ -84,6 +84,19 @@ def test_features_are_keyed_by_this_datasets_columns(run):
     assert sorted(set(feats.column("departure_date").to_pylist())) == DAYS
 
 
+def test_departure_date_is_the_local_berlin_date_of_departure(run):
+    """The dataset's timezone is Europe/Berlin: a flight belongs to its local departure date. 00:30 local is 22:30
+    UTC of the day before, and is still a flight of its local date; 23:30 local is the same UTC day."""
+    data, spec = run["data"], run["ds"].features
+    feats = _table(run, spec.table).select(["flight_id", "departure_date"]).to_pylist()
+    dates = {r["flight_id"]: r["departure_date"] for r in feats}
+    night = {k: next(f for f in data.flights[DAYS[3]] if f["flight_id"] == i) for k, i in data.night.items()}
+    assert night["00:30"]["scheduled_departure"].date() == DAYS[2]  # the previous UTC day
+    assert {k: dates[f["flight_id"]] for k, f in night.items()} == {"00:30": DAYS[3], "23:30": DAYS[3]}
+    assert dates == {f["flight_id"]: d for d, fs in data.flights.items() for f in fs
+                     if f["flight_id"] != data.same_airport}
+
+
 def test_training_set_labels_are_the_outcome_expression(run):
     data, spec = run["data"], run["ds"].model
     rows = _table(run, spec.training_table, [("cutoff_date", "=", CUTOFF)]).select(["flight_id", "label"]).to_pylist()
@@ -201,7 +214,7 @@ def test_route_label_features_see_only_outcomes_known_before_departure_and_deliv
     for f in data.flights[LAST]:
         t, route = f["scheduled_departure"], (f["origin"], f["dest"])
         known = [o for o in accepted if (o["origin"], o["dest"]) == route and o["flight_id"] in data.outcomes
-                 and o["scheduled_departure"].date() + dt.timedelta(days=1) <= LAST  # delivered by LAST
+                 and o["scheduled_departure"].astimezone(G.BERLIN).date() + dt.timedelta(days=1) <= LAST  # delivered
                  and t - dt.timedelta(days=2) <= data.outcomes[o["flight_id"]]["known_at"] < t
                  and data.outcomes[o["flight_id"]]["known_at"] <= o["scheduled_departure"] + dt.timedelta(days=1)]
         positives = sum(data.disrupted(o["flight_id"]) for o in known)

@@ -55,25 +55,29 @@ def bronze_frame(spark, rows: list[dict]):
     return spark.createDataFrame(pa.Table.from_pylist(rows, BRONZE_SCHEMA)).coalesce(2)
 
 
-def reference(rows: list[dict], spec, day: dt.date) -> dict[str, dict]:
-    """Brute force, straight from the definition: {id: {feature: value}} for events on ``day``."""
+def reference(rows: list[dict], spec, day: dt.date, timezone: str = "UTC",
+              known_since: str = "ingest_date") -> dict[str, dict]:
+    """Brute force, straight from the definition: {id: {feature: value}} for the events of run date ``day``
+    (its local day in ``timezone``), from the rows known by ``day`` (``known_since``: ingest_date, or
+    event_time: every row)."""
+    from zoneinfo import ZoneInfo
+
     from batchml.features.spec import window_seconds
 
-    known = [r for r in rows if r["ingest_date"] <= day]
+    known = [r for r in rows if known_since == "event_time" or r["ingest_date"] <= day]
     latest: dict[str, dict] = {}
     for r in known:
         key = (r["ingest_date"], r["_source_file"], r["_source_sha256"], r["_row_number"])
         if r["transaction_id"] not in latest or key > latest[r["transaction_id"]][0]:
             latest[r["transaction_id"]] = (key, r)
     events = [r for _, r in latest.values()]
-    lo = at(day) - dt.timedelta(days=spec.lookback())
-    events = [r for r in events if lo <= r["event_time"] < at(day + dt.timedelta(days=1))]
     out = {}
-    for t in (r for r in events if r["event_time"].date() == day):
+    for t in (r for r in events if r["event_time"].astimezone(ZoneInfo(timezone)).date() == day):
+        lo = at(t["event_time"].astimezone(UTC).date()) - dt.timedelta(days=spec.lookback())  # tiles: UTC days
         feats = {}
         for name, entity in spec.entities.items():
             keyed = all(t[k] is not None for k in entity.keys)
-            same = [r for r in events if all(r[k] == t[k] for k in entity.keys)]
+            same = [r for r in events if all(r[k] == t[k] for k in entity.keys) and r["event_time"] >= lo]
             for feature, owner, agg, label in spec.window_features():
                 if owner != name:
                     continue

@@ -159,3 +159,43 @@ def test_nightly_tiles_take_late_and_redelivered_events_exactly(base_config, spa
     for row in stored:
         for name, value in want[row["transaction_id"]].items():
             assert row[name] == (None if value is None else pytest.approx(value, rel=1e-9, abs=1e-9)), name
+
+
+def with_known_since(config, rule: str):
+    """The demo dataset with the events' ``known_since`` rule, its features cut to the customer entity (test time)."""
+    ds = config.dataset()
+    events = ds.events.model_copy(update={"known_since": rule})
+    spec = ds.features.model_copy(update={"entities": {"customer": ds.features.entities["customer"]}, "sql": []})
+    return config.model_copy(update={"datasets": {**config.datasets, config.default_dataset: ds.model_copy(
+        update={"events": events, "features": spec})}})
+
+
+def test_bulk_history_known_since_event_time_equals_daily_deliveries_and_never_sees_the_future(
+        base_config, spark, tmp_path):
+    """Five days of events land in one bulk delivery on D (with events after the backfilled days planted in
+    it). Under the strict default a backfill of D-5 .. D-1 sees nothing; under ``known_since: event_time``
+    (``batchml run features --from D-5 --to D-1``) each day equals the oracle of daily deliveries."""
+    from batchml.stages import run_stage_range
+
+    strict = with_known_since(make_config(base_config, tmp_path), "ingest_date")
+    lake = Lake(strict, spark)
+    spec = feature_spec(strict)[1]
+    daily = [r for r in random_events(day(-5), 5, 10, seed=29, customers=3, merchants=2)
+             if r["_source_file"] != "redelivery"]  # as if delivered on their own dates
+    tie = at(day(-3), 12)  # same instant, and 1 µs later, for one customer: neither sees what is not before it
+    daily += [event("tie_a", tie, "c1", "m0", 50.0, ingest=day(-3)), event("tie_b", tie, "c1", "m1", 60.0,
+              ingest=day(-3)), event("tie_c", tie + dt.timedelta(microseconds=1), "c1", "m0", 70.0, ingest=day(-3))]
+    future = [event(f"future{i}", at(day(-1), 23.5) + dt.timedelta(minutes=31 + 60 * i), f"c{i % 3}", "m0", 900.0,
+                    ingest=D) for i in range(4)]  # after every backfilled day: in D's bulk, invisible to them
+    lake.write_arrow(pa.Table.from_pylist([{**r, "ingest_date": D} for r in daily] + future, BRONZE_SCHEMA), BRONZE)
+    with pytest.raises(FileNotFoundError, match="no events ingested"):  # strict: nothing known before D
+        build_features(strict, day(-5), spark=spark, end=day(-1))
+
+    assert run_stage_range("features", with_known_since(strict, "event_time"), day(-5), day(-1), spark=spark) == 0
+    for d in range(-5, 0):
+        want = reference(daily, spec, day(d))
+        stored = rows_of(lake, "features.card_transactions", [("event_date", "=", day(d))])
+        assert {r["transaction_id"] for r in stored} == set(want) and len(want) >= 8, day(d)
+        for row in stored:
+            for name, value in want[row["transaction_id"]].items():
+                assert row[name] == (None if value is None else pytest.approx(value, rel=1e-9, abs=1e-9)), name

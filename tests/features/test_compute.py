@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from batchml.features.compute import compute_features, features_for_events
 from batchml.features.spec import FeatureSpec
 from batchml.labels import LabelSpec
+from batchml.rundays import RunCalendar
 from tests.features.helpers import at, bronze_frame, event, random_events, reference
 
 D = dt.date(2024, 3, 1)
@@ -121,6 +123,41 @@ def test_scoring_path_gives_the_training_features_for_the_same_rows(spark):
     assert set(scored) == {r["transaction_id"] for r in to_score}
     for tx, row in scored.items():
         assert row == training[tx], tx
+
+
+NEW_YORK = "America/New_York"
+SPRING = dt.date(2024, 3, 10)  # New York springs forward at 02:00: a run date of 23 hours
+
+
+def new_york(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZoneInfo(NEW_YORK)).astimezone(
+        dt.timezone.utc)
+
+
+def test_run_dates_are_local_days_of_the_time_zone_and_windows_are_utc_durations_across_dst(spark):
+    """23:30 in New York is 03:30 UTC of the next UTC day: it belongs to its local run date. On the spring-forward
+    day (a run date of 23 hours) a 24h window is still 86,400 seconds, and every feature matches the oracle."""
+    rows = [{**r, "ingest_date": r["event_time"].astimezone(ZoneInfo(NEW_YORK)).date()
+             + dt.timedelta(days=r["_source_file"] == "redelivery")}
+            for r in random_events(SPRING - dt.timedelta(days=2), 4, 12, seed=13, customers=4, merchants=3)]
+    eve = new_york(SPRING, 23, 30)  # EDT: 03-11 03:30 UTC
+    planted = {"out": eve - dt.timedelta(days=1, microseconds=1), "edge": eve - dt.timedelta(days=1),  # 22:30 EST
+               "eve_before": new_york(SPRING - dt.timedelta(days=1), 23, 30),  # run date 03-09, UTC 03-10 04:30
+               "dawn": new_york(SPRING, 0, 30), "eve": eve}  # 03-10 05:30 UTC; 03-11 03:30 UTC
+    rows += [event(tx, t, customer="night", ingest=t.astimezone(ZoneInfo(NEW_YORK)).date())
+             for tx, t in planted.items()]
+    got = by_id(compute_features(bronze_frame(spark, rows), SPEC, SPRING, SPRING + dt.timedelta(days=1), sql=[],
+                                 calendar=RunCalendar(NEW_YORK)))
+    assert {"eve", "dawn"} <= set(got) and not {"out", "edge", "eve_before"} & set(got)  # those are of 03-09
+    assert (got["eve"]["customer_count_24h"], got["eve"]["customer_count_1h"]) == (3, 0)  # edge, eve_before, dawn
+    for tx, row in got.items():
+        assert row["event_date"] == SPRING == row["event_time"].replace(tzinfo=dt.timezone.utc).astimezone(
+            ZoneInfo(NEW_YORK)).date(), tx
+    want = reference(rows, SPEC, SPRING, NEW_YORK)
+    assert set(got) == set(want) and len(want) > 10
+    for tx, feats in want.items():
+        for name, value in feats.items():
+            assert got[tx][name] == (None if value is None else pytest.approx(value, rel=1e-9, abs=1e-9)), (tx, name)
 
 
 LABELLED = FeatureSpec.model_validate({**SPEC.model_dump(), "label_features": {

@@ -6,6 +6,9 @@ day (``compute.edge_days``), ingested by ``D``, from the events the validation g
 bronze when the dataset declares no gate). It overwrites only the ``event_date = D`` partition,
 idempotently (Delta app transaction ``features/<dataset>/<D>``). A backfill tiles its whole range in
 one pass, then builds the days one by one, each exactly as its daily build would.
+
+Run dates are local days of the dataset's ``timezone`` and the events' ``known_since`` rule says which
+ingest dates a build reads (``batchml.rundays``; docs/features.md).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from batchml.config import Config
 from batchml.features.compute import edge_days, features_from_tiles, label_outcomes, load_sql
 from batchml.features.spec import FeatureSpec
 from batchml.features.store import TileStore
+from batchml.rundays import RunCalendar
 from batchml.storage import Lake
 from batchml.storage.commit import WriteResult
 
@@ -53,13 +57,15 @@ def build_features(config: Config, run_date: dt.date, dataset: str | None = None
     if not todo:  # before planning: the plan is large
         log.info("features %s %s: already built (transaction recorded); nothing to do", name, _span(days))
         return WriteResult(lake.uri(spec.table), lake.version(spec.table), skipped=True)
-    store = TileStore(lake, name, spec, source_table(config, name))
+    calendar = config.dataset(name).calendar()
+    store = TileStore(lake, name, spec, source_table(config, name), calendar)
     outcomes = _label_outcomes(config, lake, name, spec) if spec.label_features else None
     references = _references(config, lake, name, spec) if spec.as_of else None
     cache: list = []
     try:
         first_ingest = store.ensure(todo[0], todo[-1], cache)
-        results = [_build_day(lake, store, name, spec, day, first_ingest, outcomes, references) for day in todo]
+        results = [_build_day(lake, store, name, spec, day, first_ingest, calendar, outcomes, references)
+                   for day in todo]
     finally:
         for df in cache:
             df.unpersist()
@@ -72,8 +78,9 @@ def build_features(config: Config, run_date: dt.date, dataset: str | None = None
 
 
 def _label_outcomes(config: Config, lake: Lake, dataset: str, spec: FeatureSpec):
-    """``outcomes(name, day)`` for ``compute.features_from_tiles``: reads only the events and label rows that
-    can matter for ``day`` (ingested by it, events of its label lookback, labels not older than them)."""
+    """``outcomes(name, day, run_date)`` for ``compute.features_from_tiles``: reads only the events and label
+    rows that can matter for UTC day ``day`` of ``run_date`` (known by it, events of its label lookback, labels
+    not older than them)."""
     from batchml import labels as L
     from batchml.features import tiles as T
 
@@ -82,47 +89,50 @@ def _label_outcomes(config: Config, lake: Lake, dataset: str, spec: FeatureSpec)
     if label is None or label.table is None:
         raise ValueError(f"dataset {dataset!r} declares label_features but no label: section")
 
-    def outcomes(name: str, day: dt.date):
+    events_known = ds.calendar().events_known
+
+    def outcomes(name: str, day: dt.date, run_date: dt.date):
         lf = spec.label_features[name]
         first = _midnight(day - dt.timedelta(days=spec.label_lookback_days()))
         stop = _midnight(day + dt.timedelta(days=1))
         events = lake.read(source_table(config, dataset), columns=[spec.id_column, spec.event_time_column,
                                                                     *lf.keys, *T.VERSION],
                            where=[(spec.event_time_column, ">=", first), (spec.event_time_column, "<", stop),
-                                  ("ingest_date", "<=", day)])
+                                  ("ingest_date", "<=", events_known(run_date))])
         rows = events.withColumn("__t", _micros_of(spec.event_time_column))
         known = lake.read(label.table, L.read_columns(label, ingest), where=[
-            (ingest, "<=", day), (label.time_column, ">=", first)]) if lake.exists(label.table) else None
-        return label_outcomes(rows, known, spec, label, name, day, ingest)
+            (ingest, "<=", run_date), (label.time_column, ">=", first)]) if lake.exists(label.table) else None
+        return label_outcomes(rows, known, spec, label, name, day, ingest, run_date, events_known(run_date))
     return outcomes
 
 
 def _references(config: Config, lake: Lake, dataset: str, spec: FeatureSpec):
-    """``references(name, day)`` for ``compute.features_from_tiles``: the rows of as-of join ``name``'s feed
-    (its gate's accepted table, else bronze) that a build of ``day`` may use, and their valid-time column."""
+    """``references(name, day, run_date)`` for ``compute.features_from_tiles``: the rows of as-of join ``name``'s
+    feed (its gate's accepted table, else bronze) that UTC day ``day`` of a build of ``run_date`` may use, and
+    their valid-time column."""
     from batchml.features import tiles as T
 
     ds = config.dataset(dataset)
 
-    def references(name: str, day: dt.date):
+    def references(name: str, day: dt.date, run_date: dt.date):
         join = spec.as_of[name]
         feed = ds.reference[join.feed]
         gate = ds.validation.get(feed.table)
         table = gate.accepted_table if gate else feed.table
         if not lake.exists(table):
-            raise FileNotFoundError(f"features {dataset} {day}: as_of join {name!r} needs reference feed "
+            raise FileNotFoundError(f"features {dataset} {run_date}: as_of join {name!r} needs reference feed "
                                     f"{join.feed!r} ({table}), which nothing has been ingested into yet")
-        first = dt.datetime.combine(day, dt.time(), dt.timezone.utc) - dt.timedelta(
-            seconds=spec.as_of_reach_seconds(name))
+        first = _midnight(day) - dt.timedelta(seconds=spec.as_of_reach_seconds(name))
         valid = feed.event_time_column
         rows = lake.read(table, columns=list(dict.fromkeys([*join.keys.values(), valid, *join.columns, *T.VERSION])),
                          where=[(valid, ">=", first), (valid, "<", _midnight(day + dt.timedelta(days=1))),
-                                ("ingest_date", "<=", day)])
+                                ("ingest_date", "<=", run_date)])
         return rows, valid
     return references
 
 
 def _midnight(day: dt.date) -> dt.datetime:
+    """The start of UTC day ``day`` (a tiling day, not a run date: ``rundays.day_bounds`` gives those)."""
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
 
 
@@ -132,15 +142,17 @@ def _micros_of(column: str):
     return F.unix_micros(F.col(column))
 
 
-def _build_day(lake: Lake, store: TileStore, name: str, spec: FeatureSpec, day: dt.date,
-               first_ingest: dt.date, outcomes=None, references=None) -> WriteResult:
-    stop = day + dt.timedelta(days=1)
+def _build_day(lake: Lake, store: TileStore, name: str, spec: FeatureSpec, day: dt.date, first_ingest: dt.date,
+               calendar: RunCalendar, outcomes=None, references=None) -> WriteResult:
+    """Run date ``day``: the UTC days it overlaps, from the rows known by it (``calendar``)."""
+    stop, utc = day + dt.timedelta(days=1), calendar.utc_days(day)
+    known = calendar.events_known(day)
     cache: list = []
-    rows = store.edge_rows(edge_days(spec, day, stop), first_ingest, day)
-    tiles = {entity: store.tiles(entity, day) for entity in spec.entities}
-    features = features_from_tiles(rows, tiles, store.versions(), store.records(day), spec, day, stop,
-                                   load_sql(spec, lake.config.conf_dir), cache=cache, outcomes=outcomes,
-                                   references=references)
+    rows = store.edge_rows(edge_days(spec, utc[0], utc[-1] + dt.timedelta(days=1)), first_ingest, known)
+    tiles = {entity: store.tiles(entity, utc[0], utc[-1]) for entity in spec.entities}
+    features = features_from_tiles(rows, tiles, store.versions(), store.records(known, since=utc[0]), spec, day,
+                                   stop, load_sql(spec, lake.config.conf_dir), cache=cache, outcomes=outcomes,
+                                   references=references, calendar=calendar)
     try:
         return lake.write(features, spec.table, mode="overwrite", replace_where=[(spec.date_column, "=", day)],
                           txn=_txn(name, day), metadata={"job": "features", "runDate": str(day)})

@@ -24,7 +24,12 @@ How a day ``D`` is computed (docs/tiling.md):
   row order or on how the input is split, and a backfill equals daily builds bit for bit.
 
 A build of ``D`` sees the rows ingested by ``D``, one per id (the latest version): tiles by their
-versions, edges by dropping rows that a version arriving by ``D`` replaced.
+versions, edges by dropping rows that a version arriving by ``D`` replaced. Under the events' ``known_since:
+event_time`` rule it sees every row ingested so far instead (``rundays``): the windows bound it by time.
+
+Run dates are local days of the dataset's time zone (``rundays``): run date ``D`` is computed as the UTC
+days it overlaps (the tiling above is on UTC days), each as the run date's build (visibility as of ``D``),
+keeping the events whose time falls in ``D``'s bounds. Windows are durations on UTC instants.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from functools import lru_cache, reduce
 from batchml.features import tiles as T
 from batchml.features.spec import DAY_S, FeatureSpec, window_seconds
 from batchml.features.tiles import DAY_US, SCALE, US
+from batchml.rundays import UTC_CALENDAR, RunCalendar
 
 DEDUPE_ORDER = T.VERSION
 
@@ -67,8 +73,9 @@ def edge_days(spec: FeatureSpec, start: dt.date, end: dt.date) -> list[dt.date]:
 
 
 def compute_features(events, spec: FeatureSpec, start: dt.date, end: dt.date, sql: list[str] | None = None,
-                     cache: list | None = None, labels=None, label=None, references: dict | None = None):
-    """Features for every event with event date in ``[start, end)`` (UTC), one row per event.
+                     cache: list | None = None, labels=None, label=None, references: dict | None = None,
+                     calendar: RunCalendar = UTC_CALENDAR):
+    """Features for every event of the run dates ``[start, end)`` (local days of ``calendar``), one row per event.
 
     ``events`` are bronze or silver rows (with ``ingest_date`` and the ``_source_*`` columns). The
     tiles are derived here, in memory, exactly as the features stage stores them: one version per
@@ -81,7 +88,8 @@ def compute_features(events, spec: FeatureSpec, start: dt.date, end: dt.date, sq
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    rows = T.source_rows(events, spec).where(F.col("ingest_date") < F.lit(end))
+    known = calendar.events_known(end - dt.timedelta(days=1))
+    rows = T.source_rows(events, spec).where(F.col("ingest_date") <= F.lit(known))
     if cache is not None:
         rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
         cache.append(rows)
@@ -95,66 +103,83 @@ def compute_features(events, spec: FeatureSpec, start: dt.date, end: dt.date, sq
         if labels is None or label is None:
             raise ValueError("the spec declares label_features: pass the label table's rows and the label spec")
 
-        def outcomes(name, day):
-            return label_outcomes(rows, labels, spec, label, name, day)
+        def outcomes(name, day, run_date):
+            return label_outcomes(rows, labels, spec, label, name, day, run_date=run_date,
+                                  events_known=calendar.events_known(run_date))
     missing = sorted({j.feed for j in spec.as_of.values()} - set(references or {}))
     if missing:
         raise ValueError(f"the spec's as_of joins need the rows of reference feeds {missing}")
     return features_from_tiles(rows, tiles, revisions, records, spec, start, end, sql, outcomes=outcomes,
-                               references=lambda name, day: references[spec.as_of[name].feed])
+                               references=lambda name, day, run_date: references[spec.as_of[name].feed],
+                               calendar=calendar)
 
 
 def features_from_tiles(rows, tiles: dict, versions: list, records: list[dict], spec: FeatureSpec, start: dt.date,
                         end: dt.date, sql: list[str] | None = None, cache: list | None = None, outcomes=None,
-                        references=None):
+                        references=None, calendar: RunCalendar = UTC_CALENDAR):
     """Features of ``[start, end)`` from raw ``rows`` (``tiles.source_rows``; at least the edge days),
     each entity's ``tiles``, the tile ``versions`` (``(ingest_date, as_of)`` pairs; originals may be
     left out) and the replaced-row ``records`` (``tiles.supersessions`` rows as dicts).
 
     ``cache``: for a one-day range, the day's edge rows are persisted (every entity reads them).
-    ``outcomes(name, day)``: the ``label_outcomes`` of label feature ``name`` for ``day`` (label features only).
-    ``references(name, day)``: the reference feed rows as-of join ``name`` may use for ``day`` (as_of only).
+    ``outcomes(name, day, run_date)``: the ``label_outcomes`` of label feature ``name`` for UTC day ``day`` of
+    ``run_date`` (label features only). ``references(name, day, run_date)``: the reference feed rows as-of join
+    ``name`` may use for UTC day ``day`` of ``run_date`` (as_of only). ``calendar``: the run-date rules.
     """
     days = [start + dt.timedelta(days=i) for i in range((end - start).days)]
     if not days:
         raise ValueError(f"empty date range [{start}, {end})")
     parts = []
-    for day in days:
-        edges = day_edges(rows, records, spec, day)
-        if cache is not None and len(days) == 1:
-            from pyspark import StorageLevel
-
-            edges = edges.persist(StorageLevel.MEMORY_AND_DISK)
-            cache.append(edges)
-        first = day - dt.timedelta(days=spec.lookback())
-        part = day_features(edges, {n: T.chosen(t, versions, day, first) for n, t in tiles.items()}, spec, day)
-        for name, lf in spec.label_features.items():
-            if outcomes is None:
-                raise ValueError(f"label feature {name!r} needs the label outcomes")
-            part = part.join(label_window_features(edges, outcomes(name, day), spec, name, day), spec.id_column,
-                             "left")
-        for name in spec.as_of:
-            if references is None:
-                raise ValueError(f"as_of join {name!r} needs its reference feed's rows")
-            part = part.join(as_of_features(edges, references(name, day), spec, name, day), spec.id_column, "left")
-        parts.append(part)
+    for run_date in days:
+        for day in calendar.utc_days(run_date):
+            parts.append(_utc_day_part(rows, tiles, versions, records, spec, day, run_date, calendar,
+                                       cache if len(days) == 1 else None, outcomes, references))
     out = reduce(lambda a, b: a.unionByName(b), parts)
     for text in (load_sql(spec) if sql is None else sql):
         out = out.sparkSession.sql(text, features=out)
     return out
 
 
-def day_edges(rows, records: list[dict], spec: FeatureSpec, day: dt.date):
-    """The raw rows a build of ``day`` reads: its edge days, ingested by ``day``, current on ``day``."""
+def _utc_day_part(rows, tiles: dict, versions: list, records: list[dict], spec: FeatureSpec, day: dt.date,
+                  run_date: dt.date, calendar: RunCalendar, cache: list | None, outcomes, references):
+    """The features of the events of ``run_date`` that fall on UTC day ``day``, as a build of ``run_date``
+    sees them (events known by ``calendar.events_known(run_date)``, labels and references by ``run_date``)."""
+    known = calendar.events_known(run_date)
+    edges = day_edges(rows, records, spec, day, known)
+    if cache is not None:
+        from pyspark import StorageLevel
+
+        edges = edges.persist(StorageLevel.MEMORY_AND_DISK)
+        cache.append(edges)
+    first = day - dt.timedelta(days=spec.lookback())
+    part = day_features(edges, {n: T.chosen(t, versions, day, first, known) for n, t in tiles.items()}, spec, day,
+                        run_date, calendar.bounds_us(run_date))
+    for name in spec.label_features:
+        if outcomes is None:
+            raise ValueError(f"label feature {name!r} needs the label outcomes")
+        part = part.join(label_window_features(edges, outcomes(name, day, run_date), spec, name, day),
+                         spec.id_column, "left")
+    for name in spec.as_of:
+        if references is None:
+            raise ValueError(f"as_of join {name!r} needs its reference feed's rows")
+        part = part.join(as_of_features(edges, references(name, day, run_date), spec, name, day,
+                                        run_date=run_date), spec.id_column, "left")
+    return part
+
+
+def day_edges(rows, records: list[dict], spec: FeatureSpec, day: dt.date, known: dt.date | None = None):
+    """The raw rows a build of UTC day ``day`` reads: its edge days, ingested by ``known`` (default ``day``),
+    current on ``known``."""
     from pyspark.sql import functions as F
 
+    known = known or day
     wanted = [day, *(day - dt.timedelta(days=k) for k in edge_offsets(spec))]
-    ev = rows.where(F.col("tile_date").isin(wanted) & (F.col("ingest_date") <= F.lit(day)))
-    return T.current(ev, records, spec.id_column, as_of=day)
+    ev = rows.where(F.col("tile_date").isin(wanted) & (F.col("ingest_date") <= F.lit(known)))
+    return T.current(ev, records, spec.id_column, as_of=known)
 
 
 def features_for_events(new_events, history, spec: FeatureSpec, day: dt.date, sql: list[str] | None = None,
-                        labels=None, label=None):
+                        labels=None, label=None, calendar: RunCalendar = UTC_CALENDAR):
     """The scoring path: features for ``new_events`` (all on ``day``) given stored ``history``.
 
     The same ``compute_features`` as the table build, over the union of history and the new rows.
@@ -164,17 +189,21 @@ def features_for_events(new_events, history, spec: FeatureSpec, day: dt.date, sq
     cols = [c for c in history.columns if c in new_events.columns]
     both = history.select(*cols).unionByName(new_events.select(*cols))
     ids = new_events.select(spec.id_column).distinct()
-    return compute_features(both, spec, day, day + dt.timedelta(days=1), sql, labels=labels, label=label).join(
+    return compute_features(both, spec, day, day + dt.timedelta(days=1), sql, labels=labels, label=label,
+                            calendar=calendar).join(
         F.broadcast(ids), spec.id_column, "left_semi")
 
 
-def day_features(edges, tiles: dict, spec: FeatureSpec, day: dt.date):
-    """Window aggregates for the events of ``day`` from its edge rows and each entity's chosen tiles."""
+def day_features(edges, tiles: dict, spec: FeatureSpec, day: dt.date, run_date: dt.date | None = None,
+                 bounds: tuple[int, int] | None = None):
+    """Window aggregates for the events of UTC day ``day`` from its edge rows and each entity's chosen tiles;
+    only those in ``bounds`` (µs, ``[start, end)`` of ``run_date``; default: the whole day), dated ``run_date``."""
     from pyspark.sql import functions as F
 
     d0 = _micros(day)
-    targets = edges.where(F.col("__t") >= d0).select(
-        spec.id_column, spec.event_time_column, F.lit(day).alias(spec.date_column),
+    lo, hi = bounds or (d0, d0 + DAY_US)
+    targets = edges.where((F.col("__t") >= max(d0, lo)) & (F.col("__t") < min(d0 + DAY_US, hi))).select(
+        spec.id_column, spec.event_time_column, F.lit(run_date or day).alias(spec.date_column),
         *[c for c in spec.passthrough if c not in (spec.id_column, spec.event_time_column)])
     out = targets
     for name in spec.entities:
@@ -301,7 +330,8 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
 
 
 def label_outcomes(rows, labels, spec: FeatureSpec, label, name: str, day: dt.date,
-                   ingest_column: str = "ingest_date"):
+                   ingest_column: str = "ingest_date", run_date: dt.date | None = None,
+                   events_known: dt.date | None = None):
     """(keys, ``__t`` = when the outcome became known in µs, ``__pos``) for the earlier events of label
     feature ``name`` whose outcome a build of ``day`` may count.
 
@@ -309,7 +339,9 @@ def label_outcomes(rows, labels, spec: FeatureSpec, label, name: str, day: dt.da
     rows ingested by ``day`` are seen, one version per event (the latest) and one label row per event (the earliest
     known, then by ingest date). An outcome counts when its label time is in ``[event time, event time +
     maturity_days]``; presence labels infer a negative at event time + ``maturity_days`` when no row came
-    by then. Events whose outcome could not fall in any window of the day are left out.
+    by then. Events whose outcome could not fall in any window of the day are left out. ``day`` is a UTC
+    day of ``run_date`` (default ``day``): labels ingested by ``run_date`` count, events ingested by
+    ``events_known`` (default ``run_date``).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -317,7 +349,10 @@ def label_outcomes(rows, labels, spec: FeatureSpec, label, name: str, day: dt.da
     lf = spec.label_features[name]
     d0, maturity = _micros(day), lf.maturity_days * DAY_US
     oldest = d0 - max(window_seconds(w) for w in lf.windows) * US - maturity
-    ev = rows.where((F.col("ingest_date") <= F.lit(day)) & (F.col("__t") >= oldest) & (F.col("__t") < d0 + DAY_US))
+    run_date = run_date or day
+    events_known = events_known or run_date
+    ev = rows.where((F.col("ingest_date") <= F.lit(events_known)) & (F.col("__t") >= oldest)
+                    & (F.col("__t") < d0 + DAY_US))
     ev = ev.where(reduce(lambda a, b: a & b, [F.col(k).isNotNull() for k in lf.keys]))
     latest = Window.partitionBy(spec.id_column).orderBy(*[F.col(c).desc() for c in T.VERSION])
     ev = ev.withColumn("__v", F.row_number().over(latest)).where("__v = 1").select(spec.id_column, *lf.keys, "__t")
@@ -325,7 +360,7 @@ def label_outcomes(rows, labels, spec: FeatureSpec, label, name: str, day: dt.da
         out = ev.select("*", F.lit(None).cast("long").alias("__lt"), F.lit(None).cast("int").alias("__lp"))
     else:
         positive = F.lit(1) if label.presence else F.expr(label.value).cast("int")
-        known = labels.where(F.col(ingest_column) <= F.lit(day)).select(
+        known = labels.where(F.col(ingest_column) <= F.lit(run_date)).select(
             F.col(label.key).alias(spec.id_column), F.unix_micros(F.col(label.time_column)).alias("__lt"),
             F.col(ingest_column).alias("__li"), positive.alias("__lp")).where(F.col("__lt") >= oldest)
         first = Window.partitionBy(spec.id_column).orderBy("__lt", "__li")
@@ -341,7 +376,8 @@ def label_outcomes(rows, labels, spec: FeatureSpec, label, name: str, day: dt.da
     return out.where(F.col("__t") < d0 + DAY_US)
 
 
-def as_of_features(edges, reference, spec: FeatureSpec, name: str, day: dt.date, ingest_column: str = "ingest_date"):
+def as_of_features(edges, reference, spec: FeatureSpec, name: str, day: dt.date, ingest_column: str = "ingest_date",
+                   run_date: dt.date | None = None):
     """(id, ``<name>_<column>``...) for the day's events with all keys set, from as-of join ``name``;
     ``reference`` is (the feed's rows, its valid-time column).
 
@@ -349,7 +385,8 @@ def as_of_features(edges, reference, spec: FeatureSpec, name: str, day: dt.date,
     of a key go into one stream ordered by time, reference rows first on a tie; each event takes the last
     reference row before it (``last(..., ignorenulls)`` over a running frame). Spark shuffles by the keys
     and sorts within them: no pairwise comparison of events and reference rows. Reference rows ingested
-    after ``day`` are invisible; of several rows for the same keys and valid time the latest ingest wins.
+    after ``run_date`` (default: UTC day ``day``) are invisible; of several rows for the same keys and valid
+    time the latest ingest wins.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -363,7 +400,7 @@ def as_of_features(edges, reference, spec: FeatureSpec, name: str, day: dt.date,
                             F.lit(1).alias("__kind"), F.col(spec.id_column), F.lit(None).alias("__row"))
     version = Window.partitionBy(*ref_keys, "__at").orderBy(*[F.col(c).desc() for c in T.VERSION])
     reference, valid = reference
-    rows = (reference.where(F.col(ingest_column) <= F.lit(day))
+    rows = (reference.where(F.col(ingest_column) <= F.lit(run_date or day))
             .withColumn("__at", F.unix_micros(F.col(valid)))
             .where(F.col("__at") >= d0 - spec.as_of_reach_seconds(name) * US)
             .withColumn("__v", F.row_number().over(version)).where("__v = 1"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from batchml.features.compute import edge_offsets
 from batchml.features.spec import FeatureSpec
+from batchml.rundays import UTC_CALENDAR, RunCalendar
 
 DOC = Path("docs") / "features.md"  # the index; run from the repository root
 PAGES = Path("docs") / "features"  # one page per dataset
@@ -17,8 +18,13 @@ _FN = {"count": "number of events", "sum": "sum of `{c}`", "mean": "mean of `{c}
 
 
 def render_feature_docs(spec: FeatureSpec, dataset: str = "card_transactions",
-                        sql: dict[str, str] | None = None) -> str:
-    """Markdown for every feature of ``spec``; ``sql`` maps each SQL file name to its text."""
+                        sql: dict[str, str] | None = None, calendar: RunCalendar = UTC_CALENDAR) -> str:
+    """Markdown for every feature of ``spec``; ``sql`` maps each SQL file name to its text; ``calendar``: the
+    dataset's time zone and the events' known-since rule."""
+    local = "UTC" if calendar.timezone == "UTC" else f"{calendar.timezone} local"
+    known = ("ingested by D" if calendar.known_since == "ingest_date" else
+             "ingested so far (`known_since: event_time`: a bulk history load counts as known at its event times; "
+             "the windows below still end strictly before each event)")
     lines = [
         f"# Features: `{dataset}`",
         "",
@@ -26,15 +32,17 @@ def render_feature_docs(spec: FeatureSpec, dataset: str = "card_transactions",
         "`python -m batchml.features.docs`. Do not edit by hand; tests/features checks that it is current. -->",
         "",
         f"Table `{spec.table}`: one row per event (`{spec.id_column}`), partitioned by `{spec.date_column}` "
-        f"(the UTC date of `{spec.event_time_column}`). `batchml run features --run-date D` builds partition D "
-        f"from the events in `[D - {spec.lookback()} days, D + 1 day)` ingested by D: the day tiles of the "
+        f"(the {local} date of `{spec.event_time_column}`: the dataset's `timezone:` is `{calendar.timezone}`). "
+        f"`batchml run features --run-date D` builds partition D, the events of D's {local} day, from the "
+        f"events of the {spec.lookback()} days before them and of that day, {known}: the (UTC) day tiles of the "
         f"entities (`tiles.{dataset}.<entity>`, each ingest date aggregated once) plus the raw events of D and "
         f"of each window's boundary day ({', '.join(f'D - {k}' for k in edge_offsets(spec))}). "
-        "How tiles work, why they are exact, and the rule for late and redelivered events: "
-        "[tiling.md](../tiling.md).",
+        "How tiles work, why they are exact, the rule for late and redelivered events, time zones and bulk "
+        "history: [tiling.md](../tiling.md).",
         "",
         "**Point in time.** Every window feature of an event at time `t` is computed only from events of the "
-        "same entity with event time in `[t - window, t)`: strictly before `t`, so events at the same "
+        "same entity with event time in `[t - window, t)` (windows are durations on UTC instants: 24h is "
+        "86,400 seconds on a DST day too): strictly before `t`, so events at the same "
         "instant never see each other, and nothing after `t` can change the value. Redelivered events are "
         "counted once (latest ingest). Empty windows give count 0, sum 0, distinct count 0, and null "
         "mean, max and time since last event. Events whose entity key is null get null for that entity's "
@@ -111,7 +119,7 @@ def current_docs(config, dataset: str | None = None) -> str:
         raise ValueError(f"no dataset {name!r} in the config (datasets: {', '.join(sorted(config.datasets))})")
     name, spec = feature_spec(config, name)
     texts = dict(zip(spec.sql, load_sql(spec, config.conf_dir)))
-    return render_feature_docs(spec, name, texts)
+    return render_feature_docs(spec, name, texts, config.dataset(name).calendar())
 
 
 def index_docs(config) -> str:
@@ -120,7 +128,10 @@ def index_docs(config) -> str:
              "tests/features checks that it is current. -->", "",
              "Each dataset's `features:` section declares its point-in-time features: window aggregates per "
              "entity (built from day tiles, [tiling.md](tiling.md)), features from matured labels, point-in-time "
-             "joins to reference feeds and Spark SQL on top. One generated page per dataset:", "",
+             "joins to reference feeds and Spark SQL on top. A dataset's `timezone:` (default UTC) makes run date "
+             "D its local day, and the events feed's `known_since:` rule says which deliveries a build of D may "
+             "read ([tiling.md](tiling.md#run-dates-time-zones-and-bulk-history)). One generated page per dataset:",
+             "",
              "| dataset | feature table | page |", "|---|---|---|"]
     for name, ds in sorted(config.datasets.items()):
         if ds.features is None:

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from batchml.features import tiles as T
 from batchml.features.spec import FeatureSpec, tile_tables
+from batchml.rundays import UTC_CALENDAR, RunCalendar
 from batchml.storage import Lake
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,11 @@ def _midnight(day: dt.date) -> dt.datetime:
 
 
 class TileStore:
-    def __init__(self, lake: Lake, dataset: str, spec: FeatureSpec, source: str):
-        self.lake, self.dataset, self.spec, self.source = lake, dataset, spec, source
+    """Tiles are by UTC event day (``tile_date``) and ingest date; ``calendar`` maps run dates onto them."""
+
+    def __init__(self, lake: Lake, dataset: str, spec: FeatureSpec, source: str,
+                 calendar: RunCalendar = UTC_CALENDAR):
+        self.lake, self.dataset, self.spec, self.source, self.calendar = lake, dataset, spec, source, calendar
         self.tables = tile_tables(dataset, spec)
         for table in self.tables.values():
             lake.table_config(table)  # fail early if a tile table is not declared
@@ -59,16 +63,19 @@ class TileStore:
         """Tile, in one pass, every ingest date up to ``last`` that the builds of ``[first, last]``
         need and that is not tiled yet. Returns the first ingest date builds may read: no rows
         ingested before it are tiled. Tiles are redone from scratch when a needed source ingest date
-        before (or between) the tiled ones is not tiled, or a tiled source partition changed."""
+        before (or between) the tiled ones is not tiled, or a tiled source partition changed.
+        ``first``/``last`` are run dates: the first UTC day ``first`` overlaps starts the lookback, and the
+        events' known-since rule says up to which ingest date to tile."""
         versions = self._log()
         other = {r["spec"] for r in versions} - {fingerprint(self.spec)}
         if other:
             raise TilesOutdated(f"the tiles of {self.dataset} were built for other feature definitions; delete "
                                 f"the tables {sorted(self.tables.values())} and build again (they are rebuilt "
                                 "from the source in one pass)")
+        last = self.calendar.events_known(last)
         ingests = self._ingests(last)
         tiled = {r["ingest_date"]: r["source_rows"] for r in versions if r["ingest_date"] == r["as_of"]}
-        need = first - dt.timedelta(days=self.spec.lookback())
+        need = self.calendar.utc_days(first)[0] - dt.timedelta(days=self.spec.lookback())
         if tiled:
             lo, hi = min(tiled), max(tiled)
             changed = [d for d, n in tiled.items() if d <= last and ingests.get(d, 0) != n]
@@ -84,8 +91,9 @@ class TileStore:
             need = min(need, lo)
         todo = [d for d in sorted(ingests) if d >= need]
         if not todo:
-            raise FileNotFoundError(f"{self.source} has no events ingested from {need} to {last}: nothing to "
-                                    f"build features of {first}..{last} from")
+            span = f"from {need} on" if last == dt.date.max else f"from {need} to {last}"
+            raise FileNotFoundError(f"{self.source} has no events ingested {span}: nothing to build features of "
+                                    f"run dates from {first} on from")
         self._tile(todo, ingests, need, scratch=True, cache=cache)
         return need
 
@@ -149,7 +157,8 @@ class TileStore:
 
         spec, idc = self.spec, self.spec.id_column
         where = [("ingest_date", ">=", first), ("ingest_date", "<", todo[0]),
-                 (spec.event_time_column, ">=", _midnight(todo[0] - dt.timedelta(days=spec.lookback())))]
+                 (spec.event_time_column, ">=", _midnight(self.calendar.utc_days(todo[0])[0]
+                                                          - dt.timedelta(days=spec.lookback())))]
         stats = [f for f in self.lake.file_stats(self.source) if f["partition.ingest_date"] in set(todo)]
         lows, highs = [f.get(f"min.{idc}") for f in stats], [f.get(f"max.{idc}") for f in stats]
         if stats and None not in lows and None not in highs:
@@ -174,13 +183,14 @@ class TileStore:
         return [(r["ingest_date"], r["as_of"]) for r in self._log()]
 
     def records(self, day: dt.date, ingests: list[dt.date] | None = None,
-                on: list[dt.date] | None = None) -> list[dict]:
+                on: list[dt.date] | None = None, since: dt.date | None = None) -> list[dict]:
         """Rows replaced by a version that arrived by ``day``, as dicts: of the given ingest dates, or
-        replaced on the dates ``on``, else those with an event time in ``day``'s lookback."""
+        replaced on the dates ``on``, else those with an event time in the lookback of UTC day ``since``
+        (default ``day``)."""
         table = self.tables["superseded"]
         if not self.lake.exists(table):
             return []
-        first = day - dt.timedelta(days=self.spec.lookback())
+        first = (since or day) - dt.timedelta(days=self.spec.lookback())
         where = [("superseded_on", "<=", day)]
         if ingests is not None:
             where.append(("ingest_date", "in", ingests))
@@ -190,10 +200,10 @@ class TileStore:
             where.append(("event_us", ">=", int(_midnight(first).timestamp()) * T.US))
         return self.lake.read_arrow(table, where).to_pylist()
 
-    def tiles(self, name: str, day: dt.date):
-        """The entity's tile rows of the event days in ``day``'s lookback."""
-        first = day - dt.timedelta(days=self.spec.lookback())
-        return self.lake.read(self.tables[name], where=[("tile_date", ">=", first), ("tile_date", "<", day)])
+    def tiles(self, name: str, first_day: dt.date, last_day: dt.date):
+        """The entity's tile rows of the event days in the lookbacks of UTC days ``first_day..last_day``."""
+        first = first_day - dt.timedelta(days=self.spec.lookback())
+        return self.lake.read(self.tables[name], where=[("tile_date", ">=", first), ("tile_date", "<", last_day)])
 
     def edge_rows(self, days: list[dt.date], first_ingest: dt.date, last_ingest: dt.date):
         """Source rows of the event ``days`` ingested in ``[first_ingest, last_ingest]``: one read per run

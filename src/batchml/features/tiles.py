@@ -147,18 +147,20 @@ def entity_tiles(live, spec: FeatureSpec, name: str):
     return out
 
 
-def chosen(tiles, versions: list[tuple[dt.date, dt.date]], day: dt.date, first: dt.date):
-    """Tile rows a build of ``day`` merges: event days ``[first, day)``, ingested by ``day``, per ingest
-    date the latest version as of ``day``: the latest of its revisions in ``versions`` (``(ingest_date,
-    as_of)`` pairs), else the original (``as_of = ingest_date``)."""
+def chosen(tiles, versions: list[tuple[dt.date, dt.date]], day: dt.date, first: dt.date,
+           known: dt.date | None = None):
+    """Tile rows a build of ``day`` merges: event days ``[first, day)``, ingested by ``known`` (default
+    ``day``), per ingest date the latest version as of ``known``: the latest of its revisions in ``versions``
+    (``(ingest_date, as_of)`` pairs), else the original (``as_of = ingest_date``)."""
     from pyspark.sql import functions as F
 
+    known = known or day
     latest: dict[dt.date, dt.date] = {}
     for ingest, as_of in versions:
-        if ingest < as_of <= day and as_of > latest.get(ingest, ingest):
+        if ingest < as_of <= known and as_of > latest.get(ingest, ingest):
             latest[ingest] = as_of
     window = (F.col("tile_date") >= F.lit(first)) & (F.col("tile_date") < F.lit(day)) & (
-        F.col("ingest_date") <= F.lit(day))
+        F.col("ingest_date") <= F.lit(known))
     pick = F.col("ingest_date")
     if latest:
         pick = F.coalesce(F.create_map(*[F.lit(x) for pair in sorted(latest.items()) for x in pair])[pick], pick)

@@ -86,7 +86,7 @@ def monitor(config: Config, run_date: dt.date, dataset: str | None = None, spark
              model.tags["features_table"], model.tags["features_version"], model.tags["train_start"],
              model.tags["train_end"])
     drifts = drift.measure(lake, spec, model, fs.table, fs.id_column, fs.date_column, run_date)
-    dates = performance.measure(lake, spec, ds.label, fs.id_column, ds.ingest_column, run_date)
+    dates = performance.measure(lake, spec, ds.label, fs.id_column, ds.ingest_column, run_date, ds.timezone)
     verdict = performance.judge(dates, model.test_metrics, spec)
     key = [("run_date", "=", run_date)]
     lake.write_arrow(_drift_rows(drifts, spec, name, model, run_date), spec.drift_table, mode="overwrite",

@@ -60,7 +60,7 @@ class Verdict:
 
 
 def measure(lake: Lake, spec: MonitoringSpec, label: LabelSpec, id_column: str, ingest_column: str,
-            run_date: dt.date) -> list[DatePerformance]:
+            run_date: dt.date, timezone: str = "UTC") -> list[DatePerformance]:
     from pyspark.sql import functions as F
 
     if not lake.exists(spec.scores_table) or not lake.exists(label.table):
@@ -72,7 +72,8 @@ def measure(lake: Lake, spec: MonitoringSpec, label: LabelSpec, id_column: str, 
         scores = scores.where(~F.coalesce(F.col(spec.exclude_flag_column).cast("boolean"), F.lit(False)))
     delivered = lake.read(label.table, labels.read_columns(label, ingest_column),
                           where=[(ingest_column, "<=", run_date)])
-    joined = scores.join(labels.known_labels(delivered, label, id_column, ingest_column, run_date), id_column, "left")
+    known = labels.known_labels(delivered, label, id_column, ingest_column, run_date, timezone)
+    joined = scores.join(known, id_column, "left")
     y = F.coalesce(F.col(LABEL), F.lit(0)) if label.presence else F.col(LABEL)  # value: null is unlabelled
     s = F.least(F.greatest(F.col(spec.score_column).cast("double"), F.lit(1e-7)), F.lit(1 - 1e-7))
     flagged = (F.col(spec.score_column) >= F.col(spec.threshold_column)).cast("int")
