@@ -88,10 +88,11 @@ def build_training_set(config: Config, cutoff: dt.date, dataset: str | None = No
     window = mature_window(spec, cutoff)
     versions = {feats.table: lake.version(feats.table), label_table: lake.version(label_table)}
     features = lake.read(feats.table, version=versions[feats.table])
-    label, ingest = config.dataset(name).label, config.dataset(name).ingest_column
+    ds = config.dataset(name)
+    label, ingest = ds.label, ds.ingest_column
     delivered = lake.read(label_table, labels.read_columns(label, ingest), versions[label_table],
                           where=[(ingest, "<=", cutoff)])
-    known = labels.known_labels(delivered, label, feats.id_column, ingest, cutoff)
+    known = labels.known_labels(delivered, label, feats.id_column, ingest, cutoff, ds.timezone)
     rows = label_events(features, known, label, feats.id_column, feats.date_column, window, cutoff)
     result = lake.write(rows, spec.training_table, mode="overwrite", replace_where=[(CUTOFF, "=", cutoff)],
                         txn=txn, metadata={"job": "training-set", "runDate": str(cutoff),
