@@ -39,7 +39,7 @@ HOUR_US = 3_600_000_000
 
 
 def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
 def write_data(folder: Path, events: int, keys: int, seed: int = 25) -> dict:

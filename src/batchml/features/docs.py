@@ -91,7 +91,8 @@ def render_feature_docs(spec: FeatureSpec, dataset: str = "card_transactions",
                   "invisible; of several rows with the same keys and valid time the latest delivery wins); null "
                   "when there is none or it is older than the maximum age (`t - valid time > max age`). Computed "
                   "as a sort-merge: events and reference rows of a key in one time-ordered stream, each event "
-                  "taking the last reference row before it.", "",
+                  "taking the last reference row before it; benchmarked against duckdb's `ASOF JOIN` "
+                  "([bench/README.md](../../bench/README.md#where-the-time-goes), `bench_asof.py`).", "",
                   "| feature | feed | keys (event = reference) | tolerance | max age |", "|---|---|---|---|---|"]
         for name, join in spec.as_of.items():
             keys = ", ".join(f"`{e}` = `{r}`" for e, r in join.keys.items())
