@@ -165,7 +165,10 @@ def test_the_time_zone_and_the_known_since_rule_are_checked(conf):
           "  known_since: event_time\n")
     with pytest.raises(ConfigError, match="labels: known_since 'event_time' applies to the events feed only"):
         load_config("test", conf, environ={})
-    _edit(conf, "flight_delays", "  known_since: event_time\n", "")
-    _edit(conf, "flight_delays", "  table: bronze.flights\n", "  table: bronze.flights\n  known_since: event_time\n")
-    ds = load_config("test", conf, environ={}).dataset("flight_delays")
+    _edit(conf, "flight_delays", "  table: bronze.flight_outcomes\n  known_since: event_time\n",
+          "  table: bronze.flight_outcomes\n")
+    ds = load_config("test", conf, environ={}).dataset("flight_delays")  # its bulk history: events known at event time
     assert (ds.calendar().timezone, ds.calendar().known_since) == ("Europe/Berlin", "event_time")
+    _edit(conf, "flight_delays", "  known_since: event_time\n", "")
+    ds = load_config("test", conf, environ={}).dataset("flight_delays")
+    assert ds.calendar().known_since == "ingest_date"  # the default: the strict rule

@@ -14,6 +14,11 @@ latter departs on the previous UTC day (22:30 UTC) and still belongs to its loca
 A reference feed, hourly weather per airport (``weather/<day>/``, the day's observations delivered that
 day), drives part of the risk: wind at the origin above 15 kt. One observation of the second-to-last
 day is delivered a day late (``late_weather``): that day's flights must not see it.
+
+Onboarding: with ``history_days=K`` the K days before ``START`` are the dataset's history, delivered in
+ONE bulk load on ``START`` (``<feed>/<START>/history-*``): their flights, their outcomes and their weather,
+beside ``START``'s own daily files. Daily deliveries follow. The history has its own random streams, so
+the daily days are the same with or without it.
 """
 
 from __future__ import annotations
@@ -44,19 +49,22 @@ class Generated:
     weather: list[dict] = field(default_factory=list)  # every observation, with the date it was delivered
     late_weather: dict = field(default_factory=dict)  # delivered the day after its own
     night: dict[str, str] = field(default_factory=dict)  # "23:30" / "00:30" local -> flight id (fourth day)
+    history: list[dt.date] = field(default_factory=list)  # the days before START, delivered in bulk on START
 
     def disrupted(self, flight_id: str) -> int:
         o = self.outcomes[flight_id]
         return int(o["status"] == "cancelled" or o["arr_delay_min"] > 15)
 
 
-def generate(landing: Path, days: int = 6, per_day: int = 500, seed: int = 5) -> Generated:
-    rng, out = random.Random(seed), Generated()
-    out.weather = _weather(random.Random(seed + 1), days)
+def generate(landing: Path, days: int = 6, per_day: int = 500, seed: int = 5, history_days: int = 0) -> Generated:
+    rng, history_rng, out = random.Random(seed), random.Random(seed + 2), Generated()
+    out.history = [START - dt.timedelta(days=d) for d in range(history_days, 0, -1)]
+    out.weather = _weather(random.Random(seed + 3), START - dt.timedelta(days=history_days), history_days,
+                           delivered=START) + _weather(random.Random(seed + 1), START, days)
     wind = {(w["airport"], w["valid_from"]): w["wind_kt"] for w in out.weather}
-    for d in range(days):
-        day = START + dt.timedelta(days=d)
-        flights = [_flight(rng, day, i) for i in range(per_day)]
+    for d in range(-history_days, days):
+        day, r = START + dt.timedelta(days=d), rng if d >= 0 else history_rng
+        flights = [_flight(r, day, i) for i in range(per_day)]
         if d == 3:
             for f, (hour, minute) in zip(flights[10:12], ((23, 30), (0, 30))):
                 f["scheduled_departure"] = dt.datetime.combine(day, dt.time(hour, minute), BERLIN).astimezone(UTC)
@@ -64,7 +72,7 @@ def generate(landing: Path, days: int = 6, per_day: int = 500, seed: int = 5) ->
         out.flights[day] = flights
         for f in flights:
             hour = f["scheduled_departure"].replace(minute=0) - dt.timedelta(hours=1)
-            out.outcomes[f["flight_id"]] = _outcome(rng, f, _congestion(flights, f), wind[(f["origin"], hour)])
+            out.outcomes[f["flight_id"]] = _outcome(r, f, _congestion(flights, f), wind[(f["origin"], hour)])
     out.same_airport = out.flights[START + dt.timedelta(days=1)][0]["flight_id"]
     bad = out.flights[START + dt.timedelta(days=1)][0]
     bad["dest"] = bad["origin"]
@@ -77,15 +85,29 @@ def generate(landing: Path, days: int = 6, per_day: int = 500, seed: int = 5) ->
         START + dt.timedelta(days=days - 2), dt.time(4), UTC) and w["airport"] == "FRA")  # before the 07:00 bank
     late["delivered"] += dt.timedelta(days=1)
     out.late_weather = late
-    for day in out.flights:
-        _write_csv(landing / "weather" / day.isoformat() / f"weather-{day}.csv",
-                   [w for w in out.weather if w["delivered"] == day], WEATHER)
+    _write(landing, out)
+    return out
+
+
+def _write(landing: Path, out: Generated) -> None:
+    """Each day's files in its own landing folder; the history's in one bulk file per feed, on START."""
+    bulk = [f for day in out.history for f in out.flights[day]]
+    if bulk:
+        name = f"history-{out.history[0]}-{out.history[-1]}"
+        _write_jsonl(landing / "flights" / f"{START}" / f"{name}.jsonl", bulk)
+        _write_csv(landing / "flight_outcomes" / f"{START}" / f"{name}.csv",
+                   [out.outcomes[f["flight_id"]] for f in bulk if f["flight_id"] in out.outcomes])
+        _write_csv(landing / "weather" / f"{START}" / f"{name}.csv",
+                   [w for w in out.weather if w["valid_from"].date() < START], WEATHER)
     for day, flights in out.flights.items():
+        if day in out.history:
+            continue
+        _write_csv(landing / "weather" / day.isoformat() / f"weather-{day}.csv",
+                   [w for w in out.weather if w["delivered"] == day and w["valid_from"].date() >= START], WEATHER)
         _write_jsonl(landing / "flights" / day.isoformat() / f"flights-{day}.jsonl", flights)
         delivered = [out.outcomes[f["flight_id"]] for f in flights if f["flight_id"] in out.outcomes]
         next_day = day + dt.timedelta(days=1)
         _write_csv(landing / "flight_outcomes" / next_day.isoformat() / f"outcomes-{next_day}.csv", delivered)
-    return out
 
 
 def _flight(rng: random.Random, day: dt.date, i: int) -> dict:
@@ -107,17 +129,18 @@ def _congestion(flights: list[dict], f: dict) -> int:
                and t - dt.timedelta(hours=3) <= o["scheduled_departure"] < t)
 
 
-def _weather(rng: random.Random, days: int) -> list[dict]:
-    """Hourly observations per airport (a gusty spell now and then), each delivered on its own day."""
+def _weather(rng: random.Random, first: dt.date, days: int, delivered: dt.date | None = None) -> list[dict]:
+    """Hourly observations per airport (a gusty spell now and then), each delivered on its own day (or all on
+    ``delivered``: the bulk history)."""
     out = []
     for airport in AIRPORTS:
         wind = 8.0
         for h in range(days * 24):
-            at = dt.datetime.combine(START, dt.time(), UTC) + dt.timedelta(hours=h)
+            at = dt.datetime.combine(first, dt.time(), UTC) + dt.timedelta(hours=h)
             wind = max(0.0, min(45.0, wind + rng.gauss(0, 4) + (8 - wind) * 0.1))
             out.append({"airport": airport, "valid_from": at, "wind_kt": round(wind, 1),
                         "visibility_km": None if rng.random() < 0.05 else round(rng.uniform(2, 10), 1),
-                        "delivered": at.date()})
+                        "delivered": delivered or at.date()})
     return out
 
 

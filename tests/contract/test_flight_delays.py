@@ -3,7 +3,9 @@
 It differs from the demo on every axis of the dataset contract: other key and time columns, JSON Lines
 events and CSV outcomes in local time without an offset, an outcome row with a value for every event
 (explicit negatives, ``label.value``), its own tables in its own file, another date column, decision
-names and cost structure. Six days of about 500 flights: ingest, validate and features as date ranges
+names and cost structure. Onboarded as a real dataset is: two days of history arrive as one bulk delivery
+with the first daily delivery (``events.known_since: event_time``), then six daily deliveries of about 500
+flights. Ingest and validate run over the six delivery dates, features from the first history date
 (`batchml run <stage> --from D1 --to D2`: each date as its own run); training-set, train, evaluate and
 promote on day 5; score days 5 and 6; monitor day 6.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from bisect import bisect_left, bisect_right
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -26,7 +29,8 @@ from tests.conftest import make_config
 from tests.contract import flights as G
 
 DATASET = "flight_delays"
-DAYS = [G.START + dt.timedelta(days=i) for i in range(6)]
+DAYS = [G.START + dt.timedelta(days=i) for i in range(6)]  # daily deliveries
+HISTORY = [G.START - dt.timedelta(days=i) for i in (2, 1)]  # delivered in bulk on DAYS[0] (test time: 2)
 CUTOFF, LAST = DAYS[4], DAYS[5]
 
 
@@ -34,10 +38,11 @@ CUTOFF, LAST = DAYS[4], DAYS[5]
 def run(base_config, tmp_path_factory, spark):
     root = tmp_path_factory.mktemp("flights")
     config = make_config(base_config, root)
-    data = G.generate(root / "landing", days=len(DAYS))
+    data = G.generate(root / "landing", days=len(DAYS), history_days=len(HISTORY))
     codes = {}
-    for stage in ("ingest", "validate", "features"):  # the history as a backfill: batchml run <stage> --from --to
+    for stage in ("ingest", "validate"):  # the deliveries as a backfill: batchml run <stage> --from --to
         codes[stage, "range"] = run_stage_range(stage, config, DAYS[0], DAYS[-1], DATASET, spark)
+    codes["features", "range"] = run_stage_range("features", config, HISTORY[0], DAYS[-1], DATASET, spark)
     for stage in ("training-set", "train", "evaluate", "promote"):
         codes[stage, CUTOFF] = run_stage(stage, config, CUTOFF, DATASET, spark)
     for day in (CUTOFF, LAST):
@@ -56,10 +61,15 @@ def test_every_stage_succeeds(run):
     # the ranges ran each date as its own run date: one ingest per date and feed, one gate run per date
     manifest = _table(run, "ops.ingest_manifest", [("dataset", "=", DATASET)])
     runs = set(zip(manifest.column("feed").to_pylist(), manifest.column("run_date").to_pylist()))
-    expected = {(feed, day) for day in DAYS for feed in ("events", "reference.weather")}
-    assert runs == expected | {("labels", day) for day in DAYS[1:]}  # outcomes land the day after their flights
+    assert runs == {(feed, day) for day in DAYS for feed in ("events", "labels", "reference.weather")}
+    bulk = {(r["feed"], r["file_name"]): r["rows_accepted"] for r in manifest.to_pylist() if r["run_date"] == DAYS[0]}
+    history = f"history-{HISTORY[0]}-{HISTORY[-1]}"  # the first delivery: the day's files and the bulk history
+    flights, hours = 500 * len(HISTORY), 24 * len(HISTORY) * len(G.AIRPORTS)
+    assert bulk == {("events", f"flights-{DAYS[0]}.jsonl"): 500, ("events", f"{history}.jsonl"): flights,
+                    ("labels", f"{history}.csv"): flights, ("reference.weather", f"weather-{DAYS[0]}.csv"): 6 * 24,
+                    ("reference.weather", f"{history}.csv"): hours}
     gate = _table(run, "ops.validation_results", [("table", "=", "bronze.flights")])
-    assert sorted(set(gate.column("run_date").to_pylist())) == DAYS
+    assert sorted(set(gate.column("run_date").to_pylist())) == DAYS  # the history passed the gate with DAYS[0]
 
 
 def test_ingest_and_the_gate_follow_this_datasets_contract(run):
@@ -81,7 +91,7 @@ def test_features_are_keyed_by_this_datasets_columns(run):
     feats = _table(run, spec.table)
     assert {"flight_id", "departure_date", "origin_count_3h", "origin_mean_distance_km_24h", "carrier_count_2d",
             "carrier_seconds_since_last"} <= set(feats.column_names)
-    assert sorted(set(feats.column("departure_date").to_pylist())) == DAYS
+    assert sorted(set(feats.column("departure_date").to_pylist())) == HISTORY + DAYS
 
 
 def test_departure_date_is_the_local_berlin_date_of_departure(run):
@@ -102,7 +112,7 @@ def test_training_set_labels_are_the_outcome_expression(run):
     rows = _table(run, spec.training_table, [("cutoff_date", "=", CUTOFF)]).select(["flight_id", "label"]).to_pylist()
     labels = {r["flight_id"]: r["label"] for r in rows}
     assert data.no_outcome not in labels  # value labels: no outcome known, no label (not a negative)
-    mature = [f["flight_id"] for d in DAYS[:4] for f in data.flights[d]
+    mature = [f["flight_id"] for d in HISTORY + DAYS[:4] for f in data.flights[d]  # the history trains too
               if f["flight_id"] not in (data.no_outcome, data.same_airport)]
     assert sorted(labels) == sorted(mature)
     assert labels == {i: data.disrupted(i) for i in mature}
@@ -249,3 +259,37 @@ def test_origin_weather_is_the_latest_observation_an_hour_before_departure_deliv
               and late["valid_from"] <= f["scheduled_departure"] - dt.timedelta(hours=1)
               < late["valid_from"] + dt.timedelta(hours=1)]
     assert checked > 900 and hidden  # flights that would have used the late observation exist
+
+
+def test_bulk_history_days_get_features_from_the_one_bulk_delivery(run):
+    """``known_since: event_time``: the history ingested on DAYS[0] has a feature row per flight on its local
+    departure date, and each window counts exactly the flights strictly before it (a brute-force count from the
+    generator over every accepted flight, later bulk rows and same-instant flights included, so a leak of
+    either would show). Outcomes and weather stay strict: the history dates see none of their bulk rows."""
+    data, ds = run["data"], run["ds"]
+    accepted = [f for fs in data.flights.values() for f in fs if f["flight_id"] != data.same_airport]
+    by_key: dict[tuple, list[dt.datetime]] = {}
+    for f in accepted:
+        for entity in ("origin", "carrier"):
+            by_key.setdefault((entity, f[entity]), []).append(f["scheduled_departure"])
+    by_key = {k: sorted(v) for k, v in by_key.items()}
+    windows = {"origin_count_3h": ("origin", 3), "origin_count_24h": ("origin", 24),
+               "carrier_count_24h": ("carrier", 24), "carrier_count_2d": ("carrier", 48)}
+    ties = earlier = 0
+    for day in HISTORY:
+        feats = {r["flight_id"]: r for r in _table(run, ds.features.table, [("departure_date", "=", day)]).to_pylist()}
+        assert sorted(feats) == sorted(f["flight_id"] for f in data.flights[day])  # one row per history flight
+        for f in data.flights[day]:
+            row, t = feats[f["flight_id"]], f["scheduled_departure"]
+            for name, (entity, hours) in windows.items():
+                times = by_key[entity, f[entity]]  # sorted: the window [t - w, t) is a slice
+                seen = times[bisect_left(times, t - dt.timedelta(hours=hours)):bisect_left(times, t)]
+                assert row[name] == len(seen), (f["flight_id"], name)
+                earlier += sum(o.astimezone(G.BERLIN).date() < day for o in seen)
+            same_origin = by_key["origin", f["origin"]]
+            ties += bisect_right(same_origin, t) - bisect_left(same_origin, t) - 1  # not f itself
+            assert (row["route_labelled_2d"], row["route_positive_rate_2d"]) == (0, None)  # outcomes: on DAYS[0]
+            assert row["origin_weather_wind_kt"] is None  # the weather history too: reference feeds stay strict
+    assert ties > 100 and earlier > 10_000  # not vacuous: same-instant flights, windows reaching earlier bulk days
+    start = _table(run, ds.features.table, [("departure_date", "=", DAYS[0])]).column("route_labelled_2d")
+    assert pc.sum(start).as_py() > 1000  # from DAYS[0] on, the bulk outcomes feed the route features
