@@ -21,6 +21,10 @@ from batchml.config import Config
 log = logging.getLogger(__name__)
 
 
+class SinkFailed(RuntimeError):
+    """A sink was reached but refused the alert (an HTTP error status, an AWS error)."""
+
+
 def alert(config: Config, event: dict) -> list[str]:
     """Deliver ``event`` (JSON-serialisable; ``kind`` and ``message`` recommended). Returns the sinks reached."""
     body = json.dumps(event, sort_keys=True, default=str)
@@ -34,7 +38,7 @@ def alert(config: Config, event: dict) -> list[str]:
         try:
             SENDERS[sink.kind](sink, event, body)
             reached.append(sink.kind)
-        except Exception as exc:  # noqa: BLE001 - a dead sink must not stop the run
+        except (OSError, SinkFailed) as exc:  # unreachable or refusing (smtplib's and urllib's errors are OSErrors)
             log.error("alert sink %s failed: %s", sink.kind, exc)
     return reached
 
@@ -44,7 +48,7 @@ def _webhook(sink, event: dict, body: str) -> None:
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=sink.timeout_seconds) as response:
         if response.status >= 300:
-            raise RuntimeError(f"webhook {sink.url} answered HTTP {response.status}")
+            raise SinkFailed(f"webhook {sink.url} answered HTTP {response.status}")
 
 
 def _email(sink, event: dict, body: str) -> None:
@@ -60,6 +64,7 @@ def _sns(sink, event: dict, body: str) -> None:
     """Publish the event JSON to the topic; the subject is what an e-mail subscriber sees first."""
     import boto3
     from botocore.config import Config as BotoConfig
+    from botocore.exceptions import BotoCoreError, ClientError
 
     region = sink.topic_arn.split(":")[3]
     timeouts = BotoConfig(connect_timeout=sink.timeout_seconds, read_timeout=sink.timeout_seconds,
@@ -68,8 +73,11 @@ def _sns(sink, event: dict, body: str) -> None:
     subject = f"[batchml] {event.get('kind', 'alert')}: {event.get('message', '')}"
     # SNS subjects: at most 100 printable ASCII characters, no line breaks
     subject = "".join(c if " " <= c <= "~" else " " for c in subject)[:100]
-    client.publish(TopicArn=sink.topic_arn, Subject=subject, Message=body,
-                   MessageAttributes={"kind": {"DataType": "String", "StringValue": str(event.get("kind", "alert"))}})
+    try:
+        client.publish(TopicArn=sink.topic_arn, Subject=subject, Message=body, MessageAttributes={
+            "kind": {"DataType": "String", "StringValue": str(event.get("kind", "alert"))}})
+    except (BotoCoreError, ClientError) as exc:
+        raise SinkFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
 SENDERS = {"webhook": _webhook, "email": _email, "sns": _sns}

@@ -216,7 +216,7 @@ def _in_session(config, spark, warmup: list[dt.date], history: list[dt.date], sc
                 if run_stage(stage, config, history[-1], spark=spark) != 0:
                     print(f"  first training: {stage} did not succeed; see the log above")
                     break
-            except Exception as exc:  # noqa: BLE001 - the nightly part still runs (scoring falls back to rules)
+            except (ValueError, OSError) as exc:  # bad data or I/O: the nightly part still runs on the fallback rules
                 log.exception("first training failed at %s", stage)
                 print(f"  first training failed at {stage}: {exc}; scoring will use the fallback rules")
                 break

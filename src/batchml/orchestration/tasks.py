@@ -170,7 +170,7 @@ def _alert_failure(context, ti) -> None:
     event["message"] = f"{event['dag_id']}.{event['task_id']} failed ({event['run_id']}): {event['error'][:200]}"
     try:
         alert(config_from_environment(), event)
-    except Exception:  # noqa: BLE001 - a broken config must not hide the task's own failure
+    except (ValueError, OSError):  # a bad config (ConfigError) or alerts folder must not hide the failure
         log.exception("could not send the failure alert %s", event)
 
 

@@ -112,7 +112,7 @@ def score_batch(batch: pa.RecordBatch, booster, args: ScorerArgs, rule_inputs: p
                 [ids, pa.array(scores), pa.array(np.full(n, args.threshold)), pa.array(np.zeros(n, bool)),
                  pa.nulls(n, pa.string()), pa.array(codes, REASON_CODES),
                  *[pa.nulls(n, f.type) for f in rule_inputs]], schema=schema)
-        except Exception as exc:  # noqa: BLE001 - the model failed on this batch: the rules take over
+        except (ValueError, TypeError, pa.ArrowException) as exc:  # XGBoostError is a ValueError: the rules take over
             reason = f"model failed on a batch of {n} rows: {type(exc).__name__}: {str(exc)[:300]}"
     return pa.RecordBatch.from_arrays(
         [ids, pa.nulls(n, pa.float64()), pa.array(np.full(n, args.fallback_threshold)), pa.array(np.ones(n, bool)),
