@@ -138,7 +138,7 @@ def register_champion(config, spark, day: dt.date | None) -> None:
     lake, spec, fs = Lake(config, spark), ds.model, ds.features
     version = lake.version(fs.table)
     rows = lake.read(fs.table, version=version, where=[(fs.date_column, "=", day)])
-    columns = feature_columns(rows.schema, spec, fs.id_column, fs.date_column)
+    columns = feature_columns(rows.schema, spec, fs.id_column, fs.date_column, fs.event_time_column)
     X = features_matrix(lake.read_arrow(fs.table, [(fs.date_column, "=", day)], columns=columns), columns)
     z = np.nan_to_num((X - np.nanmean(X, axis=0)) / (np.nanstd(X, axis=0) + 1e-9))
     logit = z[:, :4] @ np.array([1.0, 0.8, -0.6, 0.5])[:min(4, z.shape[1])] - LABEL_OFFSET
