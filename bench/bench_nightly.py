@@ -79,7 +79,7 @@ def build_history(folder: Path, args) -> float:
     started = time.perf_counter()
     work = folder
     shutil.rmtree(work, ignore_errors=True)  # an interrupted build's leftovers
-    config = with_driver_memory(load_config_at(work), args.history_driver_memory)
+    config = with_driver_memory(load_config_at(work), args.driver_memory)
     days = history_days(START, args.history_days + 1)  # the history, then the measured night's day
     bulk, daily = days[:args.history_days - args.daily_days], days[args.history_days - args.daily_days:-1]
     generate(config.storage.landing_uri, DemoOptions(start=START, days=len(days), rows_per_day=args.rows_per_day,
@@ -203,9 +203,9 @@ def main() -> None:
                         help="the history's last days, run stage by stage (the rest arrive as one load)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--mode", choices=["connect", "submit"], default="connect")
-    parser.add_argument("--history-driver-memory", default="12g",
-                        help="driver heap for building the history (local mode: it holds the executors); "
-                             "29 days of 1M events tiled in one pass need more than the local config's 4g")
+    parser.add_argument("--driver-memory", default="12g",
+                        help="driver heap of the history build and the warm server (local mode: it holds the "
+                             "executors); 29 days of 1M events tiled in one pass need more than the local config's 4g")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "batchml-bench",
                         help="folder of built histories, reused across runs (keyed by the parameters)")
     args = parse(parser)
@@ -228,7 +228,7 @@ def main() -> None:
         spark_server.stop(load_config_at(home))  # the previous night's server, if any
         fresh_copy(cached, home)
         if args.mode == "connect":
-            spark_server.start(load_config_at(home), port=0)
+            spark_server.start(with_driver_memory(load_config_at(home), args.driver_memory), port=0)
 
     try:
         runs = run.interleaved({"night_s": lambda: night(home, day, args.mode, stages)}, setup={"night_s": setup})
@@ -239,7 +239,7 @@ def main() -> None:
               rows=args.rows_per_day, floor=f"the issue's budget: {BUDGET_S:.0f} s for the whole night on 2 cores",
               unit="night seconds / budget seconds (lower is better)", seconds=total,
               stages_s={stage: median(seconds) for stage, seconds in stages.items()}, runs_s={**runs, **stages},
-              mode=args.mode, history_days=args.history_days, daily_days=history["daily_days"], night=str(day),
+              mode=args.mode, driver_memory=args.driver_memory, history_days=args.history_days, daily_days=history["daily_days"], night=str(day),
               history_build_s=history["history_build_s"], cache=str(cached))
     shutil.rmtree(home, ignore_errors=True)
 
