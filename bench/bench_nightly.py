@@ -108,7 +108,7 @@ def build_history(folder: Path, args) -> float:
 
 
 def with_driver_memory(config, memory: str):
-    """The history's bulk load tiles weeks of events in one pass: more heap than a night needs."""
+    """``config`` with another driver heap (local mode: the driver holds the executors too)."""
     return config.model_copy(update={"spark": config.spark.model_copy(update={"driver_memory": memory})})
 
 
@@ -239,7 +239,8 @@ def main() -> None:
               rows=args.rows_per_day, floor=f"the issue's budget: {BUDGET_S:.0f} s for the whole night on 2 cores",
               unit="night seconds / budget seconds (lower is better)", seconds=total,
               stages_s={stage: median(seconds) for stage, seconds in stages.items()}, runs_s={**runs, **stages},
-              mode=args.mode, driver_memory=args.driver_memory, history_days=args.history_days, daily_days=history["daily_days"], night=str(day),
+              mode=args.mode, driver_memory=args.driver_memory, history_days=args.history_days,
+              daily_days=history["daily_days"], night=str(day),
               history_build_s=history["history_build_s"], cache=str(cached))
     shutil.rmtree(home, ignore_errors=True)
 
