@@ -32,7 +32,7 @@ import math
 import shutil
 from pathlib import Path
 
-from common import Run, bench_config, median, parse
+from common import Run, bench_config, median, parse, with_driver_memory
 
 START = dt.date(2024, 1, 1)
 FLOAT_RTOL = 1e-9
@@ -293,7 +293,7 @@ def main() -> None:
     args = parse(parser)
     run = Run(args)
     config, home = bench_config()
-    config = config.model_copy(update={"spark": config.spark.model_copy(update={"driver_memory": args.driver_memory})})
+    config = with_driver_memory(config, args.driver_memory)
     try:
         (bench_build if args.mode == "build" else bench_backfill)(args, run, config, home)
     finally:

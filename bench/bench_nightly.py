@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import Run, median, parse
+from common import Run, median, parse, with_driver_memory
 
 START = dt.date(2024, 1, 1)
 BUDGET_S = 360.0
@@ -105,11 +105,6 @@ def build_history(folder: Path, args) -> float:
                                                    "bulk_days": len(bulk), "daily_days": len(daily)}))
     shutil.rmtree(work / "spark", ignore_errors=True)  # the session's scratch space
     return seconds
-
-
-def with_driver_memory(config, memory: str):
-    """``config`` with another driver heap (local mode: the driver holds the executors too)."""
-    return config.model_copy(update={"spark": config.spark.model_copy(update={"driver_memory": memory})})
 
 
 def _stage(stage: str, config, day: dt.date, spark) -> None:

@@ -40,6 +40,11 @@ def timed(into: dict, key: str):
     into[key] = round(time.perf_counter() - start, 3)
 
 
+def with_driver_memory(config, memory: str):
+    """``config`` with another driver heap (local mode: the driver holds the executors too)."""
+    return config.model_copy(update={"spark": config.spark.model_copy(update={"driver_memory": memory})})
+
+
 def bench_config(env: str = "local"):
     """The real config, with all state in a throwaway folder."""
     from batchml.config import load_config
