@@ -206,6 +206,17 @@ def test_a_rebuilt_partition_drops_its_missing_events(built, tmp_path):
     assert kept["table_version"] == lake.version(copy.table)
 
 
+def test_states_need_the_dates_tiles(base_config, spark, tmp_path):
+    """States come from the features stage's tiles: a date whose ingest is not tiled yet is refused by name."""
+    config = with_online(make_config(base_config, tmp_path), tmp_path / "untiled.sqlite")
+    lake, rows = Lake(config, spark), source_rows()
+    for ingest in (day(-1), D, day(1)):
+        lake.write_arrow(pa.Table.from_pylist([r for r in rows if r["ingest_date"] == ingest], BRONZE_SCHEMA), SILVER)
+    build_features(config, D, spark=spark)
+    with pytest.raises(FileNotFoundError, match=f"ingest dates {day(1)}..{day(1)} are not tiled"):
+        materialize(config, day(1), spark=spark)
+
+
 def test_non_finite_floats_and_times_round_trip():
     table = pa.table({"id": ["a"], "x": [math.inf], "y": [math.nan], "t": pa.array(
         [dt.datetime(2024, 1, 1, 0, 0, 0, 1, tzinfo=dt.timezone.utc)], pa.timestamp("us", "UTC")),
