@@ -20,7 +20,7 @@ from batchml.features.build import build_features, feature_spec
 from batchml.online import records as R
 from batchml.online.backends.sqlite import SqliteBackend
 from batchml.online.client import OnlineStore
-from batchml.online.materialize import Materialized, materialize, materialize_events
+from batchml.online.materialize import Materialized, StateWriter, materialize, materialize_events
 from batchml.online.state import event_features
 from batchml.stages import run_stage
 from batchml.storage import Lake
@@ -204,6 +204,38 @@ def test_a_rebuilt_partition_drops_its_missing_events(built, tmp_path):
     assert backend.get([R.event_key(name, dropped)]) == {}
     kept = json.loads(backend.get([R.event_key(name, rows.column("transaction_id")[1].as_py())]).popitem()[1])
     assert kept["table_version"] == lake.version(copy.table)
+
+
+def test_states_need_the_dates_tiles(base_config, spark, tmp_path):
+    """States come from the features stage's tiles: a date whose ingest is not tiled yet is refused by name."""
+    config = with_online(make_config(base_config, tmp_path), tmp_path / "untiled.sqlite")
+    lake, rows = Lake(config, spark), source_rows()
+    for ingest in (day(-1), D, day(1)):
+        lake.write_arrow(pa.Table.from_pylist([r for r in rows if r["ingest_date"] == ingest], BRONZE_SCHEMA), SILVER)
+    build_features(config, D, spark=spark)
+    with pytest.raises(FileNotFoundError, match=f"ingest dates {day(1)}..{day(1)} are not tiled"):
+        materialize(config, day(1), spark=spark)
+
+
+def test_state_records_spelled_by_arrow_equal_json_dumps():
+    """The writer's vectorized records: byte for byte what json.dumps spells, for plain keys, several key
+    columns and several entities in one batch; keys that need escapes take the row-at-a-time path."""
+    writer = StateWriter.__new__(StateWriter)
+    writer.dataset, writer.expires = "ds", 7
+    writer.keys = {"customer": ["customer_id"], "customer_device": ["customer_id", "device_id"]}
+    writer.prefix = json.dumps({"run_date": str(D), "table": SILVER, "table_version": 3}, separators=(",", ":"))[:-1]
+    plain = [{"entity": "customer", "key": ["c1"], "state": '{"last":1}'},
+             {"entity": "customer_device", "key": ["c1", "dé-1"], "state": '{"edges":[]}'},
+             {"entity": "customer", "key": ["c2"], "state": '{"last":2}'}]
+    escaped = [{"entity": "customer_device", "key": ['c"3', "d\\n"], "state": "{}"}]
+    schema = pa.schema([("entity", pa.string()), ("key", pa.list_(pa.string())), ("state", pa.string())])
+    for rows, row_at_a_time in ((plain, None), (escaped, writer._record)):
+        expected = sorted((writer._record(row) for row in rows), key=lambda r: r.key)
+        writer.__dict__["_record"] = row_at_a_time  # None: the plain rows must take the vectorized path
+        assert sorted(writer.records(pa.RecordBatch.from_pylist(rows, schema)), key=lambda r: r.key) == expected
+        del writer.__dict__["_record"]
+    doc = json.loads(writer._record(plain[1]).value)
+    assert doc["key"] == {"customer_id": "c1", "device_id": "dé-1"} and doc["state"] == {"edges": []}
 
 
 def test_non_finite_floats_and_times_round_trip():

@@ -145,15 +145,18 @@ def _utc_day_part(rows, tiles: dict, versions: list, records: list[dict], spec: 
     """The features of the events of ``run_date`` that fall on UTC day ``day``, as a build of ``run_date``
     sees them (events known by ``calendar.events_known(run_date)``, labels and references by ``run_date``)."""
     known = calendar.events_known(run_date)
+    from pyspark import StorageLevel
+
     edges = day_edges(rows, records, spec, day, known)
     if cache is not None:
-        from pyspark import StorageLevel
-
         edges = edges.persist(StorageLevel.MEMORY_AND_DISK)
         cache.append(edges)
     first = day - dt.timedelta(days=spec.lookback())
-    part = day_features(edges, {n: T.chosen(t, versions, day, first, known) for n, t in tiles.items()}, spec, day,
-                        run_date, calendar.bounds_us(run_date))
+    chosen = {n: T.chosen(t, versions, day, first, known) for n, t in tiles.items()}
+    if cache is not None:  # an entity's plan reads its tiles up to four times (interior, each distinct column)
+        chosen = {n: t.persist(StorageLevel.MEMORY_AND_DISK) for n, t in chosen.items()}
+        cache.extend(chosen.values())
+    part = day_features(edges, chosen, spec, day, run_date, calendar.bounds_us(run_date))
     for name in spec.label_features:
         if outcomes is None:
             raise ValueError(f"label feature {name!r} needs the label outcomes")
@@ -258,6 +261,7 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
     desc = Window.partitionBy(*keys).orderBy(F.desc("__t"))
     suffix = desc.rangeBetween(Window.unboundedPreceding, DAY_US)  # shifted rows at or after t - 1 day
     at_or_after = desc.rangeBetween(Window.unboundedPreceding, 0)
+    whole = desc.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)  # the key's rows: same sort
 
     def on(src, col):
         cond = F.col("__src").isin(*src) if isinstance(src, tuple) else F.col("__src") == src
@@ -288,13 +292,13 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
                     suf = running(kind, col, tag[w // DAY_US], suffix)
                     part = {"count": pre + suf, "sum": pre + suf, "max": F.greatest(pre, suf)}[kind]
                 cols[f"__e_{label}_{kind}_{col}"] = part
+    for constant, carrier in constants.items():
+        cols[constant] = F.max(on(carrier, constant)).over(whole)
     if entity.time_since_last:
         cols["__e_last"] = F.max(on(0, "__t")).over(prefix)
     edges = stream.select(*keys, "__t", "__src", spec.id_column, *[v.alias(k) for k, v in cols.items()]) \
         .where(F.col("__src") == 0)
     joined = edges.join(agg_hist, keys, "left") if agg_hist is not None else edges
-    for table in constants:
-        joined = joined.join(table, keys, "left")
 
     out = [F.col(spec.id_column)]
     for feature, owner, agg, label in spec.window_features():
@@ -446,12 +450,14 @@ def _distinct_markers(tile, base, entity, windows: dict[str, int], d0: int):
     [t - w, t) iff a >= t or b < t, so count(t) = #{a >= D + 1 day} (a per-entity constant)
     + #{D <= a, a >= t} + #{b < t, a < t}: "A" markers at time a (counted by a descending running
     count) and "B" markers at max(a, b) (counted by an ascending running count, strictly before t).
-    Returns ({(window, column): (tag A, tag B)}, marker rows to add to the stream, constant tables).
+    The constants ride in the stream too, on one row per key, so each column's pairs are aggregated once.
+    Returns ({(window, column): (tag A, tag B)}, marker rows to add to the stream,
+    {constant column: the tag of the rows that carry it}).
     """
     from pyspark.sql import functions as F
 
     keys, day_windows = entity.keys, {label: w for label, w in windows.items() if w >= DAY_US}
-    markers, marked, constants, tag = {}, [], [], 100
+    markers, marked, constants, tag = {}, [], {}, 100
     for agg in entity.aggregations:
         if agg.function != "distinct_count" or not day_windows:
             continue
@@ -466,9 +472,15 @@ def _distinct_markers(tile, base, entity, windows: dict[str, int], d0: int):
             marks.append(F.when(F.col("__fd").isNotNull(), F.struct(
                 F.lit(tag + 1).alias("s"), F.greatest(F.col("__fd"), a).alias("t"))))
             tag += 2
-        rows = pairs.select(*keys, F.explode(F.filter(F.array(*marks), lambda c: c.isNotNull())).alias("__c"))
-        marked.append(rows.select(*keys, F.col("__c.s").alias("__src"), F.col("__c.t").alias("__t")))
-        constants.append(pairs.groupBy(*keys).agg(*[v.alias(k) for k, v in counts.items()]))
+        found = F.filter(F.array(*marks), lambda c: c.isNotNull())
+        per_key = pairs.groupBy(*keys).agg(*[v.alias(k) for k, v in counts.items()], F.flatten(
+            F.collect_list(F.when(F.size(found) > 0, found))).alias("__m"))
+        carrier = F.array(F.struct(F.lit(tag).alias("s"), F.lit(d0).cast("long").alias("t")))
+        rows = per_key.select(*keys, *counts, F.explode(F.concat(carrier, F.col("__m"))).alias("__c"))
+        marked.append(rows.select(*keys, F.col("__c.s").alias("__src"), F.col("__c.t").alias("__t"),
+                                  *[F.when(F.col("__c.s") == tag, F.col(k)).alias(k) for k in counts]))
+        constants.update(dict.fromkeys(counts, tag))
+        tag += 1
     return markers, marked, constants
 
 

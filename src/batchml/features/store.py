@@ -177,6 +177,12 @@ class TileStore:
         self.lake.write_arrow(data, self.tables[key], mode="overwrite", replace_where=where,
                               metadata={"job": "features-tiles", "ingestDates": _span(todo)})
 
+    def untiled(self, last: dt.date) -> list[dt.date]:
+        """Source ingest dates up to ``last`` with rows and no tiles (none before the first tiled one: builds do
+        not read those)."""
+        tiled = {ingest for ingest, as_of in self.versions() if ingest == as_of}
+        return [d for d in sorted(self._ingests(last)) if d not in tiled and (not tiled or d > min(tiled))]
+
     # -- what a day's build reads --------------------------------------------------------------------
     def versions(self) -> list[tuple[dt.date, dt.date]]:
         """The tile versions built: ``(ingest_date, as_of)`` pairs."""

@@ -4,7 +4,8 @@ The offline value of a window feature of an event at time ``t`` aggregates the e
 ``[t - w, t)``. For ``t`` on ``D + 1`` (``C`` = the start of ``D + 1``), that splits into
 
 * the **interior** ``[C + 1 day - w, C)``: whole days every such window covers (windows longer than a
-  day): mergeable partial aggregates (count, fixed-point sum, non-null count, max);
+  day): mergeable partial aggregates (count, fixed-point sum, non-null count for means, max),
+  merged from whole-day tiles;
 * the **edge** ``[C - w, min(C + 1 day - w, C))``: the events that leave the window as ``t`` moves
   through ``D + 1``, kept as (time, values), so the merge cuts them at exactly ``t - w``;
 * ``[C, t)``: events after the state, which the caller passes (``earlier``).
@@ -76,64 +77,101 @@ def _values(entity: Entity) -> dict:
     return out
 
 
-# -- the state, computed in Spark -----------------------------------------------------------------------
-def states(events, spec: FeatureSpec, day: dt.date):
+# -- the state, computed in Spark from tiles and edge days --------------------------------------------
+def states(tiles: dict, edges, spec: FeatureSpec, day: dt.date):
     """Every entity's states as of the end of ``day``, one row per (entity, key): ``entity``, ``key`` (the key
-    values cast to strings, ``records.key_text``) and ``state`` (a JSON text). ``events``: the deduplicated events
-    known by ``day``, event time in ``[C - lookback, C)``, with ``__t`` = event time in microseconds."""
-    return reduce(lambda a, b: a.unionByName(b), [entity_states(events, spec, name, day) for name in spec.entities])
+    values cast to strings, ``records.key_text``) and ``state`` (a JSON text).
+
+    ``tiles``: per entity, the tile rows a build of ``day + 1`` known on ``day`` merges (``tiles.chosen``:
+    event days ``[C - lookback, C)``); ``edges``: the raw rows of ``day`` and of each window's boundary day,
+    current on ``day`` (``compute.day_edges`` of ``day + 1`` known on ``day``), with ``__t`` in µs. The same
+    events a build of ``day + 1`` sees as history, so a state reproduces that build's features."""
+    return reduce(lambda a, b: a.unionByName(b), [entity_states(tiles[name], edges, spec, name, day)
+                                                  for name in spec.entities])
 
 
-def entity_states(events, spec: FeatureSpec, name: str, day: dt.date):
-    """Entity ``name``'s rows of ``states``: one aggregation over its keys."""
+def entity_states(tile, edges, spec: FeatureSpec, name: str, day: dt.date):
+    """Entity ``name``'s rows of ``states``: one aggregation of its tiles, joined with its edge lists and, per
+    distinct-counted column, its (value, last time) lists."""
     from pyspark.sql import functions as F
 
     entity, c0 = spec.entities[name], micros(day + dt.timedelta(days=1))
-    keys, windows, values = entity.keys, _windows(spec, name), _values(entity)
-    ev = events.where(reduce(lambda a, b: a & b, [F.col(k).isNotNull() for k in keys]))
-    t = F.col("__t")
+    keys, windows = entity.keys, _windows(spec, name)
+    ev = edges.where(reduce(lambda a, b: a & b, [F.col(k).isNotNull() for k in keys]) & (F.col("__t") < c0))
     fields = {}
     if entity.time_since_last:
-        fields["last"] = F.max(t)
+        fields["last"] = F.max("last")
+    interiors = [_interior(tile, entity, _day_of(c0 + DAY_US - w)).alias(label)
+                 for label, w in windows.items() if w > DAY_US]
+    if _plain(entity) and interiors:
+        fields["interior"] = F.struct(*interiors)
+    out = tile.groupBy(*keys).agg(*[v.alias(k) for k, v in fields.items()] or [F.count(F.lit(1)).alias("__n")])
+    state = [F.col(k) for k in fields]
     if _plain(entity):
-        interiors = [_interior(values, t, c0 + DAY_US - w).alias(label) for label, w in windows.items() if w > DAY_US]
-        if interiors:
-            fields["interior"] = F.struct(*interiors)
-        in_edge = reduce(lambda a, b: a | b, [(t >= c0 - w) & (t < min(c0 + DAY_US - w, c0)) for w in windows.values()])
-        edge_row = F.struct(t.alias("t"), *[v.alias(f) for f, v in values.items()])  # n_<c>: from s_<c>
-        fields["edges"] = F.array_sort(F.collect_list(F.when(in_edge, edge_row)))
-    since = c0 - max(windows.values())
-    distinct = _distinct_columns(entity)
-    for col in distinct:  # every (value, time) in the longest window, sorted; the last time per value below
-        pair = F.struct(F.col(col).alias("v"), t.alias("t"))
-        fields[f"__p_{col}"] = F.array_sort(F.collect_list(F.when(F.col(col).isNotNull() & (t >= since), pair)))
-    out = ev.groupBy(*keys).agg(*[v.alias(k) for k, v in fields.items()])
-    state = [F.col(k) for k in fields if not k.startswith("__p_")]
+        out = out.join(_edges(ev, entity, windows, c0), keys, "left")
+        state.append(_or_empty(out, "edges"))
+    distinct = []
+    for col in _distinct_columns(entity):  # every value's last time in the longest window
+        out = out.join(_last_seen(tile, ev, spec, name, col, c0 - max(windows.values())), keys, "left")
+        distinct.append(_or_empty(out, f"__d_{col}").alias(col))
     if distinct:
-        state.append(F.struct(*[_last_per_value(F.col(f"__p_{c}")).alias(c) for c in distinct]).alias("distinct"))
+        state.append(F.struct(*distinct).alias("distinct"))
     return out.select(F.lit(name).alias("entity"), F.array(*[F.col(k).cast("string") for k in keys]).alias("key"),
                       F.to_json(F.struct(*state)).alias("state"))
 
 
-def _interior(values: dict, t, start: int):
-    """Count, fixed-point sums with their non-null counts, and maxima of the events at or after ``start``."""
+def _or_empty(df, field: str):
+    """``field``, an array column, with [] for keys the left join found nothing for."""
     from pyspark.sql import functions as F
 
-    inside = t >= start
-    agg = [F.count(F.when(inside, 1)).alias("count")]
-    for field, value in values.items():
+    return F.coalesce(F.col(field), F.array().cast(df.schema[field].dataType)).alias(field)
+
+
+def _interior(tile, entity: Entity, first: dt.date):
+    """Count, fixed-point sums (with non-null counts for means) and maxima of the tiles from ``first`` on."""
+    from pyspark.sql import functions as F
+
+    inside = F.col("tile_date") >= F.lit(first)
+    agg = [F.coalesce(F.sum(F.when(inside, F.col("n"))), F.lit(0)).alias("count")] if "n" in tile.columns else []
+    for field in _values(entity):
         if field.startswith("s_"):
-            agg += [F.sum(F.when(inside, value)).alias(field), F.count(F.when(inside, value)).alias(f"n{field[1:]}")]
+            agg.append(F.sum(F.when(inside, F.col(field))).alias(field))
+            if f"n{field[1:]}" in tile.columns:
+                agg.append(F.coalesce(F.sum(F.when(inside, F.col(f"n{field[1:]}"))), F.lit(0)).alias(f"n{field[1:]}"))
         else:
-            agg.append(F.max(F.when(inside, value)).alias(field))
+            agg.append(F.max(F.when(inside, F.col(f"mx{field[1:]}"))).alias(field))
     return F.struct(*agg)
 
 
-def _last_per_value(pairs):
-    """From (value, time) pairs sorted by value then time: each value once, with its last time."""
+def _edges(ev, entity: Entity, windows: dict[str, int], c0: int):
+    """(keys, ``edges``): the events in the windows' edges, as (time, values) structs sorted by time."""
     from pyspark.sql import functions as F
 
-    return F.filter(pairs, lambda x, i: (i + 1 == F.size(pairs)) | (F.element_at(pairs, i + 2)["v"] != x["v"]))
+    t, values = F.col("__t"), _values(entity)
+    in_edge = reduce(lambda a, b: a | b, [(t >= c0 - w) & (t < min(c0 + DAY_US - w, c0)) for w in windows.values()])
+    row = F.struct(t.alias("t"), *[v.alias(f) for f, v in values.items()])  # n_<c>: from s_<c>
+    return ev.where(in_edge).groupBy(*entity.keys).agg(F.array_sort(F.collect_list(row)).alias("edges"))
+
+
+def _last_seen(tile, ev, spec: FeatureSpec, name: str, col: str, since: int):
+    """(keys, ``__d_<col>``): each value's last time at or after ``since``, sorted by value; merged from the
+    tiles' per-day lists, or from the raw rows of the day when every window is under a day."""
+    from batchml.features.tiles import distinct_columns
+    from pyspark.sql import functions as F
+
+    keys = spec.entities[name].keys
+    if col in distinct_columns(spec, name):  # the longest window is whole days: whole tiles
+        seen = tile.where(F.col("tile_date") >= F.lit(_day_of(since))).select(
+            *keys, F.explode(f"d_{col}").alias("p")).select(*keys, F.col("p.v").alias("v"), F.col("p.t").alias("t"))
+    else:
+        seen = ev.where(F.col(col).isNotNull() & (F.col("__t") >= since)).select(
+            *keys, F.col(col).alias("v"), F.col("__t").alias("t"))
+    last = seen.groupBy(*keys, "v").agg(F.max("t").alias("t"))
+    return last.groupBy(*keys).agg(F.array_sort(F.collect_list(F.struct("v", "t"))).alias(f"__d_{col}"))
+
+
+def _day_of(micros_: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=micros_ // DAY_US)
 
 
 # -- the merge, in plain Python --------------------------------------------------------------------------
