@@ -144,9 +144,9 @@ def _utc_day_part(rows, tiles: dict, versions: list, records: list[dict], spec: 
                   run_date: dt.date, calendar: RunCalendar, cache: list | None, outcomes, references):
     """The features of the events of ``run_date`` that fall on UTC day ``day``, as a build of ``run_date``
     sees them (events known by ``calendar.events_known(run_date)``, labels and references by ``run_date``)."""
-    known = calendar.events_known(run_date)
     from pyspark import StorageLevel
 
+    known = calendar.events_known(run_date)
     edges = day_edges(rows, records, spec, day, known)
     if cache is not None:
         edges = edges.persist(StorageLevel.MEMORY_AND_DISK)
@@ -492,7 +492,7 @@ def _pairs(tile, base, keys: list[str], col: str, dv: str, d0: int, oldest: int)
     none = F.lit(None).cast("long")
     # Written so it cannot be pushed to the data source even if filter pushdown were on: Spark reuses one
     # pushed read plan per scanned Python data source, which would prune the other scans of ``tile``.
-    recent = F.date_diff(F.lit(_day_of(d0)), F.col("tile_date")) <= (d0 - oldest) // DAY_US
+    recent = F.date_diff(F.lit(T.day_of(d0)), F.col("tile_date")) <= (d0 - oldest) // DAY_US
     seen = (tile.where(recent)
             .select(*keys, F.explode(f"d_{col}").alias("__p"))
             .select(*keys, F.col("__p.v").alias(dv), F.col("__p.t").alias("__lh"), none.alias("__fd")))
@@ -508,7 +508,7 @@ def _interior(tile, entity, windows: dict[str, int], long_windows: dict[str, int
 
     interior = {"__last": F.max("last")} if entity.time_since_last else {}
     for label, k in long_windows.items():
-        inside = F.col("tile_date") >= F.lit(_day_of(d0 - (k - 1) * DAY_US))
+        inside = F.col("tile_date") >= F.lit(T.day_of(d0 - (k - 1) * DAY_US))
         for agg in entity.aggregations:
             for kind, col in _parts(agg, windows[label]):
                 if kind == "dc":
@@ -520,10 +520,6 @@ def _interior(tile, entity, windows: dict[str, int], long_windows: dict[str, int
 
 # (running piece kind, over a value column?) -> the tile state column it merges
 _STATE = {("count", False): "n", ("count", True): "n_{c}", ("sum", True): "s_{c}", ("max", False): "mx_{c}"}
-
-
-def _day_of(micros: int) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=micros // DAY_US)
 
 
 def _parts(agg, window_us: int) -> list[tuple[str, str]]:

@@ -29,6 +29,11 @@ VERSION = ("ingest_date", "_source_file", "_source_sha256", "_row_number")  # de
 GROUP = ("tile_date", "ingest_date", "as_of")
 
 
+def day_of(micros: int) -> dt.date:
+    """The UTC day of an instant in µs since 1970 (a ``tile_date``)."""
+    return dt.date(1970, 1, 1) + dt.timedelta(days=micros // DAY_US)
+
+
 def source_rows(events, spec: FeatureSpec):
     """The columns tiles and edges need, with ``__t`` (event time in µs) and ``tile_date`` (its UTC day)."""
     from pyspark.sql import functions as F

@@ -172,8 +172,8 @@ def _states(lake: Lake, store: Backend, config: Config, dataset: str, spec: Feat
 
 
 def _in_store_order(config: Config, rows, entities: int):
-    """SQLite: each entity's states in one task, sorted by key, so its B-tree takes them as a sequential sweep
-    (about 15x faster than the scattered order of hash partitions into a store of millions of keys)."""
+    """SQLite: all of an entity's states in one task (two entities may share one), sorted by key, so its B-tree
+    takes them as a sequential sweep (about 15x faster than the scattered order of hash partitions)."""
     if config.online.backend != "sqlite":
         return rows
     return rows.repartition(entities, "entity").sortWithinPartitions("entity", "key")
@@ -214,7 +214,7 @@ class StateWriter:
         for name in pc.unique(batch.column(0)).to_pylist():
             part = batch.filter(pc.equal(batch.column(0), name))
             values = [pc.list_element(part.column(1), i) for i in range(len(self.keys[name]))]
-            if any(pc.any(pc.match_substring_regex(v, r'["\\\x00-\x1f]')).as_py() for v in values):
+            if any(R.needs_escapes(v) for v in values):
                 out += [self._record(row) for row in part.to_pylist()]
                 continue
             quoted = [pc.binary_join_element_wise('"', v, '"', "") for v in values]
@@ -224,8 +224,8 @@ class StateWriter:
                                                 for c, q in zip(self.keys[name], quoted)], ",")
             head = f'{self.prefix},"entity":{_json(name)},"key":{{'
             docs = pc.binary_join_element_wise(head, doc, '},"state":', part.column(2), "}", "")
-            expires = self.expires
-            out += [Record(k, v, expires) for k, v in zip(keys.to_pylist(), pc.cast(docs, pa.binary()).to_pylist())]
+            docs = pc.cast(docs, pa.binary())
+            out += [Record(k, v, self.expires) for k, v in zip(keys.to_pylist(), docs.to_pylist())]
         return out
 
     def _record(self, row: dict) -> Record:

@@ -92,6 +92,11 @@ def schema_doc(schema: pa.Schema) -> tuple[str, bytes]:
     return hashlib.sha256(text).hexdigest()[:16], text
 
 
+def needs_escapes(text: pa.Array) -> bool:
+    """Whether any string of ``text`` holds a character JSON must escape (quote, backslash, control)."""
+    return pc.any(pc.match_substring_regex(text, r'["\\\x00-\x1f]')).as_py()
+
+
 def _json_texts(column: pa.Array, tag: str) -> pa.Array:
     """Each value of ``column`` as its JSON text (null stays null), computed by Arrow, not row by row."""
     if tag in ("int", "bool"):
@@ -107,7 +112,7 @@ def _json_texts(column: pa.Array, tag: str) -> pa.Array:
             text = pc.if_else(pc.equal(text, arrow), token, text)
         return text
     text = column if tag == "string" else pc.cast(column, pa.string())  # decimals: exact digits, quoted
-    if pc.any(pc.match_substring_regex(text, r'["\\\x00-\x1f]')).as_py():  # needs escapes: let json do it
+    if needs_escapes(text):  # let json do it
         return pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in text.to_pylist()],
                         pa.string())
     return pc.binary_join_element_wise('"', text, '"', "")

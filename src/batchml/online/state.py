@@ -34,6 +34,7 @@ from functools import reduce
 from typing import Any, Iterable, Mapping
 
 from batchml.features.spec import DAY_S, Entity, FeatureSpec, window_seconds
+from batchml.features.tiles import day_of, distinct_columns
 
 US = 1_000_000
 DAY_US = DAY_S * US
@@ -101,7 +102,7 @@ def entity_states(tile, edges, spec: FeatureSpec, name: str, day: dt.date):
     fields = {}
     if entity.time_since_last:
         fields["last"] = F.max("last")
-    interiors = [_interior(tile, entity, _day_of(c0 + DAY_US - w)).alias(label)
+    interiors = [_interior(tile, entity, day_of(c0 + DAY_US - w)).alias(label)
                  for label, w in windows.items() if w > DAY_US]
     if _plain(entity) and interiors:
         fields["interior"] = F.struct(*interiors)
@@ -156,22 +157,17 @@ def _edges(ev, entity: Entity, windows: dict[str, int], c0: int):
 def _last_seen(tile, ev, spec: FeatureSpec, name: str, col: str, since: int):
     """(keys, ``__d_<col>``): each value's last time at or after ``since``, sorted by value; merged from the
     tiles' per-day lists, or from the raw rows of the day when every window is under a day."""
-    from batchml.features.tiles import distinct_columns
     from pyspark.sql import functions as F
 
     keys = spec.entities[name].keys
     if col in distinct_columns(spec, name):  # the longest window is whole days: whole tiles
-        seen = tile.where(F.col("tile_date") >= F.lit(_day_of(since))).select(
+        seen = tile.where(F.col("tile_date") >= F.lit(day_of(since))).select(
             *keys, F.explode(f"d_{col}").alias("p")).select(*keys, F.col("p.v").alias("v"), F.col("p.t").alias("t"))
     else:
         seen = ev.where(F.col(col).isNotNull() & (F.col("__t") >= since)).select(
             *keys, F.col(col).alias("v"), F.col("__t").alias("t"))
     last = seen.groupBy(*keys, "v").agg(F.max("t").alias("t"))
     return last.groupBy(*keys).agg(F.array_sort(F.collect_list(F.struct("v", "t"))).alias(f"__d_{col}"))
-
-
-def _day_of(micros_: int) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=micros_ // DAY_US)
 
 
 # -- the merge, in plain Python --------------------------------------------------------------------------
