@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
 from deltalake import DeltaTable
@@ -101,6 +103,31 @@ def test_reason_codes_are_the_top_contributions(env):
             top = np.argsort(-contribs[i], kind="stable")[:3]
             assert [c["feature"] for c in codes] == [h.FEATURES[j] for j in top]
             np.testing.assert_allclose([c["contribution"] for c in codes], contribs[i][top], atol=1e-5)
+
+
+def test_rows_the_read_tasks_write_equal_the_spark_writers(env, spark, monkeypatch):
+    """Rows outside the review band are written by the read tasks (decided by the threshold), the band by
+    Spark: no file mixes the two. A re-score with Spark writing every row (the native engine's path) mixes
+    them in its files and gives the same table."""
+    config, lake = env["config"], env["lake"]
+
+    def table():
+        rows = lake.read_arrow(SCORES, [("run_date", "=", DAY[9])])
+        return rows.drop_columns(["generation", "scored_at"]).sort_by("transaction_id")
+
+    def band_share_per_file() -> list[float]:
+        actions = pa.table(DeltaTable(lake.uri(SCORES)).get_add_actions(flatten=True)).to_pylist()
+        files = [pq.read_table(Path(lake.uri(SCORES), a["path"]), columns=["review", "review_overflow"])
+                 for a in actions if a["partition.run_date"] == DAY[9]]
+        return [pc.mean(pc.or_(f["review"], f["review_overflow"]).cast(pa.int8())).as_py() for f in files]
+
+    direct = score(config, DAY[9], spark=spark)
+    by_tasks, shares = table(), band_share_per_file()
+    monkeypatch.setattr(Lake, "tasks_write_files", property(lambda self: False))
+    score(config, DAY[9], spark=spark, rescore_reason="the same rows through Spark's writer")
+    assert direct.rows == ROWS[9] and len(set(by_tasks.column("decision").to_pylist())) == 3
+    assert set(shares) == {0.0, 1.0} and any(0 < s < 1 for s in band_share_per_file())
+    assert by_tasks.equals(table())
 
 
 def test_a_second_run_changes_nothing(env, spark):
@@ -233,8 +260,6 @@ def test_consumers_read_the_table_with_deltalake_as_documented(env):
 
 def test_the_scores_table_carries_its_contract_for_consumers(env):
     """Read with deltalake alone, as a consumer would: typed reason codes, descriptions, commit info."""
-    import pyarrow as pa
-
     table = DeltaTable(env["lake"].uri(SCORES))
     config = env["config"].tables[SCORES]
     schema = pa.schema(table.schema().to_arrow())
@@ -267,8 +292,6 @@ def test_polars_reads_the_scores_table_with_typed_reason_codes(env):
 
 def test_an_old_layout_table_is_refused_until_migrated(tmp_path, capsys):
     """Scores written before reason codes were typed: scoring stops with what to do; --migrate converts once."""
-    import pyarrow as pa
-
     from batchml.cli import main
     from batchml.scoring import layout
 

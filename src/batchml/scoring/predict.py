@@ -5,18 +5,23 @@ and returns only the scored columns, so the model's inputs never cross into Spar
 travels inside the scorer as UBJSON bytes and is rebuilt once per Python worker. A batch the
 model cannot score is flagged ``fallback`` and carries the fallback rules' input columns, which
 Spark then scores with the rules' SQL (``score.apply_fallback_rules``); on model-scored rows
-those columns are null. One bad batch never fails the night.
+those columns are null. One bad batch never fails the night. With a :class:`DirectWrite`, the task
+writes the rows that need nothing more to the scores table itself and passes on only the rest.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import zlib
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from batchml.storage.files import FileWriter
 from batchml.training.calibration import Calibrator
 
 _BOOSTERS: dict = {}  # model key -> Booster, per Python worker
@@ -63,15 +68,77 @@ class BatchScorer:
         if self.model is not None and self.model_key is None:
             object.__setattr__(self, "model_key", hashlib.sha256(self.model).hexdigest())
 
+    direct: "DirectWrite | None" = None  # set: the task writes its final rows itself (``map_task``)
+
     @property
     def schema(self) -> pa.Schema:
-        return output_schema(self.args.id_column, self.rule_inputs)
+        schema = output_schema(self.args.id_column, self.rule_inputs)
+        return schema.append(pa.field(WRITTEN, pa.string())) if self.direct else schema
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         if self.chunks > 1:
             batch = batch.filter(pa.array(chunk_of(batch.column(self.args.id_column), self.chunks) == self.chunk))
         booster = None if self.model is None else _booster(self.model, self.model_key, self.args.threads)
         return score_batch(batch, booster, self.args, self.rule_inputs)
+
+    def map_task(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """A read task's batches scored. With ``direct``, the rows that need nothing more (``DirectWrite``)
+        go to Parquet here; the others come out, then one row whose ``WRITTEN`` lists the files."""
+        if self.direct is None:
+            yield from (out for out in map(self, batches) if out.num_rows)
+            return
+        rest: list[pa.RecordBatch] = []
+
+        def final_rows():
+            for batch in batches:
+                scored = self(batch)
+                done = self.direct.done(scored)
+                rest.append(scored.filter(pc.invert(done)))
+                yield self.direct.final(scored.filter(done))
+
+        written = self.direct.files.write(final_rows())
+        for batch in rest:
+            if batch.num_rows:
+                yield batch.append_column(WRITTEN, pa.nulls(batch.num_rows, pa.string()))
+        yield pa.RecordBatch.from_arrays([pa.nulls(1, f.type) for f in self.schema][:-1]
+                                         + [pa.array([json.dumps(written)])], schema=self.schema)
+
+
+WRITTEN = "_written_files"  # BatchScorer.map_task's last row: the task's Parquet files (JSON add actions)
+
+
+@dataclass(frozen=True)
+class DirectWrite:
+    """Model-scored rows outside the review band need nothing from the rest of the chunk: their decision is
+    the threshold's. The read task writes them to the scores table in its final layout (uncommitted files,
+    committed by the driver with the chunk's other rows), so only the band and fallback rows enter Spark."""
+
+    files: FileWriter  # the scores table's write of the chunk
+    band: tuple[float, float] | None  # the model's review band [low, high); None: no band
+    positive: str  # decision at or above the threshold
+    negative: str
+    constants: tuple[tuple[str, object], ...]  # the rest of the final layout: run date, chunk, model, ...
+
+    def done(self, scored: pa.RecordBatch) -> pa.Array:
+        """Rows the model scored outside the review band (``score._in_band``'s complement)."""
+        done = pc.invert(scored.column("fallback"))
+        if self.band is not None:
+            low, high = self.band
+            score = scored.column("score")
+            done = pc.and_(done, pc.or_(pc.less(score, low), pc.greater_equal(score, high)))
+        return pc.fill_null(done, False)  # a null score (rule-scored rows) is never done: a null mask drops rows
+
+    def final(self, scored: pa.RecordBatch) -> pa.RecordBatch:
+        """``score.decide`` and ``score._stamp`` for rows outside the band (no review, no overflow)."""
+        n = scored.num_rows
+        positive = pc.greater_equal(scored.column("score"), scored.column("threshold"))
+        columns = {**{name: scored.column(name) for name in scored.schema.names},
+                   "decision": pc.if_else(positive, self.positive, self.negative),
+                   "review": pa.array(np.zeros(n, bool)), "review_overflow": pa.array(np.zeros(n, bool)),
+                   "fallback_rule": pa.nulls(n, pa.string()),
+                   **{name: pa.repeat(value, n) for name, value in self.constants}}
+        schema = self.files.schema
+        return pa.RecordBatch.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema)
 
 
 def chunk_of(ids: pa.Array, chunks: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import pyarrow as pa
@@ -24,6 +24,7 @@ from batchml.alerts import alert
 from batchml.config import Config
 from batchml.registry import store
 from batchml.scoring import layout, predict
+from batchml.scoring.predict import WRITTEN
 from batchml.scoring.spec import ScoringSpec
 from batchml.spark import default_parallelism
 from batchml.storage import Lake
@@ -294,6 +295,8 @@ def rule_columns(present: list[str], spec: ScoringSpec) -> list[str]:
 def _score_chunk(lake, spark, spec, features, dataset, run_date, plan, chunk, model, load_error, columns,
                  scored_at) -> int:
     """Score and commit one chunk unless both its writes are already committed; returns 1 if it scored."""
+    from pyspark.sql import functions as F
+
     prefix = f"{dataset}/{run_date}/g{plan.generation}/c{chunk}"
     scores_txn, review_txn = (f"score/{prefix}", 1), (f"review/{prefix}", 1)
     where = [("run_date", "=", run_date), ("chunk", "=", chunk)]
@@ -304,28 +307,60 @@ def _score_chunk(lake, spark, spec, features, dataset, run_date, plan, chunk, mo
             _write_queue(lake, spec, features.id_column, where, review_txn, meta, scored_at)
         return 0
     log.info("score %s %s: chunk %s/%s", dataset, run_date, chunk + 1, plan.chunks)
-    scored = score_rows(lake, spark, spec, features, run_date, plan.features_version, columns, plan.chunks, chunk,
-                        model, load_error).persist()
+    scorer = _scorer(lake, spark, spec, features, run_date, plan.features_version, columns, plan.chunks, chunk,
+                     model, load_error)
+    constants = _constants(run_date, chunk, plan, model, scored_at)
+    band = model.review_band if model else None
+    files: list[dict] = []
+    if model is not None and lake.tasks_write_files:  # most rows are written by the read tasks themselves
+        scorer = replace(scorer, direct=_direct_write(lake, spark, spec, features.id_column, where, scorer, band,
+                                                      constants))
+    cached = _scored(lake, spec, features, run_date, plan.features_version, columns, scorer).persist()
     try:
+        scored = cached
+        if scorer.direct is not None:  # listed once: a recomputed partition only leaves unlisted files behind
+            files = [f for row in cached.where(F.col(WRITTEN).isNotNull()).select(WRITTEN).collect()
+                     for f in json.loads(row[0])]
+            scored = cached.where(F.col(WRITTEN).isNull()).drop(WRITTEN)
         capacity = spec.review.daily_capacity // plan.chunks + (chunk < spec.review.daily_capacity % plan.chunks)
-        band = model.review_band if model else None
         picked = review_picks(scored, band, features.id_column, capacity)
-        final = _stamp(decide(scored, spec, features.id_column, picked, band), run_date, chunk, plan, model,
-                       scored_at)
+        final = _stamp(decide(scored, spec, features.id_column, picked, band), constants)
+        if files:  # Spark writes only the band and fallback rows: one file, not one per task
+            final = final.coalesce(1)
         crash = _crash_point(spark) == f"before-commit:{chunk}"
         lake.write(final, spec.table, mode="overwrite", replace_where=where, txn=scores_txn, metadata=meta,
-                   options={"batchml.testing.crashBeforeCommit": "true"} if crash else None)
+                   options={"batchml.testing.crashBeforeCommit": "true"} if crash else None, files=files)
     finally:
-        scored.unpersist()
+        cached.unpersist()
     _maybe_crash(spark, f"after-scores:{chunk}")
     _write_queue(lake, spec, features.id_column, where, review_txn, meta, scored_at)
     return 1
+
+
+def _direct_write(lake: Lake, spark, spec: ScoringSpec, id_column: str, where, scorer: predict.BatchScorer, band,
+                  constants: dict) -> predict.DirectWrite:
+    """The read tasks' share of the chunk's write, in the layout Spark gives the other rows."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from batchml.spark import arrow_schema
+
+    template = apply_fallback_rules(spark.createDataFrame([], from_arrow_schema(scorer.schema)), spec, id_column)
+    layout = arrow_schema(_stamp(decide(template, spec, id_column, [], band), constants).schema)
+    d = spec.decisions
+    return predict.DirectWrite(lake.file_writer(spec.table, layout, where), (band.low, band.high) if band else None,
+                               d["positive"], d["negative"], tuple(constants.items()))
 
 
 def score_rows(lake: Lake, spark, spec: ScoringSpec, features, run_date: dt.date, version: int, columns: list[str],
                chunks: int, chunk: int, model, no_model_reason: str | None):
     """The scoring pass: the feature table's read tasks score the chunk's rows of the date
     (``predict.BatchScorer``), then Spark applies the fallback rules where the model could not score."""
+    scorer = _scorer(lake, spark, spec, features, run_date, version, columns, chunks, chunk, model, no_model_reason)
+    return _scored(lake, spec, features, run_date, version, columns, scorer)
+
+
+def _scorer(lake: Lake, spark, spec: ScoringSpec, features, run_date: dt.date, version: int, columns: list[str],
+            chunks: int, chunk: int, model, no_model_reason: str | None) -> predict.BatchScorer:
     from batchml.spark import arrow_schema
 
     where = [(features.date_column, "=", run_date)]
@@ -338,9 +373,14 @@ def score_rows(lake: Lake, spark, spec: ScoringSpec, features, run_date: dt.date
                               model.threshold if model else spec.fallback.threshold, spec.fallback.threshold,
                               _reason_code_reach(model), rc.top_k, rc.method == "exact", rc.rows == "all", threads,
                               no_model_reason, _category_args(model), model.calibrator if model else None)
-    scorer = predict.BatchScorer(args, bytes(model.booster.save_raw("ubj")) if model else None,
-                                 arrow_schema(plain.select(*rules).schema), chunks, chunk)
-    scored = lake.read(features.table, columns, version, where=where, transform=scorer)
+    return predict.BatchScorer(args, bytes(model.booster.save_raw("ubj")) if model else None,
+                               arrow_schema(plain.select(*rules).schema), chunks, chunk)
+
+
+def _scored(lake: Lake, spec: ScoringSpec, features, run_date: dt.date, version: int, columns: list[str],
+            scorer: predict.BatchScorer):
+    scored = lake.read(features.table, columns, version, where=[(features.date_column, "=", run_date)],
+                       transform=scorer)
     return apply_fallback_rules(scored, spec, features.id_column)
 
 
@@ -369,7 +409,8 @@ def apply_fallback_rules(scored, spec: ScoringSpec, id_column: str):
         id_column,
         F.when(fallback, F.expr(spec.fallback.score_sql()).cast("double")).otherwise(F.col("score")).alias("score"),
         "threshold", "fallback", "fallback_reason", F.when(fallback, rule).alias("fallback_rule"),
-        F.when(~fallback, F.col("reason_codes")).alias("reason_codes"))  # rule-scored rows: see fallback_rule
+        F.when(~fallback, F.col("reason_codes")).alias("reason_codes"),  # rule-scored rows: see fallback_rule
+        *[c for c in scored.columns if c == WRITTEN])
 
 
 def review_picks(scored, band, id_column: str, capacity: int) -> list:
@@ -413,14 +454,20 @@ def _reason_code_reach(model) -> float:
     return max(0.0, model.threshold - band.low) if band else 0.0
 
 
-def _stamp(df, run_date, chunk, plan: Plan, model, scored_at):
+def _constants(run_date, chunk: int, plan: Plan, model, scored_at) -> dict:
+    """The scores table's columns that are the same on every row of a chunk."""
+    return {"run_date": run_date, "chunk": chunk, "model_name": plan.model_name,
+            "model_version": model.version if model else None, "generation": plan.generation, "scored_at": scored_at}
+
+
+_INT_CONSTANTS = {"chunk", "model_version", "generation"}
+
+
+def _stamp(df, constants: dict):
     from pyspark.sql import functions as F
 
-    return df.select(
-        "*", F.lit(run_date).alias("run_date"), F.lit(chunk).cast("int").alias("chunk"),
-        F.lit(plan.model_name).alias("model_name"),
-        F.lit(model.version if model else None).cast("int").alias("model_version"),
-        F.lit(plan.generation).cast("int").alias("generation"), F.lit(scored_at).alias("scored_at"))
+    return df.select("*", *[(F.lit(v).cast("int") if k in _INT_CONSTANTS else F.lit(v)).alias(k)
+                            for k, v in constants.items()])
 
 
 def _write_queue(lake, spec, id_column: str, where, txn, meta, queued_at) -> None:

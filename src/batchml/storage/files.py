@@ -10,6 +10,7 @@ import json
 import math
 import sys
 import uuid
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote
 
@@ -63,6 +64,30 @@ def write_files(
         use_threads=False,  # one task = one core; Spark parallelises across tasks
     )
     return [_add_action(fs, root, f, partition_by, schema) for f in written]
+
+
+@dataclass(frozen=True)
+class FileWriter:
+    """A write's file half, picklable for executors: Parquet files for ``table_uri`` that become visible
+    only when a commit of the same schema adds them (``Lake.write``'s ``files``)."""
+
+    table_uri: str
+    schema: pa.Schema
+    partition_by: list[str]
+    storage: StorageOptions
+    target_file_rows: int
+    replace_where: predicates.Predicate | None = None
+
+    @classmethod
+    def of(cls, plan) -> "FileWriter":
+        """The files of a ``commit.WritePlan``."""
+        return cls(plan.table_uri, plan.schema, plan.partition_by, plan.storage, plan.target_file_rows,
+                   plan.replace_where)
+
+    def write(self, batches: Iterable[pa.RecordBatch]) -> list[dict]:
+        """Write ``batches``; one add-action dict per file written."""
+        return write_files(batches, self.schema, self.table_uri, self.partition_by, self.storage,
+                           self.target_file_rows, self.replace_where)
 
 
 def _checked(batches: Iterable[pa.RecordBatch], schema: pa.Schema, replace_where) -> Iterator[pa.RecordBatch]:

@@ -17,7 +17,7 @@ from deltalake import DeltaTable
 from batchml.config import Config, TableConfig
 from batchml.storage import commit as committer
 from batchml.storage import predicates
-from batchml.storage.files import write_files
+from batchml.storage.files import FileWriter, write_files
 from batchml.storage.location import StorageOptions, join
 
 if TYPE_CHECKING:
@@ -159,14 +159,15 @@ class Lake:
 
     def write(self, df: "DataFrame", name: str, mode: str = "append", replace_where=None,
               txn: Txn | list[Txn] | None = None, metadata: dict | None = None,
-              options: dict[str, str] | None = None) -> WriteResult:
+              options: dict[str, str] | None = None, files: list[dict] | None = None) -> WriteResult:
         """Append, overwrite, or overwrite only the rows matching ``replace_where``.
 
         ``txn=(app_id, version)`` (or a list of them) makes the write idempotent: if the table
         already recorded that transaction (or a later version of it), nothing is written. An
         overwrite fails with ``WriteConflict`` when a concurrent commit changed the data it
         replaces (docs/storage.md). ``options`` are extra writer options (tests use
-        ``batchml.testing.crashBeforeCommit``).
+        ``batchml.testing.crashBeforeCommit``). ``files``: Parquet files already written for this
+        write by read tasks (``file_writer`` with the same schema), committed in the same version.
         """
         from batchml.spark import arrow_schema
 
@@ -174,11 +175,28 @@ class Lake:
         if early:
             return early
         if self._native:
+            if files:
+                raise ValueError("the native Delta engine writes its own files; tasks cannot add any")
             return self._native.write(df, name, plan)
         (df.write.format("batchml_delta").mode("overwrite" if mode == "overwrite" else "append")
          .option("plan", _encode(plan)).option("storage", _encode(self.storage)).options(**(options or {}))
          .save(plan.table_uri))
-        return committer.commit(plan, committer.take_staged(plan))
+        return committer.commit(plan, committer.take_staged(plan) + (files or []))
+
+    @property
+    def tasks_write_files(self) -> bool:
+        """Whether Spark tasks may write a table's Parquet files themselves (``file_writer``): not under
+        the native Delta engine, which writes and commits its own."""
+        return self._native is None
+
+    def file_writer(self, name: str, schema: pa.Schema, replace_where=None) -> FileWriter:
+        """Files that a later ``write(df, name, mode="overwrite", replace_where=..., files=...)`` of a
+        DataFrame with ``schema`` commits; read tasks write them (``read(transform=)`` with ``map_task``).
+        Files of a write that never commits stay invisible; ``vacuum`` deletes them."""
+        if not self.tasks_write_files:
+            raise ValueError("the native Delta engine writes its own files; tasks cannot add any")
+        mode = "append" if replace_where is None else "overwrite"
+        return FileWriter.of(self._plan(name, schema, mode, replace_where, None, None, None))
 
     # -- driver-side I/O for small tables (manifests, results, audit rows) ------
     def write_arrow(self, data: pa.Table, name: str, mode: str = "append", replace_where=None,

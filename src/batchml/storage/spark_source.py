@@ -3,7 +3,9 @@
 * Read: ``partitions()`` plans from the Delta snapshot (time travel, partition pruning and
   min/max data skipping from pushed filters and the ``where`` option); executors read Parquet
   with pyarrow. An optional ``transform`` maps each batch inside the read task, so only its
-  output crosses into Spark (scoring: 30 feature columns in, the scored columns out).
+  output crosses into Spark (scoring: 30 feature columns in, the scored columns out). A transform
+  with a ``map_task`` method gets the task's whole batch iterator instead (scoring writes most of
+  its rows to Parquet there: ``files.FileWriter``).
 * Write: executors write Parquet (``files.write_files``); the driver's ``commit()`` stages their
   list for the process that called ``Lake.write``, which makes them one Delta version
   (``commit.commit``); ``abort()`` deletes them.
@@ -28,7 +30,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from batchml.spark import freeze_worker_imports
 from batchml.storage import commit as committer
 from batchml.storage import predicates
-from batchml.storage.files import write_files
+from batchml.storage.files import FileWriter
 from batchml.storage.location import StorageOptions, join
 
 freeze_worker_imports()  # this module is what a data source worker unpickles first
@@ -136,6 +138,18 @@ class DeltaReader(DataSourceReader):
         return out + [current] if current else out
 
     def read(self, partition: _Split):
+        batches = self._batches(partition)
+        if self.transform is None:
+            yield from batches
+        elif hasattr(self.transform, "map_task"):  # the whole task's batches at once (it may write files)
+            yield from self.transform.map_task(batches)
+        else:
+            for batch in batches:
+                batch = self.transform(batch)
+                if batch.num_rows:
+                    yield batch
+
+    def _batches(self, partition: _Split):
         import pyarrow.parquet as pq
 
         storage: StorageOptions = decode(self.options["storage"])
@@ -151,10 +165,7 @@ class DeltaReader(DataSourceReader):
                     batch = batch.filter(predicates.row_mask(batch, self.where))
                     if not batch.num_rows:
                         continue
-                if self.transform is not None:
-                    batch = self.transform(batch)
-                if batch.num_rows:
-                    yield batch
+                yield batch
 
 
 def _complete(batch: pa.RecordBatch, schema: pa.Schema, partition_values: dict) -> pa.RecordBatch:
@@ -182,9 +193,7 @@ class DeltaWriter(DataSourceArrowWriter):
         self.crash_before_commit = crash_before_commit == "true"
 
     def write(self, iterator):
-        p = self.plan
-        return _Written(write_files(iterator, p.schema, p.table_uri, p.partition_by, p.storage,
-                                    p.target_file_rows, p.replace_where))
+        return _Written(FileWriter.of(self.plan).write(iterator))
 
     def commit(self, messages):
         """Hand the files to the process that called ``Lake.write``: it commits them (``commit.commit``)."""
