@@ -57,3 +57,18 @@ def spark(base_config):
     session = get_spark(base_config)
     yield session
     session.stop()
+
+
+@pytest.fixture
+def lake_slice(base_config, tmp_path, spark):
+    """``lake_slice(df)``: ``df`` written to a real lake table, as the validation gate's drift reference."""
+    from batchml.storage import Lake
+    from batchml.validation.distributions import LakeSlice
+
+    lake = Lake(make_config(base_config, tmp_path, {"test.reference": TableConfig()}), spark)
+
+    def write(df) -> LakeSlice:
+        lake.write(df, "test.reference", mode="overwrite")
+        return LakeSlice(lake, "test.reference", [])
+
+    return write

@@ -26,18 +26,18 @@ def frame(rng, n, shift):
 
 
 @pytest.mark.parametrize("shift", [0.0, 0.05, 0.5])
-def test_in_memory_drift_is_exact_and_agrees_with_spark(spark, shift):
+def test_in_memory_drift_is_exact_and_agrees_with_spark(spark, lake_slice, shift):
     rng = np.random.default_rng(3)
     ref, cur = frame(rng, 30_000, 0.0), frame(rng, 20_000, shift)
     spec = Distributions(numeric=["normal", "heavy", "ties"], categorical=["cat"])
     local = {d.column: d for d in compare_arrow(pa.Table.from_pandas(ref), pa.Table.from_pandas(cur), spec)}
-    on_spark = {d.column: d for d in compare(spark.createDataFrame(ref).repartition(4),
+    on_spark = {d.column: d for d in compare(lake_slice(spark.createDataFrame(ref).repartition(4)),
                                              spark.createDataFrame(cur).repartition(4), spec)}
     for c in spec.numeric:
         expected = stats.ks_2samp(ref[c].dropna(), cur[c].dropna()).statistic
         assert local[c].statistic == pytest.approx(expected, abs=1e-12), c
         assert on_spark[c].statistic <= expected + 1e-12  # Spark: bucket edges only, a lower bound
-        assert local[c].psi == pytest.approx(on_spark[c].psi, abs=2e-3), c  # approxQuantile's rank error
+        assert local[c].psi == pytest.approx(on_spark[c].psi, abs=2e-3), c  # the summaries' rank error
         assert local[c].reference_rows == on_spark[c].reference_rows == ref[c].notna().sum()
     assert local["ties"].psi == on_spark["ties"].psi  # ties: the same edges exactly
     assert local["cat"].histogram == on_spark["cat"].histogram

@@ -24,8 +24,9 @@ from batchml.stages import run_stage
 from batchml.storage import Lake
 from tests.scoring import helpers as h
 
-DAY = {i: dt.date(2024, 2, i) for i in range(1, 10)}
-ROWS = {1: 600, 2: 600, 3: 400, 4: 400, 5: 400, 6: 400, 7: 300, 8: 300, 9: 300}  # chunk_rows 250 (helpers.OVERLAY)
+DAY = {i: dt.date(2024, 2, i) for i in range(1, 11)}
+# chunk_rows 250 (helpers.OVERLAY)
+ROWS = {1: 600, 2: 600, 3: 400, 4: 400, 5: 400, 6: 400, 7: 300, 8: 300, 9: 300, 10: 300}
 SCORES, REVIEW, RUNS = "scores.card_transactions", "scores.card_transactions_review", "ops.scoring_runs"
 
 
@@ -103,31 +104,6 @@ def test_reason_codes_are_the_top_contributions(env):
             top = np.argsort(-contribs[i], kind="stable")[:3]
             assert [c["feature"] for c in codes] == [h.FEATURES[j] for j in top]
             np.testing.assert_allclose([c["contribution"] for c in codes], contribs[i][top], atol=1e-5)
-
-
-def test_rows_the_read_tasks_write_equal_the_spark_writers(env, spark, monkeypatch):
-    """Rows outside the review band are written by the read tasks (decided by the threshold), the band by
-    Spark: no file mixes the two. A re-score with Spark writing every row (the native engine's path) mixes
-    them in its files and gives the same table."""
-    config, lake = env["config"], env["lake"]
-
-    def table():
-        rows = lake.read_arrow(SCORES, [("run_date", "=", DAY[9])])
-        return rows.drop_columns(["generation", "scored_at"]).sort_by("transaction_id")
-
-    def band_share_per_file() -> list[float]:
-        actions = pa.table(DeltaTable(lake.uri(SCORES)).get_add_actions(flatten=True)).to_pylist()
-        files = [pq.read_table(Path(lake.uri(SCORES), a["path"]), columns=["review", "review_overflow"])
-                 for a in actions if a["partition.run_date"] == DAY[9]]
-        return [pc.mean(pc.or_(f["review"], f["review_overflow"]).cast(pa.int8())).as_py() for f in files]
-
-    direct = score(config, DAY[9], spark=spark)
-    by_tasks, shares = table(), band_share_per_file()
-    monkeypatch.setattr(Lake, "tasks_write_files", property(lambda self: False))
-    score(config, DAY[9], spark=spark, rescore_reason="the same rows through Spark's writer")
-    assert direct.rows == ROWS[9] and len(set(by_tasks.column("decision").to_pylist())) == 3
-    assert set(shares) == {0.0, 1.0} and any(0 < s < 1 for s in band_share_per_file())
-    assert by_tasks.equals(table())
 
 
 def test_a_second_run_changes_nothing(env, spark):
@@ -345,3 +321,28 @@ def test_a_rescore_killed_before_its_plan_is_carried_out_by_the_next_run(env, sp
     assert sorted(runs[runs["generation"] == 2]["event"]) == ["completed", "planned", "requested"]
     again = score(config, DAY[9], spark=spark)
     assert again.already_done and again.generation == 2
+
+
+def test_rows_the_read_tasks_write_equal_the_spark_writers(env, spark, monkeypatch):
+    """Rows outside the review band are written by the read tasks (decided by the threshold), the band by
+    Spark: no file mixes the two. A re-score with Spark writing every row (the native engine's path) mixes
+    them in its files and gives the same table."""
+    config, lake = env["config"], env["lake"]
+
+    def table():
+        rows = lake.read_arrow(SCORES, [("run_date", "=", DAY[10])])
+        return rows.drop_columns(["generation", "scored_at"]).sort_by("transaction_id")
+
+    def band_share_per_file() -> list[float]:
+        actions = pa.table(DeltaTable(lake.uri(SCORES)).get_add_actions(flatten=True)).to_pylist()
+        files = [pq.read_table(Path(lake.uri(SCORES), a["path"]), columns=["review", "review_overflow"])
+                 for a in actions if a["partition.run_date"] == DAY[10]]
+        return [pc.mean(pc.or_(f["review"], f["review_overflow"]).cast(pa.int8())).as_py() for f in files]
+
+    direct = score(config, DAY[10], spark=spark)
+    by_tasks, shares = table(), band_share_per_file()
+    monkeypatch.setattr(Lake, "tasks_write_files", property(lambda self: False))
+    score(config, DAY[10], spark=spark, rescore_reason="the same rows through Spark's writer")
+    assert direct.rows == ROWS[10] and len(set(by_tasks.column("decision").to_pylist())) == 3
+    assert set(shares) == {0.0, 1.0} and any(0 < s < 1 for s in band_share_per_file())
+    assert by_tasks.equals(table())

@@ -236,6 +236,11 @@ def test_count_from_statistics_matches_a_scan(lake, spark):
     assert lake.count("test.events", day2) == lake.read("test.events").where("d >= date'2024-01-02'").count() == 2000
     with pytest.raises(ValueError, match="partition columns"):
         lake.count("test.events", [("id", "<", 5)])
+    scanned = {r["d"]: r["n"] for r in lake.read("test.events").where("d >= date'2024-01-02'").groupBy("d")
+               .agg(F.count("*").alias("n")).collect()}
+    assert lake.counts_by("test.events", "d", day2) == scanned and len(scanned) == 2
+    with pytest.raises(ValueError, match="partition columns"):
+        lake.counts_by("test.events", "id")
 
 
 def test_large_files_are_read_in_row_group_splits(lake, monkeypatch):

@@ -63,12 +63,11 @@ class BatchScorer:
     chunks: int = 1
     chunk: int = 0
     model_key: str | None = field(default=None, compare=False)
+    direct: "DirectWrite | None" = None  # set: the task writes its final rows itself (``map_task``)
 
     def __post_init__(self):
         if self.model is not None and self.model_key is None:
             object.__setattr__(self, "model_key", hashlib.sha256(self.model).hexdigest())
-
-    direct: "DirectWrite | None" = None  # set: the task writes its final rows itself (``map_task``)
 
     @property
     def schema(self) -> pa.Schema:

@@ -295,8 +295,6 @@ def rule_columns(present: list[str], spec: ScoringSpec) -> list[str]:
 def _score_chunk(lake, spark, spec, features, dataset, run_date, plan, chunk, model, load_error, columns,
                  scored_at) -> int:
     """Score and commit one chunk unless both its writes are already committed; returns 1 if it scored."""
-    from pyspark.sql import functions as F
-
     prefix = f"{dataset}/{run_date}/g{plan.generation}/c{chunk}"
     scores_txn, review_txn = (f"score/{prefix}", 1), (f"review/{prefix}", 1)
     where = [("run_date", "=", run_date), ("chunk", "=", chunk)]
@@ -311,17 +309,12 @@ def _score_chunk(lake, spark, spec, features, dataset, run_date, plan, chunk, mo
                      model, load_error)
     constants = _constants(run_date, chunk, plan, model, scored_at)
     band = model.review_band if model else None
-    files: list[dict] = []
     if model is not None and lake.tasks_write_files:  # most rows are written by the read tasks themselves
         scorer = replace(scorer, direct=_direct_write(lake, spark, spec, features.id_column, where, scorer, band,
                                                       constants))
     cached = _scored(lake, spec, features, run_date, plan.features_version, columns, scorer).persist()
     try:
-        scored = cached
-        if scorer.direct is not None:  # listed once: a recomputed partition only leaves unlisted files behind
-            files = [f for row in cached.where(F.col(WRITTEN).isNotNull()).select(WRITTEN).collect()
-                     for f in json.loads(row[0])]
-            scored = cached.where(F.col(WRITTEN).isNull()).drop(WRITTEN)
+        files, scored = _split_written(cached) if scorer.direct is not None else ([], cached)
         capacity = spec.review.daily_capacity // plan.chunks + (chunk < spec.review.daily_capacity % plan.chunks)
         picked = review_picks(scored, band, features.id_column, capacity)
         final = _stamp(decide(scored, spec, features.id_column, picked, band), constants)
@@ -335,6 +328,16 @@ def _score_chunk(lake, spark, spec, features, dataset, run_date, plan, chunk, mo
     _maybe_crash(spark, f"after-scores:{chunk}")
     _write_queue(lake, spec, features.id_column, where, review_txn, meta, scored_at)
     return 1
+
+
+def _split_written(cached):
+    """The files the read tasks wrote (their last rows), and the scored rows they left to Spark. The files
+    are listed once: a partition recomputed later only leaves unlisted (never committed) files behind."""
+    from pyspark.sql import functions as F
+
+    files = [f for row in cached.where(F.col(WRITTEN).isNotNull()).select(WRITTEN).collect()
+             for f in json.loads(row[0])]
+    return files, cached.where(F.col(WRITTEN).isNull()).drop(WRITTEN)
 
 
 def _direct_write(lake: Lake, spark, spec: ScoringSpec, id_column: str, where, scorer: predict.BatchScorer, band,

@@ -99,13 +99,28 @@ class Lake:
 
     def count(self, name: str, where=None) -> int:
         """Rows matching a partition-column predicate, from the snapshot's statistics (no scan)."""
+        return sum(e["num_records"] or 0 for e in self._partition_files(name, where, "count"))
+
+    def counts_by(self, name: str, column: str, where=None) -> dict:
+        """Rows per value of the partition column ``column`` (typed) matching a partition-column predicate,
+        from the snapshot's statistics (no scan)."""
+        counts: dict = {}
+        for e in self._partition_files(name, where, "counts_by", column):
+            value = e[f"partition.{column}"]
+            counts[value] = counts.get(value, 0) + (e["num_records"] or 0)
+        return counts
+
+    def _partition_files(self, name: str, where, caller: str, *columns: str) -> list[dict]:
+        """The snapshot's files whose partition values satisfy ``where`` (partition columns only, as
+        ``columns``)."""
         table = self._require(name)
         partitions = set(table.metadata().partition_columns)
         terms = predicates.check(where or [], pa.schema(table.schema().to_arrow()).names)
-        if any(col not in partitions for col, _, _ in terms):
-            raise ValueError(f"count() answers from statistics only; {terms} must use partition columns {partitions}")
-        return sum(e["num_records"] or 0 for e in pa.table(table.get_add_actions(flatten=True)).to_pylist()
-                   if predicates.file_fully_matches(e, terms, partitions))
+        if any(col not in partitions for col in [*columns, *(c for c, _, _ in terms)]):
+            raise ValueError(f"{caller}() answers from statistics only; {list(columns)} and {terms} must use "
+                             f"partition columns {partitions}")
+        return [e for e in pa.table(table.get_add_actions(flatten=True)).to_pylist()
+                if predicates.file_fully_matches(e, terms, partitions)]
 
     def file_stats(self, name: str) -> list[dict]:
         """The snapshot's data files from the Delta log alone: ``partition.<col>``, ``num_records``,

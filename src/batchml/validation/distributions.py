@@ -1,8 +1,9 @@
 """Drift of a batch against a reference, two ways with the same statistics:
 
-* ``compare`` on Spark DataFrames of any size, in two Spark jobs (the validation gate):
-  reference quantiles (``approxQuantile``), then histograms of reference and batch together
-  (numeric values bucketed on those quantiles, categorical values counted as they are);
+* ``compare`` for a reference of any size in the lake against a batch DataFrame (the validation
+  gate): reference quantiles merged from rank summaries made inside the read tasks, then
+  histograms (numeric values bucketed on those quantiles, categorical values counted as they
+  are), the reference's counted inside its read tasks and the batch's by one Spark job;
 * ``compare_arrow`` in memory with numpy (monitoring: one day against a bounded reference
   sample): exact quantiles and the exact KS statistic.
 
@@ -45,35 +46,133 @@ class Drift:
     bins: tuple[str, ...] = ()  # each histogram bin's label: a value range, or the category
 
 
-def compare(reference, batch, spec: Distributions) -> list[Drift]:
-    """Drift of every configured column, on Spark DataFrames of any size (the validation gate).
+def compare(reference: "LakeSlice", batch, spec: Distributions) -> list[Drift]:
+    """Drift of every configured column: a reference of any size in the lake (summarised inside its
+    read tasks, so its rows never enter Spark) against a batch DataFrame (the validation gate).
     KS is measured at the quantile-bucket edges, so it is a lower bound of the exact statistic."""
-    from pyspark.sql import functions as F
-
     numeric, categorical = list(spec.numeric), list(spec.categorical)
     probs = _levels(spec.bins)
-    quantiles = dict(zip(numeric, reference.approxQuantile(numeric, probs, 1e-3))) if numeric else {}
+    quantiles = reference.quantiles(numeric, probs)
     edges = {c: np.unique(np.array(q, dtype=float)) for c, q in quantiles.items()}
-
-    def long(df, side):
-        # One int key per numeric (column, bucket) and a string per category: cheap to explode and group.
-        df = _bucketed(df, numeric, categorical, edges)
-        items = [F.struct((F.lit(i * _KEY) + F.col(f"_b_{c}").cast("long")).alias("k"),
-                          F.lit(None).cast("string").alias("v")) for i, c in enumerate(numeric)]
-        items += [F.struct(F.lit(-1 - j).cast("long").alias("k"),
-                           F.coalesce(F.col(c).cast("string"), F.lit("<null>")).alias("v"))
-                  for j, c in enumerate(categorical)]
-        return (df.select(F.lit(side).alias("side"), F.explode(F.array(*items)).alias("kv"))
-                .select("side", "kv.k", "kv.v"))
-
-    counts = (long(reference, 0).unionByName(long(batch, 1)).groupBy("side", "k", "v").count()
-              .toArrow().to_pylist())
+    counts = _counts(batch, 1, numeric, categorical, edges) + reference.histogram(numeric, categorical, edges)
     table: dict[str, dict[str, list[int]]] = {}
     for r in counts:
-        column, key = (numeric[r["k"] // _KEY], str(r["k"] % _KEY)) if r["k"] >= 0 else (categorical[-1 - r["k"]], r["v"])
+        k = r["k"]
+        column, key = (numeric[k // _KEY], str(k % _KEY)) if k >= 0 else (categorical[-1 - k], r["v"])
         table.setdefault(column, {}).setdefault(key, [0, 0])[r["side"]] += r["count"]
     return ([_numeric(c, probs, np.array(quantiles[c], dtype=float), table.get(c, {}), spec) for c in numeric]
             + [_categorical(c, table.get(c, {}), spec) for c in categorical])
+
+
+def _counts(df, side: int, numeric: list[str], categorical: list[str], edges: dict) -> list[dict]:
+    """``{"side", "k", "v", "count"}`` per numeric (column, bucket) and per category of a DataFrame, by one
+    Spark job."""
+    from pyspark.sql import functions as F
+
+    # One int key per numeric (column, bucket) and a string per category: cheap to explode and group.
+    df = _bucketed(df, numeric, categorical, edges)
+    items = [F.struct((F.lit(i * _KEY) + F.col(f"_b_{c}").cast("long")).alias("k"),
+                      F.lit(None).cast("string").alias("v")) for i, c in enumerate(numeric)]
+    items += [F.struct(F.lit(-1 - j).cast("long").alias("k"),
+                       F.coalesce(F.col(c).cast("string"), F.lit("<null>")).alias("v"))
+              for j, c in enumerate(categorical)]
+    long = df.select(F.lit(side).alias("side"), F.explode(F.array(*items)).alias("kv")).select("side", "kv.k", "kv.v")
+    return long.groupBy("side", "k", "v").count().toArrow().to_pylist()
+
+
+@dataclass(frozen=True)
+class LakeSlice:
+    """Rows of a lake table matching ``where`` (the gate's reference window), summarised inside the
+    read tasks (``Lake.read(transform=)``): only the summaries enter Spark, never the rows."""
+
+    lake: object  # storage.Lake (driver side only)
+    table: str
+    where: list
+
+    def quantiles(self, numeric: list[str], probs: list[float]) -> dict[str, list[float]]:
+        """Each column's quantiles at ``probs``, from per-task rank summaries: within ``1 / SUMMARY_POINTS``
+        of the rows in rank (``approxQuantile`` with relative error 1e-3 allows ``1e-3``)."""
+        rows = self._read(_RankSummary(tuple(numeric)), numeric).to_pylist() if numeric else []
+        out = {}
+        for c in numeric:
+            values = np.concatenate([np.array(r["values"]) for r in rows if r["column"] == c] or [np.array([])])
+            weights = np.concatenate([np.full(len(r["values"]), r["count"] / len(r["values"]))
+                                      for r in rows if r["column"] == c and r["values"]] or [np.array([])])
+            out[c] = _weighted_quantiles(values, weights, probs)
+        return out
+
+    def histogram(self, numeric: list[str], categorical: list[str], edges: dict) -> list[dict]:
+        """``_counts``'s rows for side 0 (the reference), counted in the read tasks."""
+        counter = _Histogram(tuple(numeric), tuple(categorical), tuple(tuple(edges[c].tolist()) for c in numeric))
+        counts = self._read(counter, [*numeric, *categorical]).group_by(["k", "v"]).aggregate([("count", "sum")])
+        return [{"side": 0, "k": r["k"], "v": r["v"], "count": r["count_sum"]} for r in counts.to_pylist()]
+
+    def _read(self, transform, columns: list[str]) -> pa.Table:
+        names = list(dict.fromkeys([*columns, *(c for c, _, _ in self.where)]))
+        return self.lake.read(self.table, columns=names, where=self.where, transform=transform).toArrow()
+
+
+SUMMARY_POINTS = 4096  # per read task and column: rank error at most 1/4096 of the rows
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, probs: list[float]) -> list[float]:
+    """The smallest value whose cumulative weight reaches ``p`` of the total (``inverted_cdf``), per ``p``."""
+    if not len(values):
+        return [float("nan")] * len(probs)
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    at = np.searchsorted(cumulative, np.array(probs) * cumulative[-1] * (1 - 1e-12), side="left")
+    return values[order][np.minimum(at, len(values) - 1)].tolist()
+
+
+@dataclass(frozen=True)
+class _RankSummary:
+    """Per read task and numeric column: the count of non-NaN values and ``SUMMARY_POINTS`` of them at
+    evenly spaced ranks, each standing for ``count / points`` rows."""
+
+    numeric: tuple[str, ...]
+    schema = pa.schema([("column", pa.string()), ("count", pa.int64()), ("values", pa.list_(pa.float64()))])
+
+    def map_task(self, batches):
+        batches = list(batches)
+        if not batches:
+            return
+        data = pa.Table.from_batches(batches)
+        for c in self.numeric:
+            x = _finite_sorted(data.column(c))
+            points = min(SUMMARY_POINTS, len(x))
+            picks = x[((np.arange(points) + 0.5) * len(x) / points).astype(np.int64)] if points else x
+            yield pa.RecordBatch.from_pylist([{"column": c, "count": len(x), "values": picks.tolist()}], self.schema)
+
+
+@dataclass(frozen=True)
+class _Histogram:
+    """Per read task: rows per numeric (column, bucket) on the reference edges (Bucketizer's numbering,
+    NaN and null in the last bucket) and per category, keyed as ``_counts`` keys them."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    edges: tuple[tuple[float, ...], ...]
+    schema = pa.schema([("k", pa.int64()), ("v", pa.string()), ("count", pa.int64())])
+
+    def map_task(self, batches):
+        numeric = [np.zeros(len(e) + 2, np.int64) for e in self.edges]
+        categories: list[dict] = [{} for _ in self.categorical]
+        for batch in batches:
+            for i, c in enumerate(self.numeric):
+                x = pc.fill_null(pc.cast(batch.column(c), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+                bucket = np.searchsorted(np.array(self.edges[i]), x, side="right")
+                bucket[np.isnan(x)] = len(self.edges[i]) + 1
+                numeric[i] += np.bincount(bucket, minlength=len(self.edges[i]) + 2)
+            for j, c in enumerate(self.categorical):
+                values = pc.fill_null(pc.cast(batch.column(c), pa.string()), "<null>")
+                for item in pc.value_counts(values).to_pylist():
+                    categories[j][item["values"]] = categories[j].get(item["values"], 0) + item["counts"]
+        rows = [{"k": i * _KEY + b, "v": None, "count": int(n)} for i, counts in enumerate(numeric)
+                for b, n in enumerate(counts) if n]
+        rows += [{"k": -1 - j, "v": v, "count": n} for j, counts in enumerate(categories) for v, n in counts.items()]
+        if rows:
+            yield pa.RecordBatch.from_pylist(rows, self.schema)
 
 
 def compare_arrow(reference: pa.Table, batch: pa.Table, spec: Distributions) -> list[Drift]:

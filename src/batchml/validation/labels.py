@@ -21,25 +21,27 @@ def check(lake, spec: LabelChecks, accepted_table: str, batch_column: str, batch
     if not lake.exists(spec.events_table):
         return [CheckResult(name, "labels", spec.severity, True, f"{spec.events_table} does not exist yet", "",
                             status="skipped") for name in ("label_proportion", "label_delay")]
-    events = lake.read(spec.events_table, columns=[spec.key, spec.event_time_column, batch_column])
-    return [_proportion(lake, spec, accepted_table, batch_column, batch, events, run_date),
-            _delay(spec, batch, events)]
+    return [_proportion(lake, spec, accepted_table, batch_column, batch, run_date), _delay(lake, spec, batch)]
 
 
-def _per_day(df, column: str, start: dt.date, end: dt.date) -> dict:
+def _per_day(lake, table: str, column: str, start: dt.date, end: dt.date) -> dict:
+    """Rows per ``column`` value in [start, end]: from the Delta statistics when it partitions the table."""
     from pyspark.sql import functions as F
 
-    window = df.where((F.col(column) >= F.lit(start)) & (F.col(column) <= F.lit(end)))
-    return {r[column]: r["n"] for r in window.groupBy(column).agg(F.count("*").alias("n")).collect()}
+    window = [(column, ">=", start), (column, "<=", end)]
+    if column in lake.table_config(table).partition_by:
+        return lake.counts_by(table, column, window)
+    rows = lake.read(table, columns=[column], where=window)
+    return {r[column]: r["n"] for r in rows.groupBy(column).agg(F.count("*").alias("n")).collect()}
 
 
-def _proportion(lake, spec, accepted_table, batch_column, batch, events, run_date):
+def _proportion(lake, spec, accepted_table, batch_column, batch, run_date):
     from batchml.validation.gate import CheckResult
 
     start = run_date - dt.timedelta(days=spec.reference_days)
-    events_per_day = _per_day(events, batch_column, start, run_date)
-    labels_per_day = (_per_day(lake.read(accepted_table, columns=[batch_column]), batch_column, start,
-                               run_date - dt.timedelta(days=1)) if lake.exists(accepted_table) else {})
+    events_per_day = _per_day(lake, spec.events_table, batch_column, start, run_date)
+    labels_per_day = (_per_day(lake, accepted_table, batch_column, start, run_date - dt.timedelta(days=1))
+                      if lake.exists(accepted_table) else {})
     ref_labels = sum(labels_per_day.values())
     ref_events = sum(n for d, n in events_per_day.items() if d < run_date)
     current_labels, current_events = batch.count(), events_per_day.get(run_date, 0)
@@ -55,13 +57,17 @@ def _proportion(lake, spec, accepted_table, batch_column, batch, events, run_dat
                        f"{current_labels} labels / {current_events} events", threshold)
 
 
-def _delay(spec, batch, events):
+def _delay(lake, spec, batch):
     from pyspark.sql import functions as F
 
     from batchml.validation.gate import CheckResult
 
-    joined = batch.select(spec.key, spec.label_time_column).join(
-        events.select(spec.key, spec.event_time_column), spec.key, "left")
+    labels = batch.select(spec.key, spec.label_time_column)
+    keys = [r[0] for r in labels.select(spec.key).where(F.col(spec.key).isNotNull()).distinct().collect()]
+    # The labelled events only: the read tasks drop the others, so the history never crosses into Spark.
+    events = lake.read(spec.events_table, columns=[spec.key, spec.event_time_column],
+                       where=[(spec.key, "in", keys)])
+    joined = labels.join(events, spec.key, "left")
     delay = (F.col(spec.label_time_column).cast("double") - F.col(spec.event_time_column).cast("double")) / 86400
     s = joined.agg(F.percentile_approx(delay, 0.5).alias("p50"), F.percentile_approx(delay, 0.95).alias("p95"),
                    F.max(delay).alias("max"), F.min(delay).alias("min"),
