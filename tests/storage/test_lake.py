@@ -318,6 +318,28 @@ class _FrozenCount:
                                           schema=self.schema)
 
 
+class _RowsPerTask:
+    """A whole-task transform (``map_task``): one row per task, the rows it read."""
+
+    schema = pa.schema([("rows", pa.int64())])
+
+    def map_task(self, batches):
+        yield pa.RecordBatch.from_arrays([pa.array([sum(b.num_rows for b in batches)], pa.int64())],
+                                         schema=self.schema)
+
+
+def test_whole_task_transforms_run_on_both_engines(lake, spark):
+    """A ``map_task`` transform sees every row once, inside the read tasks and as the native engine's
+    ``mapInArrow`` (``NativeDeltaEngine.narrow``, on a plain DataFrame: no delta-spark JARs here)."""
+    from batchml.storage.native import NativeDeltaEngine
+
+    lake.write(events(spark), "test.events")
+    in_tasks = [r.rows for r in lake.read("test.events", transform=_RowsPerTask()).collect()]
+    as_native = [r.rows for r in NativeDeltaEngine.narrow(events(spark).repartition(3), None, _RowsPerTask())
+                 .collect()]
+    assert sum(in_tasks) == sum(as_native) == 3000 and len(as_native) == 3
+
+
 def test_read_workers_freeze_what_their_imports_created(lake):
     """Spark's reused Python workers run a full ``gc.collect()`` after every task; the data source's
     module moves its imports' objects (pandas, pyarrow, deltalake) out of those collections."""

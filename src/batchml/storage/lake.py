@@ -99,26 +99,26 @@ class Lake:
 
     def count(self, name: str, where=None) -> int:
         """Rows matching a partition-column predicate, from the snapshot's statistics (no scan)."""
-        return sum(e["num_records"] or 0 for e in self._partition_files(name, where, "count"))
+        return sum(e["num_records"] or 0 for e in self._partition_files(name, where))
 
     def counts_by(self, name: str, column: str, where=None) -> dict:
         """Rows per value of the partition column ``column`` (typed) matching a partition-column predicate,
         from the snapshot's statistics (no scan)."""
         counts: dict = {}
-        for e in self._partition_files(name, where, "counts_by", column):
+        for e in self._partition_files(name, where, column):
             value = e[f"partition.{column}"]
             counts[value] = counts.get(value, 0) + (e["num_records"] or 0)
         return counts
 
-    def _partition_files(self, name: str, where, caller: str, *columns: str) -> list[dict]:
-        """The snapshot's files whose partition values satisfy ``where`` (partition columns only, as
-        ``columns``)."""
+    def _partition_files(self, name: str, where, *columns: str) -> list[dict]:
+        """The snapshot's files whose partition values satisfy ``where``; ``where`` and ``columns`` must be
+        partition columns (the statistics answer nothing finer)."""
         table = self._require(name)
         partitions = set(table.metadata().partition_columns)
         terms = predicates.check(where or [], pa.schema(table.schema().to_arrow()).names)
-        if any(col not in partitions for col in [*columns, *(c for c, _, _ in terms)]):
-            raise ValueError(f"{caller}() answers from statistics only; {list(columns)} and {terms} must use "
-                             f"partition columns {partitions}")
+        asked = [*columns, *(c for c, _, _ in terms)]
+        if any(col not in partitions for col in asked):
+            raise ValueError(f"answered from statistics only: {asked} must be partition columns {partitions}")
         return [e for e in pa.table(table.get_add_actions(flatten=True)).to_pylist()
                 if predicates.file_fully_matches(e, terms, partitions)]
 
@@ -139,7 +139,9 @@ class Lake:
         ``where`` (``[(column, op, value)]``) keeps only matching rows, inside the read task.
         ``transform`` is a picklable callable, Arrow ``RecordBatch`` in and out, with its output
         ``schema`` attribute: it runs inside the read task too, so only its output crosses into
-        Spark (scoring uses it: the model's inputs never leave Python).
+        Spark (scoring uses it: the model's inputs never leave Python). One with a ``map_task``
+        method gets the task's whole batch iterator instead (drift summaries, scoring's file writes);
+        under the native engine it runs as a ``mapInArrow`` over the read partitions.
         """
         table = self._require(name)
         if self._native:

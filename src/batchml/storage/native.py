@@ -37,7 +37,9 @@ class NativeDeltaEngine:
         if transform is not None:
             from pyspark.sql.pandas.types import from_arrow_schema
 
-            df = df.mapInArrow(lambda batches: (transform(b) for b in batches), from_arrow_schema(transform.schema))
+            from batchml.storage.spark_source import transformed
+
+            df = df.mapInArrow(lambda batches: transformed(transform, batches), from_arrow_schema(transform.schema))
         return df
 
     def write(self, df, name, plan: WritePlan) -> WriteResult:

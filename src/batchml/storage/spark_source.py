@@ -139,15 +139,7 @@ class DeltaReader(DataSourceReader):
 
     def read(self, partition: _Split):
         batches = self._batches(partition)
-        if self.transform is None:
-            yield from batches
-        elif hasattr(self.transform, "map_task"):  # the whole task's batches at once (it may write files)
-            yield from self.transform.map_task(batches)
-        else:
-            for batch in batches:
-                batch = self.transform(batch)
-                if batch.num_rows:
-                    yield batch
+        yield from batches if self.transform is None else transformed(self.transform, batches)
 
     def _batches(self, partition: _Split):
         import pyarrow.parquet as pq
@@ -166,6 +158,18 @@ class DeltaReader(DataSourceReader):
                     if not batch.num_rows:
                         continue
                 yield batch
+
+
+def transformed(transform, batches):
+    """``Lake.read``'s ``transform`` over one task's batches: its ``map_task`` when it has one (the whole
+    iterator at once: it may aggregate or write files), else called batch by batch."""
+    if hasattr(transform, "map_task"):
+        yield from transform.map_task(batches)
+        return
+    for batch in batches:
+        batch = transform(batch)
+        if batch.num_rows:
+            yield batch
 
 
 def _complete(batch: pa.RecordBatch, schema: pa.Schema, partition_values: dict) -> pa.RecordBatch:

@@ -156,14 +156,15 @@ class _Histogram:
     schema = pa.schema([("k", pa.int64()), ("v", pa.string()), ("count", pa.int64())])
 
     def map_task(self, batches):
-        numeric = [np.zeros(len(e) + 2, np.int64) for e in self.edges]
+        edges = [np.array(e) for e in self.edges]
+        numeric = [np.zeros(len(e) + 2, np.int64) for e in edges]
         categories: list[dict] = [{} for _ in self.categorical]
         for batch in batches:
             for i, c in enumerate(self.numeric):
                 x = pc.fill_null(pc.cast(batch.column(c), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
-                bucket = np.searchsorted(np.array(self.edges[i]), x, side="right")
-                bucket[np.isnan(x)] = len(self.edges[i]) + 1
-                numeric[i] += np.bincount(bucket, minlength=len(self.edges[i]) + 2)
+                bucket = np.searchsorted(edges[i], x, side="right")
+                bucket[np.isnan(x)] = len(edges[i]) + 1
+                numeric[i] += np.bincount(bucket, minlength=len(edges[i]) + 2)
             for j, c in enumerate(self.categorical):
                 values = pc.fill_null(pc.cast(batch.column(c), pa.string()), "<null>")
                 for item in pc.value_counts(values).to_pylist():
