@@ -122,3 +122,13 @@ def test_an_unwritable_home(tmp_path, command):
         home.chmod(0o755)
         shutil.rmtree(home)
     one_line_error(out, 2, f"home {home} is not writable (Permission denied)")
+
+
+def test_a_job_that_aborts_natively_prints_its_threads_stacks(tmp_path):
+    """``jobs/<stage>.py`` under spark-submit: a C++ abort names the Python frames, not only 'terminate called'."""
+    code = ("import os, batchml.cli as cli; cli.main = lambda argv: os.abort(); "
+            "cli.run_job('validate', ['--run-date', '2024-01-01'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "BATCHML_HOME": str(tmp_path)})
+    assert out.returncode == -6
+    assert "Fatal Python error: Aborted" in out.stderr and "in <lambda>" in out.stderr, out.stderr

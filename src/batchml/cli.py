@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import faulthandler
 import json
 import logging
 import sys
@@ -333,6 +334,9 @@ def _table(args, config) -> int:
 
 def run_job(stage: str, argv: list[str]) -> int:
     """Entry for ``jobs/<stage>.py`` under spark-submit: ``[--env E] --run-date D [--dataset X]``."""
+    # A native abort (seen once: libstdc++'s "terminate called" at interpreter exit, after the job had
+    # committed) then prints every Python thread's stack in the task log, not one bare line.
+    faulthandler.enable()
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--env")
     known, rest = pre.parse_known_args(argv)
