@@ -1,4 +1,5 @@
-"""batchml_nightly: ingest -> validate -> build_features -> materialize -> score -> monitor, one run date per run.
+"""batchml_nightly: ingest -> validate -> build_features -> score -> monitor, and build_features -> materialize,
+one run date per run.
 
 The run date is the data interval's start (the calendar day before the run, UTC), or the
 ``run_date`` Param of a manual trigger. Every stage overwrites that date's partitions, so a
@@ -8,7 +9,8 @@ the failed checks in its log and stops the later stages; to release them, trigge
 When monitoring files a retraining request, ``request_retraining`` emits the
 ``batchml_retraining_request`` Asset event that starts ``batchml_training``; otherwise it is skipped.
 ``fallback_used`` fails (and with it the run) when the fallback rules scored rows of the day; monitoring
-still runs. Each run's note says the business date and the outcome, e.g. ``2024-03-01 · gate blocked: ...``.
+still runs. ``materialize`` (the online store) is a branch of its own: the scores do not wait for it (with
+the Spark pool's one slot it runs after ``monitor``), and an online store outage does not hold them. Each run's note says the business date and the outcome, e.g. ``2024-03-01 · gate blocked: ...``.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ with DAG(
 ) as dag:
     resolve_run = PythonOperator(task_id=tasks.RESOLVE_TASK, python_callable=tasks.resolve_run, retries=0)
     record_override = PythonOperator(task_id="record_override", python_callable=tasks.record_override)
-    stages = [StageOperator(stage=s, execution_timeout=stage_timeout(s))
-              for s in ("ingest", "validate", "features", "materialize", "score", "monitor")]
+    ingest, validate, features, score, monitor, materialize = [
+        StageOperator(stage=s, execution_timeout=stage_timeout(s))
+        for s in ("ingest", "validate", "features", "score", "monitor", "materialize")]
     request_retraining = PythonOperator(task_id="request_retraining", python_callable=tasks.request_retraining,
                                         outlets=[tasks.RETRAINING_REQUEST])
-    chain(resolve_run, record_override, *stages, request_retraining)
+    chain(resolve_run, record_override, ingest, validate, features, score, monitor, request_retraining)
+    features >> materialize  # the pool's priority (downstream weight) runs score and monitor first
     fallback_used = PythonOperator(task_id="fallback_used", python_callable=tasks.fallback_used, retries=0)
-    next(t for t in stages if t.stage == "score") >> fallback_used  # beside monitor: marked, still monitored
+    score >> fallback_used  # beside monitor: marked, still monitored

@@ -11,9 +11,10 @@ import pytest
 
 from batchml.orchestration import local
 
-NIGHTLY = ["resolve_run", "record_override", "ingest", "validate", "build_features", "materialize", "score",
-           "monitor", "request_retraining"]
-NIGHTLY_BRANCHES = {("score", "fallback_used")}  # beside monitor: a fallback day is marked, and still monitored
+NIGHTLY = ["resolve_run", "record_override", "ingest", "validate", "build_features", "score", "monitor",
+           "request_retraining"]
+NIGHTLY_BRANCHES = {("score", "fallback_used"),  # beside monitor: a fallback day is marked, and still monitored
+                    ("build_features", "materialize")}  # the online store: the scores do not wait for it
 TRAINING = ["resolve_run", "build_training_set", "train", "evaluate", "promote"]
 
 
@@ -60,12 +61,26 @@ def test_house_defaults(dagbag, dag_id):
             assert JOBS[task.stage] == f"{task.task_id}.py"
 
 
+def test_the_pool_runs_score_and_monitor_before_materialize(dagbag):
+    """One Spark slot: the scheduler takes the ready task of highest priority, by Airflow's default
+    ``downstream`` rule (own weight plus every downstream task's), so the scores never wait for the online store."""
+    dag = dagbag.dags["batchml_nightly"]
+
+    def weight(task_id: str) -> int:
+        task = dag.get_task(task_id)
+        return task.priority_weight + sum(dag.get_task(t).priority_weight
+                                          for t in task.get_flat_relative_ids(upstream=False))
+
+    assert {dag.get_task(t).weight_rule for t in ("score", "monitor", "materialize")} == {"downstream"}
+    assert weight("score") > weight("monitor") > weight("materialize")
+
+
 def test_spark_tasks_cover_the_pipeline(dagbag):
     from batchml.orchestration.operators import StageOperator
 
     spark = {d: [t.task_id for t in dagbag.dags[d].tasks if isinstance(t, StageOperator)]
              for d in dagbag.dag_ids}
-    assert spark["batchml_nightly"] == ["ingest", "validate", "build_features", "materialize", "score", "monitor"]
+    assert spark["batchml_nightly"] == ["ingest", "validate", "build_features", "score", "monitor", "materialize"]
     assert spark["batchml_training"] == ["build_training_set", "train", "evaluate", "promote"]
 
 

@@ -69,7 +69,8 @@ def test_a_blocked_gate_stops_the_later_stages_with_a_clear_log(server):
     assert run["state"] == "failed"
     states = airflow.task_states(DAG, run["dag_run_id"])
     assert states["ingest"] == "success" and states["validate"] == "failed"
-    assert {states[t] for t in ("build_features", "score", "monitor", "request_retraining")} == {"upstream_failed"}
+    assert {states[t] for t in ("build_features", "materialize", "score", "monitor", "request_retraining")} == {
+        "upstream_failed"}
     log = airflow.task_log(DAG, run["dag_run_id"], "validate")
     assert "VALIDATION GATE BLOCKED card_transactions for run date 2024-01-01: bronze.card_transactions: row_count" in log
     report = root / "artifacts" / "reports" / "validation" / "card_transactions" / str(SHORT_DAY)
@@ -96,6 +97,9 @@ def test_an_override_in_the_params_releases_the_gate_and_is_recorded(server):
     # no model is trained here: the fallback rules score the day, fallback_used marks it, monitoring still runs
     assert run["state"] == "failed" and states.pop("fallback_used") == "failed", states
     assert states.pop("request_retraining") == "skipped" and set(states.values()) == {"success"}, states
+    tis = airflow.api("GET", f"/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]
+    started = {t["task_id"]: dt.datetime.fromisoformat(t["start_date"]) for t in tis}
+    assert started["score"] < started["materialize"], started  # one Spark slot: the scores go first
     from deltalake import DeltaTable
 
     overrides = DeltaTable(str(lake_path(root, "ops.validation_overrides"))).to_pandas()

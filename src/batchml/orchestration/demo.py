@@ -48,7 +48,7 @@ log = logging.getLogger("batchml.demo.airflow")
 LINES = progress.DayLines(0)  # the console's day lines; main() sets the day count
 GATE_STAGES = ("ingest", "validate")  # the warm-up load's, and each day's first part
 HISTORY_LATER = ("features",)         # a history day's part after its gate
-SCORED_LATER = ("features", "materialize", "score")  # a scored day's, then monitor for its printed verdict
+SCORED_LATER = ("features", "score", "materialize")  # a scored day's, then monitor for its printed verdict
 RELEASE_REASON = "demo: the drift is the story, let it through"
 
 
