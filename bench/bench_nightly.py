@@ -3,7 +3,8 @@
 
 The stages run as the ``batchml_nightly`` DAG runs them: ingest, validate, features, score, monitor,
 materialize (``stages.NIGHTLY_STAGES``), each one ``spark-submit jobs/<stage>.py --env local
---run-date D`` in the DAG's order, with the environment the local Airflow gives its tasks (``orchestration.local.environment``).
+--run-date D`` in the DAG's order, with the environment the local Airflow gives its tasks
+(``orchestration.local.environment``).
 ``--mode connect`` (default) attaches every job to a warm ``batchml spark-server``, the documented
 way to run the DAG on one machine (docs/airflow.md); the server starts before the timed night, as
 it would be running already. ``--mode submit`` starts a JVM per job, as on a cluster.

@@ -10,7 +10,8 @@ When monitoring files a retraining request, ``request_retraining`` emits the
 ``batchml_retraining_request`` Asset event that starts ``batchml_training``; otherwise it is skipped.
 ``fallback_used`` fails (and with it the run) when the fallback rules scored rows of the day; monitoring
 still runs. ``materialize`` (the online store) is a branch of its own: the scores do not wait for it (with
-the Spark pool's one slot it runs after ``monitor``), and an online store outage does not hold them. Each run's note says the business date and the outcome, e.g. ``2024-03-01 · gate blocked: ...``.
+the Spark pool's one slot it runs after ``monitor``), and an online store outage does not hold them.
+Each run's note says the business date and the outcome, e.g. ``2024-03-01 · gate blocked: ...``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@
    take most of the time budget on a small machine. A day the gate blocks is released with a
    recorded override, as an analyst would, and printed.
 3. In the same session, run every stage of the quiet and concept-drift days (ingest, validate,
-   features, materialize into the online store, score, monitor) and print each day's drift and realized-performance verdict. In steps
+   features, score, materialize into the online store, monitor) and print each day's drift and
+   realized-performance verdict. In steps
    2 and 3 a second thread runs a day's features (score, monitor) while the next day is ingested
    and validated, so both cores work (``_overlapped``).
 4. Run the ``batchml_nightly`` DAG through Airflow (``dag.test()``, SQLite metadata DB under
