@@ -99,12 +99,12 @@ def _promote(config: Config, run_date: dt.date, dataset: str | None, spark=None)
     return 0
 
 
-# Nightly stages in order, then the training stages (the training DAG's order; the nightly loops skip them).
+STAGES: dict[str, Callable[..., int]] = {
+    "ingest": _ingest, "validate": _validate, "features": _features, "score": _score, "monitor": _monitor,
+    "materialize": _materialize, "training-set": _training_set, "train": _train, "evaluate": _evaluate,
+    "promote": _promote}
 NIGHTLY_STAGES = ("ingest", "validate", "features", "score", "monitor", "materialize")  # as the DAG runs them
-TRAINING_STAGES = ("training-set", "train", "evaluate", "promote")
-STAGES: dict[str, Callable[..., int]] = dict(zip(
-    NIGHTLY_STAGES + TRAINING_STAGES,
-    (_ingest, _validate, _features, _materialize, _score, _monitor, _training_set, _train, _evaluate, _promote)))
+TRAINING_STAGES = ("training-set", "train", "evaluate", "promote")  # the training DAG's; nightly loops skip them
 
 
 def run_stage(name: str, config: Config, run_date: dt.date, dataset: str | None = None, spark=None,
