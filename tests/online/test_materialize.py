@@ -160,12 +160,16 @@ def test_a_backfill_goes_in_date_order_and_states_only_move_forward(built, tmp_p
     spark = built["lake"].spark
     done = materialize(config, D, spark=spark, end=day(1))
     assert done.state_as_of == day(1) and done.events == sum(len(offline(built["lake"], day(n))) for n in (0, 1))
+    # where the time went, in the log line: the store's writes of states are a part of the states' time
+    assert set(done.seconds) == {"events", "states", "state_writes", "purge"}
+    assert 0 < done.seconds["state_writes"] < done.seconds["states"] and "(seconds: events " in done.line()
     daily = {k: v for k, v, _ in _records(built["config"]) if "/event/" in k}
     backfill = {k: v for k, v, _ in _records(config) if "/event/" in k}
     assert {k: backfill[k] for k in daily} == daily  # D's records: the same bytes as the daily run's
     states_before = [r for r in _records(config) if "/entity/" in r[0] or r[0].endswith("/meta/state")]
     older = materialize(config, D, spark=spark)  # an older date again: events kept, states untouched
     assert older.skipped_days == [D] and older.state_as_of == day(1) and not older.entities
+    assert "states" not in older.seconds
     assert [r for r in _records(config) if "/entity/" in r[0] or r[0].endswith("/meta/state")] == states_before
     store = OnlineStore(config)
     assert store.status()["latest_run_date"] == str(day(1)) and store.status()["state_as_of"] == str(day(1))

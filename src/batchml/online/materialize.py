@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 
 from batchml.config import Config
@@ -48,6 +49,7 @@ class Materialized:
     entities: dict[str, int] = field(default_factory=dict)  # states written per entity
     state_as_of: dt.date | None = None
     purged: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # events, states, state_writes (inside states), purge
 
     def line(self) -> str:
         span = f"{self.days[0]}..{self.days[-1]}" if len(self.days) > 1 else str(self.days[0])
@@ -55,7 +57,9 @@ class Materialized:
                   else f"entity states kept (as of {self.state_as_of})")
         return (f"materialize {self.dataset} {span}: {self.events} event record(s)"
                 + (f", {len(self.skipped_days)} day(s) already materialized" if self.skipped_days else "")
-                + (f", {self.deleted} deleted" if self.deleted else "") + f"; {states}; {self.purged} expired purged")
+                + (f", {self.deleted} deleted" if self.deleted else "") + f"; {states}; {self.purged} expired purged"
+                + (" (seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()) + ")"
+                   if self.seconds else ""))
 
 
 def materialize(config: Config, run_date: dt.date, dataset: str | None = None, spark=None,
@@ -72,17 +76,23 @@ def materialize(config: Config, run_date: dt.date, dataset: str | None = None, s
     store = open_backend(config, create=True)
     done = Materialized(name, days)
     try:
+        started = time.perf_counter()
         for day in days:
             materialize_events(lake, store, name, spec, day, config.online, done)
         _advance_latest(store, name, last)
+        done.seconds["events"] = time.perf_counter() - started
         current = _meta(store, name, "state")
         if current is None or dt.date.fromisoformat(current["as_of"]) <= last:
+            started = time.perf_counter()
             _states(lake, store, config, name, spec, last, done)
+            done.seconds["states"] = time.perf_counter() - started
         else:
             done.state_as_of = dt.date.fromisoformat(current["as_of"])
             log.info("materialize %s: entity states are as of %s, after %s; left as they are", name,
                      current["as_of"], last)
+        started = time.perf_counter()
         done.purged = store.purge(R.end_of(last))
+        done.seconds["purge"] = time.perf_counter() - started
     finally:
         store.close()
     log.info("%s", done.line())
@@ -160,8 +170,10 @@ def _states(lake: Lake, store: Backend, config: Config, dataset: str, spec: Feat
         writer = StateWriter(config, dataset, {n: e.keys for n, e in spec.entities.items()}, header,
                              R.expiry(day, config.online.ttl_days))
         written = _in_store_order(config, entity_states(tiles, edges, spec, day), len(spec.entities)).mapInArrow(
-            writer, "entity string, records long")
-        counts = {r["entity"]: r["n"] for r in written.groupBy("entity").agg(F.sum("records").alias("n")).collect()}
+            writer, "entity string, records long, write_s double")
+        totals = written.groupBy("entity").agg(F.sum("records").alias("n"), F.sum("write_s").alias("s")).collect()
+        counts = {r["entity"]: r["n"] for r in totals}
+        done.seconds["state_writes"] = sum(r["s"] for r in totals)
     finally:
         for df in [*tiles.values(), edges]:
             df.unpersist()
@@ -181,7 +193,8 @@ def _in_store_order(config: Config, rows, entities: int):
 
 class StateWriter:
     """Writes entity states where Spark computed them (executors, in parallel; no collect on the driver) and
-    yields how many it wrote. Idempotent upserts, so a retried task rewrites the same records."""
+    yields how many it wrote, and the seconds its store writes took (the rest of the task computed them).
+    Idempotent upserts, so a retried task rewrites the same records."""
 
     def __init__(self, config: Config, dataset: str, keys: dict[str, list[str]], header: dict, expires: int):
         self.config, self.dataset, self.keys, self.expires = config, dataset, keys, expires
@@ -192,17 +205,21 @@ class StateWriter:
 
         store = open_backend(self.config, create=True)
         counts: dict[str, int] = {}
+        writing = 0.0
         try:
             for batch in batches:
                 records = self.records(batch)
+                started = time.perf_counter()
                 for i in range(0, len(records), self.config.online.batch_rows):
                     store.put(records[i:i + self.config.online.batch_rows])
+                writing += time.perf_counter() - started
                 for row in batch.column(0).to_pylist():
                     counts[row] = counts.get(row, 0) + 1
         finally:
             store.close()
-        yield pa.record_batch([pa.array(list(counts), pa.string()), pa.array(list(counts.values()), pa.int64())],
-                              names=["entity", "records"])
+        yield pa.record_batch([pa.array(list(counts), pa.string()), pa.array(list(counts.values()), pa.int64()),
+                               pa.array([0.0 if i else writing for i in range(len(counts))], pa.float64())],
+                              names=["entity", "records", "write_s"])
 
     def records(self, batch) -> list[Record]:
         """The batch's (entity, key, state) rows as records, spelled by Arrow (a row at a time only for key
