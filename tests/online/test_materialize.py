@@ -176,16 +176,25 @@ def test_a_backfill_goes_in_date_order_and_states_only_move_forward(built, tmp_p
 
 
 def test_stale_states_and_expired_records_are_not_served(built, tmp_path):
+    """States written before the last full run are stale; those written since serve as the current states
+    (a night rewrites only the states it changes); expired records are purged."""
     config = with_online(built["config"], tmp_path / "stale.sqlite")
     backend = SqliteBackend(str(tmp_path / "stale.sqlite"), create=True)
     ds = "card_transactions"
-    state = {"run_date": str(day(-3)), "table": SILVER, "table_version": 1, "entity": "customer",
-             "key": {"customer_id": "gone"}, "state": {"last": 1}}
-    backend.put([R.Record(R.entity_key(ds, "customer", ["gone"]), json.dumps(state).encode(), R.expiry(D, 90)),
-                 R.Record(R.meta_key(ds, "state"), json.dumps({"as_of": str(D)}).encode(), R.NEVER),
+
+    def state(key: str, written: dt.date) -> R.Record:
+        doc = {"run_date": str(written), "table": SILVER, "table_version": 1, "entity": "customer",
+               "key": {"customer_id": key}, "state": {"last": 1}}
+        return R.Record(R.entity_key(ds, "customer", [key]), json.dumps(doc).encode(), R.expiry(D, 90))
+
+    meta = {"as_of": str(D), "base": str(day(-5)), "table": SILVER, "table_version": 9}
+    backend.put([state("gone", day(-6)), state("kept", day(-3)),
+                 R.Record(R.meta_key(ds, "state"), json.dumps(meta).encode(), R.NEVER),
                  R.Record(R.event_key(ds, "old"), b"{}", R.expiry(day(-100), 90))])
     store = OnlineStore(config, backend=backend)
-    assert store.get_entity_state("customer", ["gone"])[0]["status"] == "not_found"  # no event since D-3
+    gone, kept = store.get_entity_state("customer", ["gone", "kept"])
+    assert gone["status"] == "not_found"  # before the full run of D-5, which had no state for it
+    assert kept["status"] == "found" and (kept["as_of"], kept["table_version"]) == (str(D), 9)
     assert backend.purge(R.end_of(D)) == 1 and backend.get([R.event_key(ds, "old")]) == {}
 
 

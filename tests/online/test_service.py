@@ -60,7 +60,8 @@ def served(config, tmp_path):
     state = {"run_date": str(D), "table": "silver.x", "table_version": 4, "entity": "customer",
              "key": {"customer_id": "c1"}, "state": {"last": 1710032400000000, "edges": []}}
     backend.put([Record(R.entity_key(name, "customer", ["c1"]), json.dumps(state).encode(), R.NEVER),
-                 Record(R.meta_key(name, "state"), json.dumps({"as_of": str(D)}).encode(), R.NEVER),
+                 Record(R.meta_key(name, "state"), json.dumps({"as_of": str(D), "base": str(D), "table": "silver.x",
+                                                                   "table_version": 4}).encode(), R.NEVER),
                  Record(R.meta_key(name, "latest"), json.dumps({"run_date": str(D), "table_version": 0}).encode(),
                         R.NEVER)])
     store = OnlineStore(config, backend=backend)

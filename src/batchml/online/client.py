@@ -55,7 +55,9 @@ class OnlineStore:
     def get_entity_state(self, entity: str, keys: Sequence[Any]) -> list[dict[str, Any]]:
         """One result per key (a mapping of the entity's key columns, a tuple in their order, or a scalar
         for one-column keys): ``{"entity", "key", "status": "found", "as_of", "table_version", "state"}`` or
-        ``not_found`` (no event of that key in the lookback as of the current states' date)."""
+        ``not_found`` (no event of that key in the lookback as of the current states' date). A record serves
+        from the night that wrote it until a night changes or deletes it (``batchml.online.changes``), unless a
+        full run since rewrote every state (``base`` in ``meta/state``; stores from before it: ``as_of``)."""
         if entity not in self.spec.entities:
             raise ValueError(f"unknown entity {entity!r}; entities: {', '.join(self.spec.entities)}")
         columns = self.spec.entities[entity].keys
@@ -68,12 +70,12 @@ class OnlineStore:
         for v, key in zip(values, record_keys):
             doc = json.loads(stored[key]) if key in stored else None
             base = {"entity": entity, "key": dict(zip(columns, v))}
-            # a state older than the current ones: the key had no event in the lookback since
-            if doc is None or current is None or doc["run_date"] < current["as_of"]:
-                out.append({**base, "status": "not_found"})
-            else:
-                out.append({**base, "status": "found", "as_of": doc["run_date"], "table": doc["table"],
-                            "table_version": doc["table_version"], "state": doc["state"]})
+            if doc is None or current is None or doc["run_date"] < current.get("base", current["as_of"]):
+                out.append({**base, "status": "not_found"})  # written before the last full run: stale
+            else:  # a record serves until a night changes it; one newer than the meta: a night writing now
+                src = doc if doc["run_date"] > current["as_of"] else current
+                out.append({**base, "status": "found", "as_of": max(doc["run_date"], current["as_of"]),
+                            "table": src["table"], "table_version": src["table_version"], "state": doc["state"]})
         return out
 
     @staticmethod

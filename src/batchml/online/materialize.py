@@ -10,9 +10,14 @@ For run date ``D`` (or each date of a backfill, in date order):
 2. **by entity key**: each entity's window state as of the end of the last date (``batchml.online.state``),
    from the tiles the features stage built and the raw rows of the windows' edge days: the history a build
    of the next date sees (rows ingested by the date, the latest delivery of each).
+   When the stored states are those of the day before, from the same source rows and definitions, only the
+   keys whose state can have changed are recomputed and rewritten, and those left without a state deleted
+   (``batchml.online.changes``); otherwise every state is written (a full run). Records of states keep
+   serving across nights, from the date of the last full run on (``base`` in ``meta/state``).
    States only move forward: materializing a date before the current states' date leaves them alone.
-3. Records whose expiry (run date + ``online.ttl_days``) has passed by the end of the last date are purged
-   (DynamoDB: its TTL does it).
+3. Records whose expiry has passed by the end of the last date are purged (DynamoDB: its TTL does it):
+   events expire ``online.ttl_days`` after their run date; states that long after the lookback that follows
+   the night that wrote them (a state no night rewrites for a lookback is deleted before that).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import reduce
 
 from batchml.config import Config
 from batchml.features.build import feature_spec, source_table
@@ -31,6 +37,7 @@ from batchml.features.store import TileStore
 from batchml.features.tiles import chosen
 from batchml.online import records as R
 from batchml.online.backends import Backend, Record, open_backend
+from batchml.online.changes import changed_keys
 from batchml.online.spec import OnlineConfig
 from batchml.online.state import fingerprint
 from batchml.online.state import states as entity_states
@@ -47,13 +54,17 @@ class Materialized:
     skipped_days: list[dt.date] = field(default_factory=list)  # already materialized at the same version
     deleted: int = 0  # events no longer in their partition
     entities: dict[str, int] = field(default_factory=dict)  # states written per entity
+    deleted_states: dict[str, int] = field(default_factory=dict)  # keys left without a state (incremental runs)
+    incremental_from: dt.date | None = None  # the states' date an incremental run moved forward from
     state_as_of: dt.date | None = None
     purged: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # events, states, state_writes (inside states), purge
 
     def line(self) -> str:
         span = f"{self.days[0]}..{self.days[-1]}" if len(self.days) > 1 else str(self.days[0])
-        states = (f"{sum(self.entities.values())} entity state(s) as of {self.state_as_of}" if self.entities
+        mode = (f" (incremental from {self.incremental_from}, {sum(self.deleted_states.values())} deleted)"
+                if self.incremental_from else " (full)")
+        states = (f"{sum(self.entities.values())} entity state(s) as of {self.state_as_of}{mode}" if self.entities
                   else f"entity states kept (as of {self.state_as_of})")
         return (f"materialize {self.dataset} {span}: {self.events} event record(s)"
                 + (f", {len(self.skipped_days)} day(s) already materialized" if self.skipped_days else "")
@@ -164,23 +175,58 @@ def _states(lake: Lake, store: Backend, config: Config, dataset: str, spec: Feat
         log.info("materialize %s: entity states as of %s already written from %s version %s", dataset, day,
                  source, version)
         return
+    base = _incremental_base(lake, dataset, current, state, day)
     tiles, edges = history(lake, config, dataset, spec, day)
     try:
+        only = None if base is None else changed_keys(TileStore(lake, dataset, spec, source), spec, day)
+        rows = entity_states(tiles, edges, spec, day, only)
+        if only is not None:
+            rows = _with_deletions(rows, only, spec)
         header = {"run_date": str(day), "table": source, "table_version": version}
         writer = StateWriter(config, dataset, {n: e.keys for n, e in spec.entities.items()}, header,
-                             R.expiry(day, config.online.ttl_days))
-        written = _in_store_order(config, entity_states(tiles, edges, spec, day), len(spec.entities)).mapInArrow(
-            writer, "entity string, records long, write_s double")
-        totals = written.groupBy("entity").agg(F.sum("records").alias("n"), F.sum("write_s").alias("s")).collect()
-        counts = {r["entity"]: r["n"] for r in totals}
+                             R.expiry(day, config.online.ttl_days + spec.lookback()))
+        written = _in_store_order(config, rows, len(spec.entities)).mapInArrow(
+            writer, "entity string, records long, deleted long, write_s double")
+        totals = written.groupBy("entity").agg(F.sum("records").alias("n"), F.sum("deleted").alias("d"),
+                                               F.sum("write_s").alias("s")).collect()
         done.seconds["state_writes"] = sum(r["s"] for r in totals)
     finally:
         for df in [*tiles.values(), edges]:
             df.unpersist()
-    done.entities = {name: counts.get(name, 0) for name in spec.entities}
-    state["entities"] = done.entities
+    done.entities = {name: next((r["n"] for r in totals if r["entity"] == name), 0) for name in spec.entities}
+    done.deleted_states = {name: next((r["d"] for r in totals if r["entity"] == name), 0) for name in spec.entities}
+    done.incremental_from = None if base is None else day - dt.timedelta(days=1)
+    state.update(base=base or str(day), entities=done.entities, deleted=done.deleted_states)
     store.put([Record(R.meta_key(dataset, "state"), json.dumps(state).encode(), R.NEVER)])
     done.state_as_of = day
+
+
+def _incremental_base(lake: Lake, dataset: str, current: dict | None, state: dict, day: dt.date) -> str | None:
+    """The stored states' ``base`` when they are exactly the states of ``day - 1`` from the same source rows and
+    definitions (so only changed keys need writing), else None (a full run; the log says why)."""
+    prior = day - dt.timedelta(days=1)
+    if current is None or "base" not in current:
+        why = "no states stored yet" if current is None else "the stored states predate incremental runs"
+    elif current["as_of"] != str(prior):
+        why = f"the stored states are as of {current['as_of']}, not {prior}"
+    elif current["spec"] != state["spec"] or current["table"] != state["table"]:
+        why = "the feature definitions or the source table changed"
+    elif lake.last_change(state["table"], [("ingest_date", "<=", prior)]) != current["table_version"]:
+        why = f"rows ingested by {prior} changed since its states were written"
+    else:
+        return current["base"]
+    log.info("materialize %s: all entity states as of %s are written: %s", dataset, day, why)
+    return None
+
+
+def _with_deletions(rows, only: dict, spec: FeatureSpec):
+    """Every key to recompute with its new state, or a null state where it has none any more."""
+    from pyspark.sql import functions as F
+
+    wanted = reduce(lambda a, b: a.unionByName(b), [keys.select(
+        F.lit(name).alias("entity"), F.array(*[F.col(k).cast("string") for k in spec.entities[name].keys]).alias("key"))
+        for name, keys in only.items()])
+    return wanted.join(rows, ["entity", "key"], "left")
 
 
 def _in_store_order(config: Config, rows, entities: int):
@@ -192,9 +238,9 @@ def _in_store_order(config: Config, rows, entities: int):
 
 
 class StateWriter:
-    """Writes entity states where Spark computed them (executors, in parallel; no collect on the driver) and
-    yields how many it wrote, and the seconds its store writes took (the rest of the task computed them).
-    Idempotent upserts, so a retried task rewrites the same records."""
+    """Writes entity states where Spark computed them (executors, in parallel; no collect on the driver), deletes
+    the keys whose state is null, and yields how many it wrote and deleted, and the seconds its store writes
+    took (the rest of the task computed them). Idempotent, so a retried task does the same again."""
 
     def __init__(self, config: Config, dataset: str, keys: dict[str, list[str]], header: dict, expires: int):
         self.config, self.dataset, self.keys, self.expires = config, dataset, keys, expires
@@ -203,23 +249,33 @@ class StateWriter:
     def __call__(self, batches):
         import pyarrow as pa
 
+        import pyarrow.compute as pc
+
         store = open_backend(self.config, create=True)
-        counts: dict[str, int] = {}
-        writing = 0.0
+        counts: dict[str, list[int]] = {}  # entity -> [written, deleted]
+        writing, step = 0.0, self.config.online.batch_rows
         try:
             for batch in batches:
-                records = self.records(batch)
+                kept = pc.is_valid(batch.column(2))
+                present, gone = batch.filter(kept), batch.filter(pc.invert(kept))
+                records = self.records(present)
+                deletes = [R.entity_key(self.dataset, name, key) for name, key in
+                           zip(gone.column(0).to_pylist(), gone.column(1).to_pylist())]
                 started = time.perf_counter()
-                for i in range(0, len(records), self.config.online.batch_rows):
-                    store.put(records[i:i + self.config.online.batch_rows])
+                for i in range(0, len(records), step):
+                    store.put(records[i:i + step])
+                for i in range(0, len(deletes), step):
+                    store.delete(deletes[i:i + step])
                 writing += time.perf_counter() - started
-                for row in batch.column(0).to_pylist():
-                    counts[row] = counts.get(row, 0) + 1
+                for part, j in ((present, 0), (gone, 1)):
+                    for name in part.column(0).to_pylist():
+                        counts.setdefault(name, [0, 0])[j] += 1
         finally:
             store.close()
-        yield pa.record_batch([pa.array(list(counts), pa.string()), pa.array(list(counts.values()), pa.int64()),
-                               pa.array([0.0 if i else writing for i in range(len(counts))], pa.float64())],
-                              names=["entity", "records", "write_s"])
+        columns = [pa.array(list(counts), pa.string()), *[pa.array([c[j] for c in counts.values()], pa.int64())
+                                                            for j in (0, 1)],
+                   pa.array([0.0 if i else writing for i in range(len(counts))], pa.float64())]
+        yield pa.record_batch(columns, names=["entity", "records", "deleted", "write_s"])
 
     def records(self, batch) -> list[Record]:
         """The batch's (entity, key, state) rows as records, spelled by Arrow (a row at a time only for key

@@ -79,19 +79,21 @@ def _values(entity: Entity) -> dict:
 
 
 # -- the state, computed in Spark from tiles and edge days --------------------------------------------
-def states(tiles: dict, edges, spec: FeatureSpec, day: dt.date):
+def states(tiles: dict, edges, spec: FeatureSpec, day: dt.date, only: dict | None = None):
     """Every entity's states as of the end of ``day``, one row per (entity, key): ``entity``, ``key`` (the key
     values cast to strings, ``records.key_text``) and ``state`` (a JSON text).
 
     ``tiles``: per entity, the tile rows a build of ``day + 1`` known on ``day`` merges (``tiles.chosen``:
     event days ``[C - lookback, C)``); ``edges``: the raw rows of ``day`` and of each window's boundary day,
     current on ``day`` (``compute.day_edges`` of ``day + 1`` known on ``day``), with ``__t`` in µs. The same
-    events a build of ``day + 1`` sees as history, so a state reproduces that build's features."""
-    return reduce(lambda a, b: a.unionByName(b), [entity_states(tiles[name], edges, spec, name, day)
+    events a build of ``day + 1`` sees as history, so a state reproduces that build's features.
+    ``only``: per entity, a DataFrame of the keys to compute (``batchml.online.changes``); default every key."""
+    return reduce(lambda a, b: a.unionByName(b), [entity_states(tiles[name], edges, spec, name, day,
+                                                                None if only is None else only[name])
                                                   for name in spec.entities])
 
 
-def entity_states(tile, edges, spec: FeatureSpec, name: str, day: dt.date):
+def entity_states(tile, edges, spec: FeatureSpec, name: str, day: dt.date, only=None):
     """Entity ``name``'s rows of ``states``: one aggregation of its tiles, joined with its edge lists and, per
     distinct-counted column, its (value, last time) lists."""
     from pyspark.sql import functions as F
@@ -99,6 +101,8 @@ def entity_states(tile, edges, spec: FeatureSpec, name: str, day: dt.date):
     entity, c0 = spec.entities[name], micros(day + dt.timedelta(days=1))
     keys, windows = entity.keys, _windows(spec, name)
     ev = edges.where(reduce(lambda a, b: a & b, [F.col(k).isNotNull() for k in keys]) & (F.col("__t") < c0))
+    if only is not None:  # a key's state needs all of its rows and only its rows: a semi-join is exact
+        tile, ev = tile.join(only, keys, "left_semi"), ev.join(only, keys, "left_semi")
     fields = {}
     if entity.time_since_last:
         fields["last"] = F.max("last")
