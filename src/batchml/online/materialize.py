@@ -177,10 +177,10 @@ def _states(lake: Lake, store: Backend, config: Config, dataset: str, spec: Feat
         return
     base = _incremental_base(lake, dataset, current, state, day)
     tiles, edges = history(lake, config, dataset, spec, day)
+    only = {} if base is None else changed_keys(TileStore(lake, dataset, spec, source), spec, day)
     try:
-        only = None if base is None else changed_keys(TileStore(lake, dataset, spec, source), spec, day)
-        rows = entity_states(tiles, edges, spec, day, only)
-        if only is not None:
+        rows = entity_states(tiles, edges, spec, day, only or None)
+        if only:
             rows = _with_deletions(rows, only, spec)
         header = {"run_date": str(day), "table": source, "table_version": version}
         writer = StateWriter(config, dataset, {n: e.keys for n, e in spec.entities.items()}, header,
@@ -191,10 +191,11 @@ def _states(lake: Lake, store: Backend, config: Config, dataset: str, spec: Feat
                                                F.sum("write_s").alias("s")).collect()
         done.seconds["state_writes"] = sum(r["s"] for r in totals)
     finally:
-        for df in [*tiles.values(), edges]:
+        for df in [*tiles.values(), edges, *only.values()]:
             df.unpersist()
-    done.entities = {name: next((r["n"] for r in totals if r["entity"] == name), 0) for name in spec.entities}
-    done.deleted_states = {name: next((r["d"] for r in totals if r["entity"] == name), 0) for name in spec.entities}
+    by_entity = {r["entity"]: r for r in totals}
+    done.entities = {name: by_entity[name]["n"] if name in by_entity else 0 for name in spec.entities}
+    done.deleted_states = {name: by_entity[name]["d"] if name in by_entity else 0 for name in spec.entities}
     done.incremental_from = None if base is None else day - dt.timedelta(days=1)
     state.update(base=base or str(day), entities=done.entities, deleted=done.deleted_states)
     store.put([Record(R.meta_key(dataset, "state"), json.dumps(state).encode(), R.NEVER)])
@@ -248,7 +249,6 @@ class StateWriter:
 
     def __call__(self, batches):
         import pyarrow as pa
-
         import pyarrow.compute as pc
 
         store = open_backend(self.config, create=True)
