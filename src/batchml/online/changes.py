@@ -70,7 +70,7 @@ def _replaced_rows(tile_store: TileStore, spec: FeatureSpec, day: dt.date):
     keys = (spec.id_column, *VERSION)
     columns = list(dict.fromkeys([k for e in spec.entities.values() for k in e.keys]))
     rows = tile_store.lake.read(tile_store.source, columns=list(dict.fromkeys([*keys, *columns])),
-                     where=[("ingest_date", "in", sorted({r["ingest_date"] for r in records}))])
+                                where=[("ingest_date", "in", sorted({r["ingest_date"] for r in records}))])
     wanted = rows.sparkSession.createDataFrame([[r[c] for c in keys] for r in records],
                                                rows.select(*keys).schema)
     cond = reduce(lambda a, b: a & b, [rows[c].eqNullSafe(wanted[c]) for c in keys])
