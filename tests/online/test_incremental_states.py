@@ -53,6 +53,11 @@ def lake_with_tiles(base_config, spark, tmp_path_factory):
     return config, root
 
 
+def incremental(config, path):
+    config = with_online(config, path)
+    return config.model_copy(update={"online": config.online.model_copy(update={"incremental_states": True})})
+
+
 def _entity_keys(path) -> set[str]:
     with sqlite3.connect(path) as db:
         return {k for (k,) in db.execute("SELECT key FROM records WHERE key LIKE '%/entity/%'")}
@@ -76,7 +81,7 @@ def _all_keys(*paths) -> dict[str, list]:
 
 def test_incremental_states_equal_full_states_after_every_night(lake_with_tiles, spark):
     config, root = lake_with_tiles
-    nightly = with_online(config, root / "nightly.sqlite")
+    nightly = incremental(config, root / "nightly.sqlite")
     shrank = []
     for night in NIGHTS:
         moved = materialize(nightly, night, spark=spark)
@@ -98,7 +103,7 @@ def test_incremental_states_equal_full_states_after_every_night(lake_with_tiles,
 
 def test_a_skipped_night_writes_every_state(lake_with_tiles, spark):
     config, root = lake_with_tiles
-    skipping = with_online(config, root / "skipping.sqlite")
+    skipping = incremental(config, root / "skipping.sqlite")
     materialize(skipping, day(-2), spark=spark)
     later = materialize(skipping, D, spark=spark)
     assert later.incremental_from is None and "(full)" in later.line()
@@ -106,3 +111,4 @@ def test_a_skipped_night_writes_every_state(lake_with_tiles, spark):
     materialize(full, D, spark=spark)
     keys = _all_keys(root / "skipping.sqlite", root / "full-skip.sqlite")
     assert "c_lonely" in str(keys) and _answers(skipping, keys) == _answers(full, keys)  # stale records stay unread
+    assert materialize(full, day(1), spark=spark).incremental_from is None  # off by default (SQLite)

@@ -10,10 +10,11 @@ For run date ``D`` (or each date of a backfill, in date order):
 2. **by entity key**: each entity's window state as of the end of the last date (``batchml.online.state``),
    from the tiles the features stage built and the raw rows of the windows' edge days: the history a build
    of the next date sees (rows ingested by the date, the latest delivery of each).
-   When the stored states are those of the day before, from the same source rows and definitions, only the
-   keys whose state can have changed are recomputed and rewritten, and those left without a state deleted
-   (``batchml.online.changes``); otherwise every state is written (a full run). Records of states keep
-   serving across nights, from the date of the last full run on (``base`` in ``meta/state``).
+   With ``online.incremental_states``, when the stored states are those of the day before, from the same
+   source rows and definitions, only the keys whose state can have changed are recomputed and rewritten,
+   and those left without a state deleted (``batchml.online.changes``); otherwise every state is written
+   (a full run). Records of states keep serving across nights, from the date of the last full run on
+   (``base`` in ``meta/state``).
    States only move forward: materializing a date before the current states' date leaves them alone.
 3. Records whose expiry has passed by the end of the last date are purged (DynamoDB: its TTL does it):
    events expire ``online.ttl_days`` after their run date; states that long after the lookback that follows
@@ -175,7 +176,7 @@ def _states(lake: Lake, store: Backend, config: Config, dataset: str, spec: Feat
         log.info("materialize %s: entity states as of %s already written from %s version %s", dataset, day,
                  source, version)
         return
-    base = _incremental_base(lake, dataset, current, state, day)
+    base = _incremental_base(lake, dataset, current, state, day) if config.online.incremental_states else None
     tiles, edges = history(lake, config, dataset, spec, day)
     only = {} if base is None else changed_keys(TileStore(lake, dataset, spec, source), spec, day)
     try:

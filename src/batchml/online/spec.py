@@ -44,6 +44,8 @@ class OnlineConfig(_Strict):
 
     backend: Literal["sqlite", "redis", "dynamodb"] = "sqlite"
     ttl_days: int = Field(90, gt=0)  # records expire this many days after the end of their run date
+    # write only the entity states a night changes (docs/online.md): fewer records, not a faster SQLite night
+    incremental_states: bool = False
     sqlite: SqliteSettings = SqliteSettings()
     redis: RedisSettings = RedisSettings()
     dynamodb: DynamoDbSettings = DynamoDbSettings()
