@@ -152,7 +152,9 @@ def _utc_day_part(rows, tiles: dict, versions: list, records: list[dict], spec: 
         edges = edges.persist(StorageLevel.MEMORY_AND_DISK)
         cache.append(edges)
     first = day - dt.timedelta(days=spec.lookback())
-    chosen = {n: T.chosen(t, versions, day, first, known) for n, t in tiles.items()}
+    # by the entity's keys: its per-key aggregations (interior, each distinct column's pairs) need no shuffle
+    chosen = {n: T.chosen(t, versions, day, first, known).repartition(*spec.entities[n].keys)
+              for n, t in tiles.items()}
     if cache is not None:  # an entity's plan reads its tiles up to four times (interior, each distinct column)
         chosen = {n: t.persist(StorageLevel.MEMORY_AND_DISK) for n, t in chosen.items()}
         cache.extend(chosen.values())
@@ -496,8 +498,9 @@ def _pairs(tile, base, keys: list[str], col: str, dv: str, d0: int, oldest: int)
     seen = (tile.where(recent)
             .select(*keys, F.explode(f"d_{col}").alias("__p"))
             .select(*keys, F.col("__p.v").alias(dv), F.col("__p.t").alias("__lh"), none.alias("__fd")))
+    # partitioned like the tiles (by the keys), so Spark 4.1+ keeps that partitioning through the union
     first = base.where(F.col(dv).isNotNull() & (F.col("__t") >= d0)).select(
-        *keys, dv, none.alias("__lh"), F.col("__t").alias("__fd"))
+        *keys, dv, none.alias("__lh"), F.col("__t").alias("__fd")).repartition(*keys)
     return seen.unionByName(first).groupBy(*keys, dv).agg(F.max("__lh").alias("__lh"), F.min("__fd").alias("__fd"))
 
 

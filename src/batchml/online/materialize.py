@@ -327,8 +327,9 @@ def history(lake: Lake, config: Config, dataset: str, spec: FeatureSpec, day: dt
                                 f"yet: run `batchml run features --run-date {day}` first")
     versions = tile_store.versions()
     first = nxt - dt.timedelta(days=spec.lookback())
-    tiles = {name: chosen(tile_store.tiles(name, nxt, nxt), versions, nxt, first, known=day).persist(
-        StorageLevel.MEMORY_AND_DISK) for name in spec.entities}
+    # by the entity's keys: the state's aggregations and joins of them, all per key, need no shuffle
+    tiles = {name: chosen(tile_store.tiles(name, nxt, nxt), versions, nxt, first, known=day).repartition(
+        *spec.entities[name].keys).persist(StorageLevel.MEMORY_AND_DISK) for name in spec.entities}
     rows = tile_store.edge_rows(edge_days(spec, nxt, nxt + dt.timedelta(days=1)), min(i for i, _ in versions), day)
     edges = day_edges(rows, tile_store.records(day, since=nxt), spec, nxt, known=day)
     return tiles, edges.persist(StorageLevel.MEMORY_AND_DISK)
