@@ -234,7 +234,9 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
             values[f"__mx_{agg.column}"] = F.col(agg.column).cast("double")
         elif agg.function == "distinct_count":
             values[f"__dv_{agg.column}"] = F.col(agg.column)
-    base = ev.select(*keys, "__t", spec.id_column, *[v.alias(k) for k, v in values.items()])
+    # partitioned by the keys like the tiles, so Spark 4.1+ keeps that partitioning through the unions below
+    # (the stream with its markers, the day's values with the tiles' pairs) and shuffles only these rows
+    base = ev.select(*keys, "__t", spec.id_column, *[v.alias(k) for k, v in values.items()]).repartition(*keys)
 
     windows = {label: window_seconds(label) * US for label in spec.entity_windows(name)}
     long_windows = {label: w // DAY_US for label, w in windows.items() if w >= 2 * DAY_US}
@@ -498,9 +500,8 @@ def _pairs(tile, base, keys: list[str], col: str, dv: str, d0: int, oldest: int)
     seen = (tile.where(recent)
             .select(*keys, F.explode(f"d_{col}").alias("__p"))
             .select(*keys, F.col("__p.v").alias(dv), F.col("__p.t").alias("__lh"), none.alias("__fd")))
-    # partitioned like the tiles (by the keys), so Spark 4.1+ keeps that partitioning through the union
     first = base.where(F.col(dv).isNotNull() & (F.col("__t") >= d0)).select(
-        *keys, dv, none.alias("__lh"), F.col("__t").alias("__fd")).repartition(*keys)
+        *keys, dv, none.alias("__lh"), F.col("__t").alias("__fd"))
     return seen.unionByName(first).groupBy(*keys, dv).agg(F.max("__lh").alias("__lh"), F.min("__fd").alias("__fd"))
 
 
