@@ -37,22 +37,25 @@ def change_days(spec: FeatureSpec, name: str, day: dt.date) -> list[dt.date]:
     return sorted(days)
 
 
-def changed_keys(tile_store: TileStore, spec: FeatureSpec, day: dt.date) -> dict:
-    """Per entity, a DataFrame of the distinct keys (typed as the source holds them) to recompute for ``day``:
-    from the tiles of every version (a superset is safe: an unchanged key's state is rewritten as it was)
-    and, for rows replaced on ``day``, the keys their old deliveries had. Persisted: the caller unpersists."""
+def changed_keys(tile_store: TileStore, spec: FeatureSpec, day: dt.date, tiles: dict) -> dict:
+    """Per entity, a DataFrame of the distinct keys (typed as the source holds them) to recompute for ``day``.
+
+    ``tiles``: per entity, the tiles the state as of ``day`` merges (``materialize.history``, persisted), which
+    hold every change day but ``D - L`` and every row ingested on ``day``; ``D - L`` is read (every version: a
+    superset is safe, an unchanged key's state is rewritten as it was). For rows replaced on ``day``, the keys
+    their old deliveries had. Persisted: the caller unpersists."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     replaced = _replaced_rows(tile_store, spec, day)
+    leaving = day - dt.timedelta(days=spec.lookback())
     out = {}
     for name, entity in spec.entities.items():
-        table, columns = tile_store.tables[name], [*entity.keys, "tile_date", "ingest_date"]
-        on_days = tile_store.lake.read(table, columns, where=[("tile_date", "in", change_days(spec, name, day))])
-        ingested = tile_store.lake.read(table, columns, where=[  # file statistics skip the other ingest dates
-            ("tile_date", ">=", day - dt.timedelta(days=spec.lookback())), ("tile_date", "<=", day),
-            ("ingest_date", "=", day)])
-        keys = on_days.select(*entity.keys).unionByName(ingested.select(*entity.keys))
+        touched = F.col("tile_date").isin([d for d in change_days(spec, name, day) if d != leaving])
+        keys = tiles[name].where(touched | (F.col("ingest_date") == F.lit(day))).select(*entity.keys)
+        gone = tile_store.lake.read(tile_store.tables[name], [*entity.keys, "tile_date"],
+                                    where=[("tile_date", "=", leaving)])
+        keys = keys.unionByName(gone.select(*entity.keys))
         if replaced is not None:
             present = reduce(lambda a, b: a & b, [F.col(k).isNotNull() for k in entity.keys])
             keys = keys.unionByName(replaced.where(present).select(*entity.keys))

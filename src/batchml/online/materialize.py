@@ -178,7 +178,7 @@ def _states(lake: Lake, store: Backend, config: Config, dataset: str, spec: Feat
         return
     base = _incremental_base(lake, dataset, current, state, day) if config.online.incremental_states else None
     tiles, edges = history(lake, config, dataset, spec, day)
-    only = {} if base is None else changed_keys(TileStore(lake, dataset, spec, source), spec, day)
+    only = {} if base is None else changed_keys(TileStore(lake, dataset, spec, source), spec, day, tiles)
     try:
         rows = entity_states(tiles, edges, spec, day, only or None)
         if only:
