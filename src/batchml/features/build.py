@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 
 from batchml.config import Config
 from batchml.features.compute import edge_days, features_from_tiles, label_outcomes, load_sql
@@ -62,16 +63,19 @@ def build_features(config: Config, run_date: dt.date, dataset: str | None = None
     outcomes = _label_outcomes(config, lake, name, spec) if spec.label_features else None
     references = _references(config, lake, name, spec) if spec.as_of else None
     cache: list = []
+    started = time.perf_counter()
     try:
         first_ingest = store.ensure(todo[0], todo[-1], cache)
+        tiled = time.perf_counter()
         results = [_build_day(lake, store, name, spec, day, first_ingest, calendar, outcomes, references)
                    for day in todo]
     finally:
         for df in cache:
             df.unpersist()
     written = [r for r in results if not r.skipped]
-    log.info("features %s %s: %d row(s) in %s (%d day(s) built)", name, _span(days),
-             sum(r.rows_written for r in written), spec.table, len(written))
+    log.info("features %s %s: %d row(s) in %s (%d day(s) built; seconds: tiling %.1f, days %.1f)", name,
+             _span(days), sum(r.rows_written for r in written), spec.table, len(written), tiled - started,
+             time.perf_counter() - tiled)
     return WriteResult(lake.uri(spec.table), results[-1].version, not written,
                        sum(r.files_added for r in written), sum(r.files_removed for r in written),
                        sum(r.rows_written for r in written))
