@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
+import threading
 
 import pytest
 
 from batchml.online.backends import BackendUnavailable, Record
+from batchml.online.backends.sqlite import SqliteBackend
 from batchml.online.spec import DynamoDbSettings
 from tests.servers import free_port, moto_server, redis_server
 
@@ -143,3 +147,38 @@ def test_unreachable_stores_say_so(tmp_path):
         SqliteBackend(str(tmp_path / "missing.sqlite"))
     with pytest.raises(BackendUnavailable, match="online store redis://"):
         RedisBackend(f"redis://127.0.0.1:{free_port()}/0").ping()
+
+
+def test_sqlite_batch_writers_take_turns(tmp_path):
+    """One writer at a time holds the turn; the next waits for it, and a holder that dies releases it."""
+    path = str(tmp_path / "turns.sqlite")
+    first, second, order = SqliteBackend(path, create=True), SqliteBackend(path), []
+
+    def later():
+        with second.sole_writer():
+            order.append("second")
+    with first.sole_writer():
+        waiter = threading.Thread(target=later)
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive()  # waiting for its turn
+        order.append("first")
+    waiter.join(10)
+    assert order == ["first", "second"]
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+from batchml.online.backends.sqlite import SqliteBackend
+with SqliteBackend({path!r}).sole_writer():
+    print("holding", flush=True)
+    time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        holder.kill()
+        holder.wait(10)
+        done = threading.Thread(target=later)
+        done.start()
+        done.join(10)
+        assert not done.is_alive() and order == ["first", "second", "second"]
+    finally:
+        holder.kill()
