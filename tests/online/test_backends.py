@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -182,3 +183,24 @@ with SqliteBackend({path!r}).sole_writer():
         assert not done.is_alive() and order == ["first", "second", "second"]
     finally:
         holder.kill()
+
+
+def test_the_writer_moves_a_store_of_the_first_layout_to_a_rowid_table(tmp_path):
+    """Values of a megabyte in a WITHOUT ROWID table made every key search read them (73 s against 0.6 s for
+    small inserts after 600 of them): the writer moves an old store's records once; readers leave it."""
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE records (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER NOT NULL) "
+                   "WITHOUT ROWID")
+        db.executemany("INSERT INTO records VALUES (?, ?, ?)", [("b", b"2" * 5000, 7), ("a", b"1", 9)])
+
+    def layout() -> str:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT sql FROM sqlite_master WHERE name = 'records'").fetchone()[0].upper()
+    reader = SqliteBackend(str(path))
+    assert "WITHOUT ROWID" in layout() and reader.get(["a"]) == {"a": b"1"}
+    reader.close()
+    writer = SqliteBackend(str(path), create=True)
+    assert "WITHOUT ROWID" not in layout()
+    assert writer.get(["a", "b", "c"]) == {"a": b"1", "b": b"2" * 5000} and writer.purge(7) == 1
+    writer.close()

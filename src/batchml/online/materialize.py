@@ -27,7 +27,7 @@ import datetime as dt
 import json
 import logging
 import time
-from contextlib import ExitStack
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Iterator
@@ -276,28 +276,25 @@ class StateWriter:
         store = open_backend(self.config, create=True)
         counts: dict[str, list[int]] = {}  # entity -> [written, deleted]
         writing, step = 0.0, self.config.online.batch_rows
-        turn, waiting = ExitStack(), isinstance(store, SqliteBackend)
+        turn = store.sole_writer if isinstance(store, SqliteBackend) else nullcontext
         try:
             for batch in batches:
-                if waiting:  # from the first batch on: the partition's sort runs while another task writes
-                    turn.enter_context(store.sole_writer())
-                    waiting = False
                 kept = pc.is_valid(batch.column(2))
                 present, gone = batch.filter(kept), batch.filter(pc.invert(kept))
                 records = self.records(present)
                 deletes = [R.entity_key(self.dataset, name, key) for name, key in
                            zip(gone.column(0).to_pylist(), gone.column(1).to_pylist())]
-                started = time.perf_counter()
-                for part in transactions(records, step):
-                    store.put(part)
-                for i in range(0, len(deletes), step):
-                    store.delete(deletes[i:i + step])
-                writing += time.perf_counter() - started
+                with turn():  # SQLite: one batch's writes at a time; the records are built in parallel
+                    started = time.perf_counter()
+                    for part in transactions(records, step):
+                        store.put(part)
+                    for i in range(0, len(deletes), step):
+                        store.delete(deletes[i:i + step])
+                    writing += time.perf_counter() - started
                 for part, j in ((present, 0), (gone, 1)):
                     for name in part.column(0).to_pylist():
                         counts.setdefault(name, [0, 0])[j] += 1
         finally:
-            turn.close()
             store.close()
         columns = [pa.array(list(counts), pa.string()), *[pa.array([c[j] for c in counts.values()], pa.int64())
                                                             for j in (0, 1)],

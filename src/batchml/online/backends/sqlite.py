@@ -11,6 +11,7 @@ decoding and HTTP, not by the probe (bench/bench_online.py).
 from __future__ import annotations
 
 import fcntl
+import logging
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -19,11 +20,22 @@ from typing import Iterator, Sequence
 
 from batchml.online.backends import BackendUnavailable, Record
 
+log = logging.getLogger(__name__)
 CHUNK = 500  # keys per statement, below SQLite's bound-parameter limit on every build
+# A rowid table: the key's index holds keys only. The first layout (WITHOUT ROWID) kept each value in the key's
+# B-tree, so a search that met a state of a megabyte (a merchant's, at 1M events a day) read its whole overflow
+# chain to compare keys: small inserts after 600 values of 1 MB took 73 s against 0.6 s.
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER NOT NULL)
-WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at);
+"""
+TO_ROWID = """
+BEGIN IMMEDIATE;
+CREATE TABLE records_rowid (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER NOT NULL);
+INSERT INTO records_rowid SELECT key, value, expires_at FROM records ORDER BY key;
+DROP TABLE records;
+ALTER TABLE records_rowid RENAME TO records;
+COMMIT;
 """
 
 
@@ -41,6 +53,9 @@ class SqliteBackend:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         with self._connection() as db:
+            if create and _without_rowid(db):  # a store of the first layout: the writer moves it, once
+                log.info("online store %s: moving its records to a rowid table (once)", self.path)
+                db.executescript(TO_ROWID)
             db.executescript(SCHEMA)
 
     def _connection(self) -> sqlite3.Connection:
@@ -71,8 +86,9 @@ class SqliteBackend:
     @contextmanager
     def sole_writer(self) -> Iterator[None]:
         """Hold the store's writer turn (a lock file beside it, which the kernel releases if the holder dies) for
-        a run of writes. SQLite has one writer: tasks that race per transaction can starve one past its busy
-        timeout (it failed materialize at 1M events a day), so batch writers take turns, one task at a time."""
+        a run of writes. SQLite has one writer, and its busy handler polls: writers that race per transaction
+        can starve one past its busy timeout (it failed materialize at 1M events a day). A waiter for the turn
+        blocks in the kernel and is woken when the holder lets go."""
         with open(self.path.with_name(self.path.name + ".writer"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -110,3 +126,8 @@ class SqliteBackend:
                 db.close()
             self._connections.clear()
         self._local = threading.local()
+
+
+def _without_rowid(db: sqlite3.Connection) -> bool:
+    row = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone()
+    return row is not None and "WITHOUT ROWID" in row[0].upper()
