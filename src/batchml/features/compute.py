@@ -261,26 +261,19 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
         stream = stream.unionByName(rows, allowMissingColumns=True)
 
     asc = Window.partitionBy(*keys).orderBy("__t")
-    prefix = asc.rangeBetween(Window.unboundedPreceding, -1)
     desc = Window.partitionBy(*keys).orderBy(F.desc("__t"))
-    suffix = desc.rangeBetween(Window.unboundedPreceding, DAY_US)  # shifted rows at or after t - 1 day
-    at_or_after = desc.rangeBetween(Window.unboundedPreceding, 0)
-    whole = desc.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)  # the key's rows: same sort
-
-    def on(src, col):
-        cond = F.col("__src").isin(*src) if isinstance(src, tuple) else F.col("__src") == src
-        return F.when(cond, F.col(col) if col != "*" else F.lit(1))
-
-    def running(fn, col, src, frame):
-        if fn == "count":
-            return F.count(on(src, col)).over(frame)
-        if fn == "sum":
-            return F.coalesce(F.sum(on(src, col)).over(frame), F.lit(0))
-        if fn == "max":
-            return F.max(on(src, col)).over(frame)
-        return F.collect_set(on(src, col)).over(frame)  # set
+    frames = {"prefix": asc.rangeBetween(Window.unboundedPreceding, -1),
+              "suffix": desc.rangeBetween(Window.unboundedPreceding, DAY_US),  # shifted rows at or after t - 1 day
+              "at_or_after": desc.rangeBetween(Window.unboundedPreceding, 0),
+              "whole": desc.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)}  # same sort as desc
 
     agg_hist = _interior(tile, entity, windows, long_windows, d0)
+
+    running = {}  # (fn, col, src, frame) -> a window aggregate: Spark computes a repeated one again per use
+
+    def run(fn, col, src, frame):
+        name = running.setdefault((fn, col, src, frame), f"__w{len(running)}")
+        return F.col(name)
 
     cols = {}
     for label, w in windows.items():
@@ -288,20 +281,22 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
             for kind, col in _parts(agg, w):
                 if kind == "dc":  # exact distinct count over a day window, see above
                     tag_a, tag_b = markers[(label, agg.column)]
-                    part = (F.count(on(tag_a, "*")).over(at_or_after) + F.count(on(tag_b, "*")).over(prefix))
+                    part = run("count", "*", tag_a, "at_or_after") + run("count", "*", tag_b, "prefix")
                 elif w < DAY_US:  # sliding frame over days D-1 and D
-                    part = running(kind, col, (0, tag[1]), asc.rangeBetween(-w, -1))
+                    frames[f"last_{w}"] = asc.rangeBetween(-w, -1)
+                    part = run(kind, col, (0, tag[1]), f"last_{w}")
                 else:
-                    pre = running(kind, col, 0, prefix)
-                    suf = running(kind, col, tag[w // DAY_US], suffix)
+                    pre, suf = run(kind, col, 0, "prefix"), run(kind, col, tag[w // DAY_US], "suffix")
                     part = {"count": pre + suf, "sum": pre + suf, "max": F.greatest(pre, suf)}[kind]
                 cols[f"__e_{label}_{kind}_{col}"] = part
     for constant, carrier in constants.items():
-        cols[constant] = F.max(on(carrier, constant)).over(whole)
+        cols[constant] = run("max", constant, carrier, "whole")
     if entity.time_since_last:
-        cols["__e_last"] = F.max(on(0, "__t")).over(prefix)
-    edges = stream.select(*keys, "__t", "__src", spec.id_column, *[v.alias(k) for k, v in cols.items()]) \
-        .where(F.col("__src") == 0)
+        cols["__e_last"] = run("max", "__t", 0, "prefix")
+    windowed = stream.select(*keys, "__t", "__src", spec.id_column, *[
+        _running(fn, col, src, frames[frame]).alias(name) for (fn, col, src, frame), name in running.items()])
+    edges = windowed.where(F.col("__src") == 0).select(*keys, "__t", spec.id_column,
+                                                        *[v.alias(k) for k, v in cols.items()])
     joined = edges.join(agg_hist, keys, "left") if agg_hist is not None else edges
 
     out = [F.col(spec.id_column)]
@@ -335,6 +330,17 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
         last = F.greatest(F.col("__e_last"), F.col("__last"))
         out.append(((F.col("__t") - last) / F.lit(float(US))).alias(f"{name}_seconds_since_last"))
     return joined.select(*out)
+
+
+def _running(fn: str, col: str, src, frame):
+    """Window aggregate ``fn`` (count, sum, max or set) of ``col`` ("*": 1) over the stream rows of tag(s)
+    ``src`` in ``frame``."""
+    from pyspark.sql import functions as F
+
+    cond = F.col("__src").isin(*src) if isinstance(src, tuple) else F.col("__src") == src
+    value = F.when(cond, F.col(col) if col != "*" else F.lit(1))
+    out = {"count": F.count, "sum": F.sum, "max": F.max, "set": F.collect_set}[fn](value).over(frame)
+    return F.coalesce(out, F.lit(0)) if fn == "sum" else out
 
 
 def label_outcomes(rows, labels, spec: FeatureSpec, label, name: str, day: dt.date,
@@ -467,25 +473,32 @@ def _distinct_markers(tile, base, entity, windows: dict[str, int], d0: int):
             continue
         col, dv = agg.column, f"__dv_{agg.column}"
         pairs = _pairs(tile, base, keys, col, dv, d0, d0 - max(day_windows.values()))
-        counts, marks = {}, []
+        counts, marks = {}, {}  # marks: tag -> the marker's time, null for a pair without one
         for label, w in day_windows.items():
             a = F.col("__lh") + w
             counts[f"__k_{label}_{col}"] = F.count(F.when(a >= d0 + DAY_US, 1))
             markers[(label, col)] = (tag, tag + 1)
-            marks.append(F.when((a >= d0) & (a < d0 + DAY_US), F.struct(F.lit(tag).alias("s"), a.alias("t"))))
-            marks.append(F.when(F.col("__fd").isNotNull(), F.struct(
-                F.lit(tag + 1).alias("s"), F.greatest(F.col("__fd"), a).alias("t"))))
+            marks[tag] = F.when((a >= d0) & (a < d0 + DAY_US), a)
+            marks[tag + 1] = F.when(F.col("__fd").isNotNull(), F.greatest(F.col("__fd"), a))
             tag += 2
-        found = F.filter(F.array(*marks), lambda c: c.isNotNull())
-        per_key = pairs.groupBy(*keys).agg(*[v.alias(k) for k, v in counts.items()], F.flatten(
-            F.collect_list(F.when(F.size(found) > 0, found))).alias("__m"))
+        # plain lists of times per tag: collecting per-pair arrays of structs cost a third more
+        per_key = pairs.groupBy(*keys).agg(*[v.alias(k) for k, v in counts.items()],
+                                           *[F.collect_list(t).alias(f"__m{s}") for s, t in marks.items()])
         carrier = F.array(F.struct(F.lit(tag).alias("s"), F.lit(d0).cast("long").alias("t")))
-        rows = per_key.select(*keys, *counts, F.explode(F.concat(carrier, F.col("__m"))).alias("__c"))
+        tagged = [F.transform(f"__m{s}", _tagged(s)) for s in marks]
+        rows = per_key.select(*keys, *counts, F.explode(F.concat(carrier, *tagged)).alias("__c"))
         marked.append(rows.select(*keys, F.col("__c.s").alias("__src"), F.col("__c.t").alias("__t"),
                                   *[F.when(F.col("__c.s") == tag, F.col(k)).alias(k) for k in counts]))
         constants.update(dict.fromkeys(counts, tag))
         tag += 1
     return markers, marked, constants
+
+
+def _tagged(tag: int):
+    """time -> a stream row's (tag, time), for ``F.transform`` (which passes the index to a two-argument function)."""
+    from pyspark.sql import functions as F
+
+    return lambda t: F.struct(F.lit(tag).alias("s"), t.alias("t"))
 
 
 def _pairs(tile, base, keys: list[str], col: str, dv: str, d0: int, oldest: int):
