@@ -272,8 +272,7 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
     running = {}  # (fn, col, src, frame) -> a window aggregate: Spark computes a repeated one again per use
 
     def run(fn, col, src, frame):
-        name = running.setdefault((fn, col, src, frame), f"__w{len(running)}")
-        return F.col(name)
+        return F.col(running.setdefault((fn, col, src, frame), f"__w{len(running)}"))
 
     cols = {}
     for label, w in windows.items():
@@ -294,7 +293,7 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
     if entity.time_since_last:
         cols["__e_last"] = run("max", "__t", 0, "prefix")
     windowed = stream.select(*keys, "__t", "__src", spec.id_column, *[
-        _running(fn, col, src, frames[frame]).alias(name) for (fn, col, src, frame), name in running.items()])
+        _running(fn, col, src, frames[frame]).alias(alias) for (fn, col, src, frame), alias in running.items()])
     edges = windowed.where(F.col("__src") == 0).select(*keys, "__t", spec.id_column,
                                                         *[v.alias(k) for k, v in cols.items()])
     joined = edges.join(agg_hist, keys, "left") if agg_hist is not None else edges
