@@ -52,8 +52,14 @@ class AirflowServer:
         if self.proc:
             ui.stop(self.proc)
 
-    def api(self, method: str, path: str, **kwargs):
+    def api(self, method: str, path: str, retry_for: float = 60, **kwargs):
+        """One REST call; a 503 is retried for ``retry_for`` seconds (on SQLite, Airflow answers 503 "Database is
+        locked" to a backfill created while the scheduler writes, and creates nothing)."""
+        deadline = time.monotonic() + retry_for
         r = self.session.request(method, f"{self.url}/api/v2{path}", timeout=60, **kwargs)
+        while r.status_code == 503 and time.monotonic() < deadline:
+            time.sleep(2)
+            r = self.session.request(method, f"{self.url}/api/v2{path}", timeout=60, **kwargs)
         if r.status_code >= 400:
             raise AssertionError(f"{method} {path}: HTTP {r.status_code}: {r.text[:500]}")
         return r.json() if r.content else None
