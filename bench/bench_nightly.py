@@ -23,6 +23,8 @@ each stage's median seconds; ``scores_ready_s`` the median seconds from the nigh
 scores table is committed (the stages up to ``score``), what the scored table's readers wait.
 ``also`` has the issue's chain (ingest, validate, features, score, monitor: every stage but
 ``materialize``, which the issue's list predates) over the same budget, from the same nights.
+Each night's log (every stage's output, with the stages' summary lines) is kept as
+``<cache>/logs/night-<n>.log``.
 
     .venv/bin/python bench/bench_nightly.py [--rows-per-day 1000000] [--history-days 30] [--mode connect]
     # a trial on a busy machine: --rows-per-day 20000 --history-days 10 --force --results /tmp/bench
@@ -169,8 +171,9 @@ def fresh_copy(cached: Path, home: Path) -> None:
     shutil.copytree(cached, home, copy_function=link_or_copy)
 
 
-def night(home: Path, day: dt.date, mode: str, into: dict[str, list[float]]) -> None:
-    """The nightly DAG's stages for ``day``, one spark-submit each, as its tasks run them."""
+def night(home: Path, day: dt.date, mode: str, into: dict[str, list[float]], logs: Path) -> None:
+    """The nightly DAG's stages for ``day``, one spark-submit each, as its tasks run them; the night's log is
+    copied into ``logs`` (``home`` is replaced by the next night's copy)."""
     from batchml.orchestration import local
     from batchml.orchestration.operators import JOBS
     from batchml.spark_server import status
@@ -192,6 +195,8 @@ def night(home: Path, day: dt.date, mode: str, into: dict[str, list[float]]) -> 
         into.setdefault(stage, []).append(round(time.perf_counter() - started, 3))
         if code != 0:
             raise SystemExit(f"nightly {stage} {day} exited {code}; see {log}")
+    logs.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(log, logs / f"night-{len(into['ingest'])}.log")
 
 
 def main() -> None:
@@ -230,7 +235,8 @@ def main() -> None:
             spark_server.start(with_driver_memory(load_config_at(home), args.driver_memory), port=0)
 
     try:
-        runs = run.interleaved({"night_s": lambda: night(home, day, args.mode, stages)}, setup={"night_s": setup})
+        runs = run.interleaved({"night_s": lambda: night(home, day, args.mode, stages, args.cache / "logs")},
+                               setup={"night_s": setup})
     finally:
         spark_server.stop(load_config_at(home))
     total = median(runs["night_s"])
