@@ -11,10 +11,9 @@ How a day ``D`` is computed (docs/tiling.md):
 * The interior is a merge of whole-day **tiles** (``tiles``): per entity key, counts, micro-unit
   sums and maxima of each earlier day, built once when that day's events were ingested.
 * The two edges come from raw events of day ``D`` and each boundary day, shifted forward by
-  ``k - 1`` days into one small stream per entity. The prefix is an ascending running aggregate
-  over day ``D`` rows and the suffix a descending running aggregate (``range between unbounded
-  preceding and 1 day following``) over the shifted rows. Both are running frames, which Spark
-  updates incrementally.
+  ``k - 1`` days into one small stream per entity. The prefix aggregates day ``D`` rows before ``t``
+  and the suffix the shifted rows at or after ``t - 1 day``: frames of the stream sorted by key and
+  time, computed in one vectorised pass per partition (``running``), not by Spark's window operator.
 * Distinct counts over day windows need no per-row sets: per (entity, value) the last time before
   ``D`` (merged from the tiles' per-value last-seen times) and the first time on ``D`` become at most
   two marker rows in the same stream, counted by the same running frames (see ``_entity_features``),
@@ -38,6 +37,7 @@ import datetime as dt
 from functools import lru_cache, reduce
 
 from batchml.features import tiles as T
+from batchml.features.running import Aggregate, window_pass
 from batchml.features.spec import DAY_S, FeatureSpec, window_seconds
 from batchml.features.tiles import DAY_US, SCALE, US
 from batchml.rundays import UTC_CALENDAR, RunCalendar
@@ -219,7 +219,6 @@ def day_features(edges, tiles: dict, spec: FeatureSpec, day: dt.date, run_date: 
 def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
     """(id, <entity features>) for the day's events whose entity keys are all set, from the edge rows
     ``ev`` and the entity's ``tile`` rows of the days before (``tiles.chosen``)."""
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     entity = spec.entities[name]
@@ -260,16 +259,13 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
     for rows in marked:
         stream = stream.unionByName(rows, allowMissingColumns=True)
 
-    asc = Window.partitionBy(*keys).orderBy("__t")
-    desc = Window.partitionBy(*keys).orderBy(F.desc("__t"))
-    frames = {"prefix": asc.rangeBetween(Window.unboundedPreceding, -1),
-              "suffix": desc.rangeBetween(Window.unboundedPreceding, DAY_US),  # shifted rows at or after t - 1 day
-              "at_or_after": desc.rangeBetween(Window.unboundedPreceding, 0),
-              "whole": desc.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)}  # same sort as desc
+    # name -> (frame, width µs) of ``running``: the suffix takes shifted rows at or after t - 1 day
+    frames = {"prefix": ("prefix", 0), "suffix": ("suffix", DAY_US), "at_or_after": ("at_or_after", 0),
+              "whole": ("whole", 0)}
 
     agg_hist = _interior(tile, entity, windows, long_windows, d0)
 
-    running = {}  # (fn, col, src, frame) -> a window aggregate: Spark computes a repeated one again per use
+    running = {}  # (fn, col, src, frame) -> the alias of one aggregate of the window pass
 
     def run(fn, col, src, frame):
         return F.col(running.setdefault((fn, col, src, frame), f"__w{len(running)}"))
@@ -282,7 +278,7 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
                     tag_a, tag_b = markers[(label, agg.column)]
                     part = run("count", "*", tag_a, "at_or_after") + run("count", "*", tag_b, "prefix")
                 elif w < DAY_US:  # sliding frame over days D-1 and D
-                    frames[f"last_{w}"] = asc.rangeBetween(-w, -1)
+                    frames[f"last_{w}"] = ("last", w)
                     part = run(kind, col, (0, tag[1]), f"last_{w}")
                 else:
                     pre, suf = run(kind, col, 0, "prefix"), run(kind, col, tag[w // DAY_US], "suffix")
@@ -292,10 +288,10 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
         cols[constant] = run("max", constant, carrier, "whole")
     if entity.time_since_last:
         cols["__e_last"] = run("max", "__t", 0, "prefix")
-    windowed = stream.select(*keys, "__t", "__src", spec.id_column, *[
-        _running(fn, col, src, frames[frame]).alias(alias) for (fn, col, src, frame), alias in running.items()])
-    edges = windowed.where(F.col("__src") == 0).select(*keys, "__t", spec.id_column,
-                                                        *[v.alias(k) for k, v in cols.items()])
+    aggregates = [Aggregate(_FN[fn], col, src if isinstance(src, tuple) else (src,), *frames[frame], alias)
+                  for (fn, col, src, frame), alias in running.items()]
+    windowed = window_pass(stream, keys, [spec.id_column], aggregates)
+    edges = windowed.select(*keys, "__t", spec.id_column, *[v.alias(k) for k, v in cols.items()])
     joined = edges.join(agg_hist, keys, "left") if agg_hist is not None else edges
 
     out = [F.col(spec.id_column)]
@@ -321,7 +317,7 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
         elif agg.function == "max":
             value = total("max", f"__mx_{col}")
         elif windows[label] < DAY_US:
-            value = F.size(F.col(f"__e_{label}_set___dv_{col}"))
+            value = F.col(f"__e_{label}_set___dv_{col}")
         else:
             value = F.col(f"__e_{label}_dc___dv_{col}") + F.coalesce(F.col(f"__k_{label}_{col}"), F.lit(0))
         out.append(value.alias(feature))
@@ -329,17 +325,6 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
         last = F.greatest(F.col("__e_last"), F.col("__last"))
         out.append(((F.col("__t") - last) / F.lit(float(US))).alias(f"{name}_seconds_since_last"))
     return joined.select(*out)
-
-
-def _running(fn: str, col: str, src, frame):
-    """Window aggregate ``fn`` (count, sum, max or set) of ``col`` ("*": 1) over the stream rows of tag(s)
-    ``src`` in ``frame``."""
-    from pyspark.sql import functions as F
-
-    cond = F.col("__src").isin(*src) if isinstance(src, tuple) else F.col("__src") == src
-    value = F.when(cond, F.col(col) if col != "*" else F.lit(1))
-    out = {"count": F.count, "sum": F.sum, "max": F.max, "set": F.collect_set}[fn](value).over(frame)
-    return F.coalesce(out, F.lit(0)) if fn == "sum" else out
 
 
 def label_outcomes(rows, labels, spec: FeatureSpec, label, name: str, day: dt.date,
@@ -533,6 +518,9 @@ def _interior(tile, entity, windows: dict[str, int], long_windows: dict[str, int
                 interior[f"__i_{label}_{kind}_{col}"] = (F.max if kind == "max" else F.sum)(value)
     return tile.groupBy(*entity.keys).agg(*[v.alias(k) for k, v in interior.items()]) if interior else None
 
+
+# a running piece's kind -> the window pass's aggregate
+_FN = {"count": "count", "sum": "sum", "max": "max", "set": "distinct"}
 
 # (running piece kind, over a value column?) -> the tile state column it merges
 _STATE = {("count", False): "n", ("count", True): "n_{c}", ("sum", True): "s_{c}", ("max", False): "mx_{c}"}
