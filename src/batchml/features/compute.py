@@ -259,16 +259,12 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
     for rows in marked:
         stream = stream.unionByName(rows, allowMissingColumns=True)
 
-    # name -> (frame, width µs) of ``running``: the suffix takes shifted rows at or after t - 1 day
-    frames = {"prefix": ("prefix", 0), "suffix": ("suffix", DAY_US), "at_or_after": ("at_or_after", 0),
-              "whole": ("whole", 0)}
-
     agg_hist = _interior(tile, entity, windows, long_windows, d0)
 
-    running = {}  # (fn, col, src, frame) -> the alias of one aggregate of the window pass
+    running = {}  # (fn, col, src, frame, width) -> the alias of one aggregate of the window pass
 
-    def run(fn, col, src, frame):
-        return F.col(running.setdefault((fn, col, src, frame), f"__w{len(running)}"))
+    def run(fn, col, src, frame, width=0):
+        return F.col(running.setdefault((fn, col, src, frame, width), f"__w{len(running)}"))
 
     cols = {}
     for label, w in windows.items():
@@ -278,18 +274,18 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
                     tag_a, tag_b = markers[(label, agg.column)]
                     part = run("count", "*", tag_a, "at_or_after") + run("count", "*", tag_b, "prefix")
                 elif w < DAY_US:  # sliding frame over days D-1 and D
-                    frames[f"last_{w}"] = ("last", w)
-                    part = run(kind, col, (0, tag[1]), f"last_{w}")
+                    part = run(kind, col, (0, tag[1]), "last", w)
                 else:
-                    pre, suf = run(kind, col, 0, "prefix"), run(kind, col, tag[w // DAY_US], "suffix")
+                    # the suffix: shifted boundary-day rows at or after t - 1 day
+                    pre, suf = run(kind, col, 0, "prefix"), run(kind, col, tag[w // DAY_US], "suffix", DAY_US)
                     part = {"count": pre + suf, "sum": pre + suf, "max": F.greatest(pre, suf)}[kind]
                 cols[f"__e_{label}_{kind}_{col}"] = part
     for constant, carrier in constants.items():
         cols[constant] = run("max", constant, carrier, "whole")
     if entity.time_since_last:
         cols["__e_last"] = run("max", "__t", 0, "prefix")
-    aggregates = [Aggregate(_FN[fn], col, src if isinstance(src, tuple) else (src,), *frames[frame], alias)
-                  for (fn, col, src, frame), alias in running.items()]
+    aggregates = [Aggregate(fn, col, src if isinstance(src, tuple) else (src,), frame, width, alias)
+                  for (fn, col, src, frame, width), alias in running.items()]
     windowed = window_pass(stream, keys, [spec.id_column], aggregates)
     edges = windowed.select(*keys, "__t", spec.id_column, *[v.alias(k) for k, v in cols.items()])
     joined = edges.join(agg_hist, keys, "left") if agg_hist is not None else edges
@@ -317,7 +313,7 @@ def _entity_features(ev, tile, spec: FeatureSpec, name: str, d0: int):
         elif agg.function == "max":
             value = total("max", f"__mx_{col}")
         elif windows[label] < DAY_US:
-            value = F.col(f"__e_{label}_set___dv_{col}")
+            value = F.col(f"__e_{label}_distinct___dv_{col}")
         else:
             value = F.col(f"__e_{label}_dc___dv_{col}") + F.coalesce(F.col(f"__k_{label}_{col}"), F.lit(0))
         out.append(value.alias(feature))
@@ -519,9 +515,6 @@ def _interior(tile, entity, windows: dict[str, int], long_windows: dict[str, int
     return tile.groupBy(*entity.keys).agg(*[v.alias(k) for k, v in interior.items()]) if interior else None
 
 
-# a running piece's kind -> the window pass's aggregate
-_FN = {"count": "count", "sum": "sum", "max": "max", "set": "distinct"}
-
 # (running piece kind, over a value column?) -> the tile state column it merges
 _STATE = {("count", False): "n", ("count", True): "n_{c}", ("sum", True): "s_{c}", ("max", False): "mx_{c}"}
 
@@ -531,7 +524,7 @@ def _parts(agg, window_us: int) -> list[tuple[str, str]]:
     col = agg.column
     return {"count": [("count", "*")], "sum": [("sum", f"__fx_{col}")],
             "mean": [("count", f"__fx_{col}"), ("sum", f"__fx_{col}")], "max": [("max", f"__mx_{col}")],
-            "distinct_count": [("set" if window_us < DAY_US else "dc", f"__dv_{col}")]}[agg.function]
+            "distinct_count": [("distinct" if window_us < DAY_US else "dc", f"__dv_{col}")]}[agg.function]
 
 
 def load_sql(spec: FeatureSpec, conf_dir: str | None = None) -> list[str]:

@@ -71,16 +71,18 @@ class WindowPass:
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pending: list[pa.RecordBatch] = []
-        rows = 0
+        rows, limit = 0, self.chunk_rows
         for batch in batches:
             pending.append(batch)
             rows += batch.num_rows
-            if rows >= self.chunk_rows:
+            if rows >= limit:
                 table = pa.Table.from_batches(pending).combine_chunks()
                 cut = int(np.flatnonzero(_starts(table, self.keys))[-1])  # the last key may go on in later batches
                 if cut:
                     yield from self.chunk(table.slice(0, cut)).to_batches()
-                    pending, rows = table.slice(cut).to_batches(), table.num_rows - cut
+                    pending, rows, limit = table.slice(cut).to_batches(), table.num_rows - cut, self.chunk_rows
+                else:  # one key fills the chunk: look again at twice the rows (linear copying in all)
+                    pending, limit = table.to_batches(), 2 * rows
         if rows:
             yield from self.chunk(pa.Table.from_batches(pending).combine_chunks()).to_batches()
 
@@ -126,18 +128,17 @@ class Frames:
 
     def bounds(self, frame: str, width: int) -> tuple[np.ndarray, np.ndarray]:
         """``[a, b)`` of ``frame`` for each kept row."""
-        if (frame, width) not in self.cache:
-            rows = self.rows
-            if frame in ("suffix", "last"):  # the first row of the key at or after t - width
-                wanted = self.group[rows] * self.span + np.searchsorted(self.times, self.t[rows] - width, "left")
-                reach = np.searchsorted(self.order, wanted, "left")
-            self.cache[(frame, width)] = {
-                "prefix": lambda: (self.start[rows], self.tie[rows]),
-                "at_or_after": lambda: (self.tie[rows], self.end[rows]),
-                "whole": lambda: (self.start[rows], self.end[rows]),
-                "suffix": lambda: (reach, self.end[rows]),
-                "last": lambda: (reach, self.tie[rows])}[frame]()
-        return self.cache[(frame, width)]
+        if (frame, width) in self.cache:
+            return self.cache[(frame, width)]
+        rows = self.rows
+        if frame in ("suffix", "last"):  # from the first row of the key at or after t - width
+            wanted = self.group[rows] * self.span + np.searchsorted(self.times, self.t[rows] - width, "left")
+            a = np.searchsorted(self.order, wanted, "left")
+        else:
+            a = self.tie[rows] if frame == "at_or_after" else self.start[rows]
+        b = self.tie[rows] if frame in ("prefix", "last") else self.end[rows]
+        self.cache[(frame, width)] = a, b
+        return a, b
 
 
 def _aggregate(agg: Aggregate, frames: Frames, mask: np.ndarray, values) -> pa.Array:
